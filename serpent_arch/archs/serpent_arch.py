@@ -1,0 +1,374 @@
+"""The Serpent network: a U-shaped hierarchy of 2-D selective state space blocks.
+
+Layout (SERPENT.md): patch embedding -> encoder stages of Serpent blocks with patch merging
+-> decoder stages with patch expanding and skips -> reconstruction at full resolution with a
+global residual from the (upsampled) input. Tokens travel channels-last, (B, H, W, C).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from serpent_arch.archs.ss2d import SS2D
+
+# Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
+# Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
+VARIANTS: dict[str, dict] = {
+    "tiny": dict(patch_size=4, embed_dim=24, depths=(1, 1, 1), depths_decoder=(1, 1)),
+    "small": dict(patch_size=4, embed_dim=48, depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2)),
+    "base": dict(patch_size=4, embed_dim=64, depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2)),
+    "large": dict(patch_size=4, embed_dim=96, depths=(2, 2, 4, 4), depths_decoder=(4, 2, 2)),
+}
+UPSAMPLERS = ("interpolate", "pixelshuffle")
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (N, C, H, W) at the bottom/right up to a multiple of ``multiple``.
+
+    Reflect padding where the image is large enough (no artificial edges), replicate where it
+    is not (reflect cannot pad more than the size - 1). Returns the padded tensor and the
+    original (H, W) for cropping back.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x, (h, w)
+
+
+def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: drop whole residual branches per sample, rescale the survivors."""
+    if prob == 0.0 or not training:
+        return x
+    keep = 1.0 - prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class FeedForward(nn.Module):
+    """Token-wise MLP: Linear(C -> hidden) -> GELU -> Linear(hidden -> C)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SerpentBlock(nn.Module):
+    """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same."""
+
+    def __init__(self, dim: int, drop_path_prob: float, mlp_ratio: float, **ss2d_kwargs):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.ss2d = SS2D(dim, **ss2d_kwargs)
+        self.drop_path_prob = drop_path_prob
+        self.has_ffn = mlp_ratio > 0
+        if self.has_ffn:
+            self.norm2 = nn.LayerNorm(dim)
+            self.ffn = FeedForward(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + drop_path(self.ss2d(self.norm1(x)), self.drop_path_prob, self.training)
+        if self.has_ffn:
+            x = x + drop_path(self.ffn(self.norm2(x)), self.drop_path_prob, self.training)
+        return x
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbourhoods -> LayerNorm(4C) -> Linear(4C -> 2C). (B, H, W, C) -> (B, H/2, W/2, 2C)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        return self.reduction(self.norm(x))
+
+
+def pixel_shuffle_last(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Channels-last pixel shuffle: (B, H, W, C*f*f) -> (B, H*f, W*f, C)."""
+    b, h, w, c = x.shape
+    c_out = c // (factor * factor)
+    x = x.view(b, h, w, factor, factor, c_out).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * factor, w * factor, c_out)
+
+
+class PatchExpanding(nn.Module):
+    """Linear(C -> 2C) then a 2x pixel shuffle: (B, H, W, C) -> (B, 2H, 2W, C/2)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.expand = nn.Linear(dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(dim // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(pixel_shuffle_last(self.expand(x), 2))
+
+
+class Stage(nn.Module):
+    """A run of Serpent blocks at one width; gradient checkpointing per block when asked."""
+
+    def __init__(self, dim: int, depth: int, drop_path_probs: Sequence[float], use_checkpoint: bool, **kw):
+        super().__init__()
+        self.blocks = nn.ModuleList(SerpentBlock(dim, drop_path_probs[i], **kw) for i in range(depth))
+        self.use_checkpoint = use_checkpoint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.use_checkpoint and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class PixelShuffleUpsampler(nn.Sequential):
+    """conv + PixelShuffle steps for scale 2^n or 3: (B, C, H, W) -> (B, C, sH, sW)."""
+
+    def __init__(self, scale: int, channels: int):
+        layers: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [nn.Conv2d(channels, 4 * channels, 3, 1, 1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(channels, 9 * channels, 3, 1, 1), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"Serpent: upsampler 'pixelshuffle' supports upscale 2^n or 3, got {scale}.")
+        super().__init__(*layers)
+
+
+@ARCH_REGISTRY.register()
+class Serpent(nn.Module):
+    """Serpent: multi-scale, four-direction selective state space restoration network.
+
+    Input (N, in_chans, H, W) with values in [0, img_range], any H and W; output
+    (N, out_chans, H * upscale, W * upscale) in the same range.
+
+    Args:
+        variant: named size, ``tiny | small | base | large`` (see ``VARIANTS``). It fills
+            ``patch_size``, ``embed_dim``, ``depths`` and ``depths_decoder``; any of those
+            given explicitly overrides the variant. Default ``base``.
+        in_chans: channels of the input image (1 grayscale, 3 RGB).
+        out_chans: channels of the output; defaults to ``in_chans``. The global residual is
+            used only when ``in_chans == out_chans``.
+        upscale: super-resolution factor; 1 for restoration at the same size.
+        upsampler: ``interpolate`` resizes the input bicubically to the target size first and
+            restores at full size (how U-Net restorers do 8x face SR); ``pixelshuffle`` runs the
+            network at input size and ends with conv + PixelShuffle (SwinIR-style classic SR).
+            Ignored when ``upscale == 1``.
+        img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
+        patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
+        embed_dim: token width C of the finest scale; scale i has width C * 2**i.
+        depths: number of Serpent blocks per encoder stage; its length is the number of scales.
+        depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
+            first); length ``len(depths) - 1``. Defaults to the encoder's depths mirrored.
+        d_state: state size N of the selective scan.
+        ssm_ratio: inner width of SS2D as a multiple of the block width.
+        d_conv: kernel size of SS2D's depthwise convolution.
+        dt_rank: rank of the step-size projection; ``auto`` is ceil(width / 16).
+        mlp_ratio: hidden width of the feed-forward network as a multiple of the block width;
+            0 removes the feed-forward networks.
+        scan_directions: 1 (row-major), 2 (row-major both ways) or 4 (rows and columns both
+            ways, the paper's cross-scan).
+        drop_path_rate: stochastic depth rate, rising linearly to this value over the blocks.
+        use_checkpoint: gradient checkpointing per block (less memory, ~30% more compute).
+        scan_backend: selective scan implementation (see ``serpent_arch.ops.selective_scan``);
+            ``auto`` picks the fastest available for the tensors' device.
+    """
+
+    def __init__(
+        self,
+        variant: str | None = None,
+        in_chans: int = 3,
+        out_chans: int | None = None,
+        upscale: int = 1,
+        upsampler: str = "interpolate",
+        img_range: float = 1.0,
+        patch_size: int | None = None,
+        embed_dim: int | None = None,
+        depths: Sequence[int] | None = None,
+        depths_decoder: Sequence[int] | None = None,
+        d_state: int = 16,
+        ssm_ratio: float = 2.0,
+        d_conv: int = 3,
+        dt_rank: int | str = "auto",
+        mlp_ratio: float = 2.0,
+        scan_directions: int = 4,
+        drop_path_rate: float = 0.1,
+        use_checkpoint: bool = False,
+        scan_backend: str = "auto",
+    ):
+        super().__init__()
+        config = resolve_config(variant, patch_size, embed_dim, depths, depths_decoder)
+        patch_size, embed_dim = config["patch_size"], config["embed_dim"]
+        depths, depths_decoder = config["depths"], config["depths_decoder"]
+        out_chans = in_chans if out_chans is None else out_chans
+        _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_rate)
+
+        self.variant = variant
+        self.in_chans, self.out_chans = in_chans, out_chans
+        self.upscale, self.upsampler = upscale, upsampler
+        self.img_range = float(img_range)
+        self.patch_size = patch_size
+        self.num_scales = len(depths)
+        self.pad_multiple = patch_size * 2 ** (self.num_scales - 1)
+        widths = [embed_dim * 2**i for i in range(self.num_scales)]
+
+        block_kw = dict(
+            mlp_ratio=mlp_ratio,
+            d_state=d_state,
+            ssm_ratio=ssm_ratio,
+            d_conv=d_conv,
+            dt_rank=dt_rank,
+            scan_directions=scan_directions,
+            scan_backend=scan_backend,
+        )
+        # Stochastic depth rises linearly over the encoder blocks; the decoder mirrors it.
+        probs = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        enc_probs = [probs[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(self.num_scales)]
+
+        self.shallow = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+        self.embed_norm = nn.LayerNorm(embed_dim)
+
+        self.encoder = nn.ModuleList()
+        self.merges = nn.ModuleList()
+        for i in range(self.num_scales):
+            self.encoder.append(Stage(widths[i], depths[i], enc_probs[i], use_checkpoint, **block_kw))
+            if i < self.num_scales - 1:
+                self.merges.append(PatchMerging(widths[i]))
+
+        self.expands = nn.ModuleList()
+        self.fuses = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        for j, depth in enumerate(depths_decoder):
+            scale_idx = self.num_scales - 2 - j
+            width = widths[scale_idx]
+            dec_probs = list(reversed(enc_probs[scale_idx]))[:depth]
+            dec_probs += [dec_probs[-1] if dec_probs else 0.0] * (depth - len(dec_probs))
+            self.expands.append(PatchExpanding(widths[scale_idx + 1]))
+            self.fuses.append(nn.Linear(2 * width, width))
+            self.decoder.append(Stage(width, depth, dec_probs, use_checkpoint, **block_kw))
+        self.out_norm = nn.LayerNorm(embed_dim)
+
+        # Tokens back to a full-resolution feature map, merged with the shallow features.
+        self.unembed = nn.Linear(embed_dim, patch_size * patch_size * embed_dim)
+        if upscale > 1 and upsampler == "pixelshuffle":
+            self.upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, embed_dim, 3, 1, 1),
+                nn.LeakyReLU(0.2, inplace=True),
+                PixelShuffleUpsampler(upscale, embed_dim),
+            )
+        else:
+            self.upsample = nn.Identity()
+        self.conv_last = nn.Conv2d(embed_dim, out_chans, 3, 1, 1)
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_chans, H, W) -> (N, out_chans, H * upscale, W * upscale)."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"Serpent expects input (N, {self.in_chans}, H, W) (in_chans={self.in_chans}), got shape "
+                f"{tuple(x.shape)}; set network_g.in_chans to the number of image channels."
+            )
+        x = x / self.img_range
+        if self.upscale > 1:
+            mode = "bicubic" if x.shape[-2] > 1 and x.shape[-1] > 1 else "nearest"
+            upsampled = F.interpolate(x, scale_factor=self.upscale, mode=mode, align_corners=False)
+            if self.upsampler == "interpolate":
+                x = upsampled
+        else:
+            upsampled = x
+        out_h, out_w = upsampled.shape[-2:]
+
+        x, (h, w) = pad_to_multiple(x, self.pad_multiple)
+        feat = self.restore_features(x)[..., :h, :w]
+        feat = self.upsample(feat)
+        out = self.conv_last(feat)[..., :out_h, :out_w]
+        if self.in_chans == self.out_chans:
+            out = out + upsampled
+        return out * self.img_range
+
+    def restore_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded image (N, C_in, H, W) -> full-resolution features (N, embed_dim, H, W)."""
+        tokens = self.embed_norm(self.patch_embed(x).permute(0, 2, 3, 1))
+        skips = []
+        for i, stage in enumerate(self.encoder):
+            tokens = stage(tokens)
+            if i < self.num_scales - 1:
+                skips.append(tokens)
+                tokens = self.merges[i](tokens)
+        for expand, fuse, stage in zip(self.expands, self.fuses, self.decoder):
+            tokens = fuse(torch.cat([expand(tokens), skips.pop()], dim=-1))
+            tokens = stage(tokens)
+        tokens = self.unembed(self.out_norm(tokens))
+        feat = pixel_shuffle_last(tokens, self.patch_size).permute(0, 3, 1, 2)
+        return feat + self.shallow(x)
+
+
+def resolve_config(variant, patch_size, embed_dim, depths, depths_decoder) -> dict:
+    """Merge a named variant with explicitly given structural arguments (explicit wins)."""
+    if variant is None:
+        variant = "base"
+    if variant not in VARIANTS:
+        raise ValueError(f"Serpent: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    config = dict(VARIANTS[variant])
+    explicit = dict(patch_size=patch_size, embed_dim=embed_dim, depths=depths, depths_decoder=depths_decoder)
+    config.update({k: v for k, v in explicit.items() if v is not None})
+    if depths is not None and depths_decoder is None:
+        config["depths_decoder"] = tuple(reversed(depths[:-1]))
+    config["depths"] = tuple(int(d) for d in config["depths"])
+    config["depths_decoder"] = tuple(int(d) for d in config["depths_decoder"])
+
+    if config["patch_size"] not in (1, 2, 4):
+        raise ValueError(f"Serpent: patch_size must be 1, 2 or 4, got {config['patch_size']}.")
+    if int(config["embed_dim"]) < 1 or config["embed_dim"] % 2:
+        raise ValueError(f"Serpent: embed_dim must be a positive even number, got {config['embed_dim']}.")
+    if not config["depths"] or min(config["depths"]) < 1:
+        raise ValueError(f"Serpent: depths must be a non-empty list of positive ints, got {config['depths']}.")
+    if len(config["depths_decoder"]) != len(config["depths"]) - 1 or min(config["depths_decoder"], default=1) < 1:
+        raise ValueError(
+            f"Serpent: depths_decoder must list {len(config['depths']) - 1} positive ints "
+            f"(one per decoder stage, coarsest first), got {config['depths_decoder']}."
+        )
+    return config
+
+
+def _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_rate) -> None:
+    if in_chans < 1 or out_chans < 1:
+        raise ValueError(f"Serpent: in_chans and out_chans must be >= 1, got {in_chans}, {out_chans}.")
+    if int(upscale) != upscale or upscale < 1:
+        raise ValueError(f"Serpent: upscale must be a positive integer, got {upscale}.")
+    if upsampler not in UPSAMPLERS:
+        raise ValueError(f"Serpent: upsampler must be one of {', '.join(UPSAMPLERS)}, got {upsampler!r}.")
+    if upscale > 1 and upsampler == "pixelshuffle":
+        PixelShuffleUpsampler(upscale, 1)  # validates the factor
+    if img_range <= 0:
+        raise ValueError(f"Serpent: img_range must be > 0, got {img_range}.")
+    if not 0 <= drop_path_rate < 1:
+        raise ValueError(f"Serpent: drop_path_rate must be in [0, 1), got {drop_path_rate}.")
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

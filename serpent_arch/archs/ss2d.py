@@ -1,0 +1,131 @@
+"""SS2D: the 2-D selective scan block at the heart of Serpent.
+
+The feature map is unrolled into K sequences (cross-scan), each scanned by a selective state
+space model with its own projections, and the K outputs are mapped back to their pixels and
+summed (cross-merge). All K * D_in channels go through one call of the scan op.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from serpent_arch.ops import selective_scan
+
+SCAN_DIRECTIONS = (1, 2, 4)
+
+
+def cross_scan(x: torch.Tensor, directions: int) -> torch.Tensor:
+    """Unroll (B, D, H, W) into (B, K, D, H*W) sequences.
+
+    K=1: row-major. K=2: row-major, forward and reversed. K=4: row-major, column-major, and
+    both reversed (the order VMamba uses).
+    """
+    b, d, h, w = x.shape
+    rows = x.reshape(b, d, h * w)
+    if directions == 1:
+        return rows.unsqueeze(1)
+    if directions == 2:
+        return torch.stack([rows, rows.flip(-1)], dim=1)
+    cols = x.transpose(-1, -2).reshape(b, d, h * w)
+    forward = torch.stack([rows, cols], dim=1)
+    return torch.cat([forward, forward.flip(-1)], dim=1)
+
+
+def cross_merge(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`cross_scan`, summing the directions: (B, K, D, H*W) -> (B, D, H, W)."""
+    b, k, d, length = y.shape
+    if k == 1:
+        return y[:, 0].reshape(b, d, h, w)
+    if k == 2:
+        return (y[:, 0] + y[:, 1].flip(-1)).reshape(b, d, h, w)
+    y = y[:, :2] + y[:, 2:].flip(-1)
+    rows = y[:, 0].reshape(b, d, h, w)
+    cols = y[:, 1].reshape(b, d, w, h).transpose(-1, -2)
+    return rows + cols
+
+
+class SS2D(nn.Module):
+    """2-D selective scan. (B, H, W, C) -> (B, H, W, C).
+
+    in_proj (C -> 2 * D_in) gives x and the gate z; x goes through a depthwise conv and SiLU,
+    is cross-scanned into K sequences, each direction projects x to (dt, B, C) and its own
+    dt_proj maps dt_rank -> D_in. One selective scan covers all K * D_in channels; B and C are
+    grouped per direction. The merged output is normalised, gated by SiLU(z) and projected back.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 16,
+        ssm_ratio: float = 2.0,
+        d_conv: int = 3,
+        dt_rank: int | str = "auto",
+        scan_directions: int = 4,
+        scan_backend: str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        if scan_directions not in SCAN_DIRECTIONS:
+            raise ValueError(f"SS2D: scan_directions must be 1, 2 or 4, got {scan_directions}.")
+        if d_conv < 1 or d_conv % 2 == 0:
+            raise ValueError(f"SS2D: d_conv must be a positive odd kernel size, got {d_conv}.")
+        self.d_inner = d_inner = int(ssm_ratio * dim)
+        self.d_state = d_state
+        self.dt_rank = dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
+        self.directions = k = scan_directions
+        self.scan_backend = scan_backend
+
+        self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
+        self.conv2d = nn.Conv2d(d_inner, d_inner, d_conv, padding=d_conv // 2, groups=d_inner)
+
+        # Per-direction projections, stored stacked so one einsum serves all K directions.
+        bound = d_inner**-0.5
+        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
+        dt_bound = dt_rank**-0.5
+        self.dt_proj_weight = nn.Parameter(torch.empty(k, d_inner, dt_rank).uniform_(-dt_bound, dt_bound))
+        # Mamba's step-size init: dt log-uniform in [dt_min, dt_max], stored as softplus^-1(dt).
+        dt = torch.exp(torch.rand(k, d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_proj_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        # S4D-real: A = -(1..N) per channel, kept as log for positivity.
+        a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(k * d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(a))
+        self.D = nn.Parameter(torch.ones(k * d_inner))
+
+        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_proj = nn.Linear(d_inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        x, z = self.in_proj(x).chunk(2, dim=-1)
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))
+        y = self.scan(x)
+        y = self.out_norm(y.permute(0, 2, 3, 1)) * F.silu(z)
+        return self.out_proj(y)
+
+    def scan(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D_in, H, W) -> (B, D_in, H, W): cross-scan, selective scan, cross-merge."""
+        b, d, h, w = x.shape
+        k, n, r = self.directions, self.d_state, self.dt_rank
+        xs = cross_scan(x, k)  # (B, K, D, L)
+        proj = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        dts, bs, cs = torch.split(proj, [r, n, n], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_proj_weight)
+        y = selective_scan(
+            xs.reshape(b, k * d, h * w),
+            dts.reshape(b, k * d, h * w),
+            -torch.exp(self.A_log.float()),
+            bs.contiguous(),
+            cs.contiguous(),
+            D=self.D.float(),
+            delta_bias=self.dt_proj_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=self.scan_backend,
+        )
+        return cross_merge(y.view(b, k, d, h * w), h, w)

@@ -1,0 +1,76 @@
+"""The `basicsr` command: BasicSR's train and test pipelines with the Serpent plugin loaded.
+
+    basicsr train -opt options/serpent_sr.yml [--launcher none|pytorch|slurm] [--auto_resume]
+                  [--debug] [--force_yml KEY=VALUE ...]
+    basicsr test  -opt options/serpent_sr_test.yml
+
+The current directory is the root: experiments/, results/ and tb_logger/ are created under it,
+and relative data paths in option files start there. Any BasicSR option file works, for
+Serpent or for BasicSR's own networks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+COMMANDS = {
+    "train": "train a network with BasicSR's training pipeline",
+    "test": "evaluate a trained network with BasicSR's test pipeline",
+}
+
+
+def _basicsr_parser(command: str) -> argparse.ArgumentParser:
+    """The flags of BasicSR's own ``parse_options``, for help and for reading ``-opt``."""
+    parser = argparse.ArgumentParser(prog=f"basicsr {command}", description=COMMANDS[command])
+    parser.add_argument("-opt", required=True, help="path to the option YAML file")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
+    parser.add_argument("--auto_resume", action="store_true", help="resume from the latest training state")
+    parser.add_argument("--debug", action="store_true", help="debug mode (name prefixed with debug_)")
+    parser.add_argument("--local_rank", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--force_yml", nargs="+", default=None, help="override options, e.g. train:ema_decay=0.999")
+    return parser
+
+
+def _usage() -> str:
+    lines = ["usage: basicsr {" + ",".join(COMMANDS) + "} -opt OPTIONS.yml [flags]", "", "commands:"]
+    lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
+    lines.append("\nRun `basicsr COMMAND -h` for the flags of a command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"basicsr: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    args = _basicsr_parser(command).parse_args(rest)  # exits with a usage message on bad flags
+
+    import serpent_arch  # noqa: F401  (BasicSR fixes and registrations, before BasicSR runs)
+    from serpent_arch.options import OptionError, check_options
+
+    try:
+        check_options(args.opt, is_train=command == "train")
+    except OptionError as err:
+        print(f"basicsr {command}: error: {err}", file=sys.stderr)
+        return 2
+
+    sys.argv = [f"basicsr {command}", *rest]  # BasicSR parses the command line itself
+    if command == "train":
+        from basicsr.train import train_pipeline
+
+        train_pipeline(os.getcwd())
+    else:
+        from basicsr.test import test_pipeline
+
+        test_pipeline(os.getcwd())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""SerpentModel: BasicSR's SRModel with what restoration training on Serpent needs.
+
+Differences from ``SRModel`` (everything else, losses, EMA, schedulers, checkpoints, is
+BasicSR's):
+- ``train.optim_g.type`` may name any ``torch.optim`` optimizer (AdamW, SGD, ...), not just Adam;
+- validation and testing run on whole images of any size, or tiled when ``val.tile`` is set
+  (``val.tile_overlap``, default 32 input pixels);
+- every validation also reports the input baseline (the LQ image bicubically resized to the
+  output size: bicubic upsampling for SR, the degraded image itself for restoration) with the
+  same metrics, so the gain of the network is visible (``val.report_baseline``, default true);
+- metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
+  ``results/NAME/metrics.json`` when testing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from os import path as osp
+
+import torch
+import torch.nn.functional as F
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, tensor2img
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from serpent_arch.inference import tiled_forward
+
+
+@MODEL_REGISTRY.register()
+class SerpentModel(SRModel):
+    """Single-image restoration / super-resolution model for Serpent (and any BasicSR network)."""
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        optimizer_cls = getattr(torch.optim, str(optim_type), None)
+        if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
+            raise ValueError(
+                f"train.optim_g.type: unknown optimizer {optim_type!r}; use a torch.optim class name "
+                "such as Adam, AdamW or SGD."
+            )
+        return optimizer_cls(params, lr=lr, **kwargs)
+
+    @property
+    def _scale(self) -> int:
+        return int(self.opt.get("scale", 1))
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
+        was_training = net.training
+        net.eval()
+        val_opt = self.opt.get("val") or {}
+        self.output = tiled_forward(
+            net, self.lq, self._scale, tile=val_opt.get("tile"), overlap=val_opt.get("tile_overlap", 32)
+        )
+        if was_training:
+            net.train()
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        val_opt = self.opt["val"]
+        dataset_name = dataloader.dataset.opt["name"]
+        if val_opt.get("metrics") and val_opt.get("report_baseline", True):
+            if not hasattr(self, "baseline_results"):
+                self.baseline_results = {}
+            if dataset_name not in self.baseline_results:  # the baseline never changes: compute once
+                self.baseline_results[dataset_name] = self._baseline_metrics(dataloader)
+        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def _baseline_metrics(self, dataloader) -> dict[str, float]:
+        """Metrics of the LQ input bicubically resized to the GT size, averaged over the set."""
+        totals, count = {}, 0
+        for data in dataloader:
+            if "gt" not in data:
+                return {}
+            lq, gt = data["lq"], data["gt"]
+            if lq.shape[-2:] != gt.shape[-2:]:
+                lq = F.interpolate(lq, size=gt.shape[-2:], mode="bicubic", align_corners=False)
+            metric_data = dict(img=tensor2img([lq.clamp(0, 1)]), img2=tensor2img([gt]))
+            for name, metric_opt in self.opt["val"]["metrics"].items():
+                totals[name] = totals.get(name, 0.0) + float(calculate_metric(metric_data, metric_opt))
+            count += 1
+        return {name: total / count for name, total in totals.items()} if count else {}
+
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
+        super()._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        baseline = getattr(self, "baseline_results", {}).get(dataset_name, {})
+        if baseline:
+            parts = [
+                f"{name}: {value:.4f} (network {self.metric_results[name] - value:+.4f})"
+                for name, value in baseline.items()
+            ]
+            get_root_logger().info(f"Baseline (bicubic input) {dataset_name}\n\t # " + "\n\t # ".join(parts))
+            if tb_logger:
+                for name, value in baseline.items():
+                    tb_logger.add_scalar(f"metrics/{dataset_name}/{name}_baseline", value, current_iter)
+        self._write_metrics(current_iter, dataset_name, baseline)
+
+    @master_only
+    def _write_metrics(self, current_iter, dataset_name, baseline):
+        record = {
+            "name": self.opt["name"],
+            "dataset": dataset_name,
+            "iter": current_iter,
+            "network": self.opt["network_g"].get("type"),
+            "metrics": dict(self.metric_results),
+            "baseline": baseline,
+        }
+        if self.opt["is_train"]:
+            path = osp.join(self.opt["path"]["experiments_root"], "val_metrics.jsonl")
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            return
+        path = osp.join(self.opt["path"]["results_root"], "metrics.json")
+        results = {}
+        if osp.isfile(path):
+            with open(path) as f:
+                results = json.load(f)
+        results[dataset_name] = record
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, path)

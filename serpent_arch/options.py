@@ -1,0 +1,175 @@
+"""Checks of a BasicSR option file before BasicSR runs it.
+
+BasicSR indexes option dictionaries directly, so a missing or misspelt key surfaces as a
+``KeyError`` deep inside the trainer, often after minutes of data loading. ``check_options``
+reads the YAML the same way and reports every problem it finds at once, naming the file and
+the key. It only reads; BasicSR still parses the file itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from os import path as osp
+
+import yaml
+
+
+class OptionError(ValueError):
+    """An option file that BasicSR cannot run; the message lists every problem found."""
+
+
+def load_yaml(path: str) -> dict:
+    if not osp.isfile(path):
+        raise OptionError(f"option file {path!r} does not exist.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise OptionError(f"option file {path!r} is not valid YAML: {err}") from err
+    if not isinstance(opt, dict):
+        raise OptionError(f"option file {path!r}: expected a mapping of options, got {type(opt).__name__}.")
+    return opt
+
+
+def check_options(path: str, is_train: bool) -> dict:
+    """Validate the option file at ``path``; return the parsed options or raise OptionError."""
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+
+    opt = load_yaml(path)
+    problems: list[str] = []
+
+    def need(mapping, key, where, kind=None):
+        if not isinstance(mapping, dict) or key not in mapping or mapping[key] is None:
+            problems.append(f"missing required key '{where}{key}'")
+            return None
+        value = mapping[key]
+        if kind is not None and not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            problems.append(f"'{where}{key}' must be {names}, got {value!r}")
+            return None
+        return value
+
+    need(opt, "name", "", str)
+    model_type = need(opt, "model_type", "", str)
+    if model_type is not None and model_type not in MODEL_REGISTRY:
+        problems.append(f"model_type: unknown model {model_type!r}; registered: {_names(MODEL_REGISTRY)}")
+    num_gpu = need(opt, "num_gpu", "")
+    if num_gpu is not None and num_gpu != "auto" and not (isinstance(num_gpu, int) and num_gpu >= 0):
+        problems.append(f"'num_gpu' must be 'auto' or an integer >= 0, got {num_gpu!r}")
+    scale = opt.get("scale", 1)
+    if not isinstance(scale, int) or scale < 1:
+        problems.append(f"'scale' must be a positive integer, got {scale!r}")
+    paths = need(opt, "path", "", dict) or {}
+    for key, value in paths.items():
+        if value and ("pretrain_network" in key or key == "resume_state") and not osp.isfile(osp.expanduser(value)):
+            problems.append(f"path.{key}: {value!r} does not exist (relative paths start at {os.getcwd()})")
+
+    channels = _check_datasets(opt, is_train, problems, DATASET_REGISTRY)
+    _check_network(opt.get("network_g"), channels, problems, ARCH_REGISTRY)
+
+    if is_train:
+        train = need(opt, "train", "", dict) or {}
+        need(train, "total_iter", "train.", (int, float))
+        for section in ("optim_g", "scheduler"):
+            if need(train, section, "train.", dict) is not None:
+                need(train[section], "type", f"train.{section}.", str)
+        if train and not (train.get("pixel_opt") or train.get("perceptual_opt")):
+            problems.append("'train' needs a loss: set train.pixel_opt (e.g. {type: L1Loss, loss_weight: 1.0})")
+        logger = need(opt, "logger", "", dict) or {}
+        need(logger, "print_freq", "logger.", (int, float))
+        need(logger, "save_checkpoint_freq", "logger.", (int, float))
+        has_val_data = any(str(k).startswith("val") for k in (opt.get("datasets") or {}))
+        if has_val_data and opt.get("val") is not None:
+            need(opt["val"], "val_freq", "val.", (int, float))
+    else:
+        val = need(opt, "val", "", dict)
+        if val is not None and "suffix" not in val:
+            problems.append("'val.suffix' is required by `basicsr test` (use `suffix: ~` for none)")
+    val = opt.get("val")
+    if isinstance(val, dict):
+        for name, metric in (val.get("metrics") or {}).items():
+            need(metric, "type", f"val.metrics.{name}.", str)
+        tile = val.get("tile")
+        if tile is not None and (not isinstance(tile, int) or tile < 0):
+            problems.append(f"'val.tile' must be a positive integer (input pixels) or null, got {tile!r}")
+
+    if problems:
+        raise OptionError(f"option file {path!r}:\n  - " + "\n  - ".join(problems))
+    return opt
+
+
+def _names(registry) -> str:
+    return ", ".join(sorted(name for name, _ in registry))
+
+
+def _check_datasets(opt, is_train, problems, registry) -> int | None:
+    """Check every dataset section; return the number of image channels they load (or None)."""
+    datasets = opt.get("datasets")
+    if not isinstance(datasets, dict) or not datasets:
+        problems.append("missing required key 'datasets' (a mapping of train / val / test_* sections)")
+        return None
+    channels = None
+    for phase, ds in datasets.items():
+        where = f"datasets.{phase}"
+        if not isinstance(ds, dict):
+            problems.append(f"'{where}' must be a mapping, got {ds!r}")
+            continue
+        ds_type = ds.get("type")
+        if ds_type is None:
+            problems.append(f"missing required key '{where}.type'")
+        elif ds_type not in registry:
+            problems.append(f"{where}.type: unknown dataset {ds_type!r}; registered: {_names(registry)}")
+        if "name" not in ds:
+            problems.append(f"missing required key '{where}.name'")
+        if str(phase).split("_")[0] == "train":
+            if not is_train:
+                continue
+            for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
+                if not isinstance(ds.get(key), int):
+                    problems.append(f"'{where}.{key}' must be an integer, got {ds.get(key)!r}")
+        for key in ("dataroot_gt", "dataroot_lq", "meta_info_file"):
+            root = ds.get(key)
+            if root is None or (key == "dataroot_gt" and ds.get("auto_prepare")):
+                continue
+            if not osp.exists(osp.expanduser(str(root))):
+                problems.append(f"{where}.{key}: {root!r} does not exist (relative paths start at {os.getcwd()})")
+        ds_channels = 1 if ds.get("color") == "y" else 3
+        channels = ds_channels if channels is None else channels
+    return channels
+
+
+def _check_network(net_opt, channels, problems, registry) -> None:
+    if not isinstance(net_opt, dict):
+        problems.append("missing required key 'network_g' (a mapping with the network's type and arguments)")
+        return
+    net_type = net_opt.get("type")
+    if net_type is None:
+        problems.append("missing required key 'network_g.type'")
+        return
+    if net_type not in registry:
+        problems.append(f"network_g.type: unknown network {net_type!r}; registered: {_names(registry)}")
+        return
+    params = inspect.signature(registry.get(net_type)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in net_opt:
+        if key != "type" and key not in params and not takes_any:
+            problems.append(f"network_g.{key}: not an argument of {net_type}; valid: {', '.join(params)}")
+    if net_type == "Serpent":
+        from serpent_arch.archs.serpent_arch import resolve_config
+
+        try:
+            resolve_config(
+                *(net_opt.get(k) for k in ("variant", "patch_size", "embed_dim", "depths", "depths_decoder"))
+            )
+        except ValueError as err:
+            problems.append(f"network_g: {err}")
+    in_key = next((k for k in ("in_chans", "num_in_ch", "in_nc") if k in params), None)
+    if channels is not None and in_key is not None:
+        default = params[in_key].default
+        in_chans = net_opt.get(in_key, default if default is not inspect.Parameter.empty else None)
+        if isinstance(in_chans, int) and in_chans != channels:
+            problems.append(
+                f"network_g.{in_key} is {in_chans} but the datasets load {channels}-channel images "
+                "(datasets load RGB unless `color: y`); make them agree"
+            )

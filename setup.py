@@ -1,0 +1,32 @@
+"""Serpent for BasicSR: install with `pip install -e .` (add `[cuda]` for mamba-ssm's kernel)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="serpent-basicsr",
+    version="0.1.0",
+    description="Serpent (multi-scale selective state space image restoration) as a BasicSR plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["serpent_arch", "serpent_arch.*"]),
+    package_data={"serpent_arch.ops": ["*.c"]},
+    install_requires=[
+        "basicsr>=1.4.2",
+        # Tested with torch 2.14.1 / torchvision 0.29.1.
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "lmdb",
+        "opencv-python",
+        "pyyaml",
+        "numpy",
+        "scikit-image",  # bundled photos for the built-in sample set
+        "matplotlib",  # a bundled photo for the sample set, benchmark plots
+        "tqdm",
+    ],
+    extras_require={
+        "cuda": ["mamba-ssm"],
+        "test": ["pytest>=7", "ruff"],
+    },
+    entry_points={"console_scripts": ["basicsr = serpent_arch.cli:main"]},
+)

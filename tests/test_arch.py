@@ -1,0 +1,143 @@
+"""The Serpent network: shapes, sizes, options, registration, gradients."""
+
+import pytest
+import torch
+
+import serpent_arch  # noqa: F401  (registers into BasicSR)
+from serpent_arch.archs import VARIANTS, Serpent
+from serpent_arch.archs.serpent_arch import pad_to_multiple
+from serpent_arch.archs.ss2d import cross_merge, cross_scan
+
+
+def test_registered_in_basicsr():
+    from basicsr.archs import build_network
+    from basicsr.data import build_dataset  # noqa: F401
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+
+    assert ARCH_REGISTRY.get("Serpent") is Serpent
+    assert "SerpentModel" in MODEL_REGISTRY
+    assert "DegradedImageDataset" in DATASET_REGISTRY
+    net = build_network({"type": "Serpent", "variant": "tiny", "upscale": 2})
+    assert isinstance(net, Serpent) and net.upscale == 2
+
+
+@pytest.mark.parametrize(
+    "size,kwargs,out_size",
+    [
+        ((1, 3, 32, 32), {}, (32, 32)),
+        ((2, 3, 17, 23), {}, (17, 23)),  # odd sizes: padded and cropped back
+        ((1, 3, 5, 3), {}, (5, 3)),  # smaller than the padding multiple
+        ((1, 1, 19, 21), {"in_chans": 1}, (19, 21)),  # grayscale
+        ((1, 3, 9, 14), {"upscale": 4}, (36, 56)),  # interpolate upsampler
+        ((1, 3, 9, 14), {"upscale": 4, "upsampler": "pixelshuffle"}, (36, 56)),
+        ((1, 1, 7, 10), {"upscale": 3, "upsampler": "pixelshuffle", "in_chans": 1}, (21, 30)),
+        ((1, 3, 16, 16), {"upscale": 8}, (128, 128)),
+        ((1, 3, 20, 20), {"in_chans": 3, "out_chans": 1}, (20, 20)),
+        ((1, 3, 24, 20), {"scan_directions": 2, "mlp_ratio": 0}, (24, 20)),
+        ((1, 3, 24, 20), {"scan_directions": 1, "patch_size": 2}, (24, 20)),
+        ((1, 3, 15, 15), {"patch_size": 1, "depths": [1, 1], "embed_dim": 8}, (15, 15)),
+    ],
+)
+def test_output_shapes_tiny(size, kwargs, out_size):
+    net = Serpent(variant="tiny", **kwargs).eval()
+    with torch.no_grad():
+        out = net(torch.rand(size))
+    out_chans = kwargs.get("out_chans", size[1])
+    assert out.shape == (size[0], out_chans, *out_size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("variant", ["small", "base"])
+def test_output_shapes_larger_variants(variant):
+    net = Serpent(variant=variant).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 37, 29))
+    assert out.shape == (1, 3, 37, 29)
+
+
+def test_variants_and_overrides():
+    assert set(VARIANTS) == {"tiny", "small", "base", "large"}
+    counts = [sum(p.numel() for p in Serpent(variant=v).parameters()) for v in ("tiny", "small", "base")]
+    assert counts == sorted(counts)
+    net = Serpent(variant="small", embed_dim=32)  # an explicit key overrides the variant
+    assert net.patch_embed.out_channels == 32 and len(net.encoder) == 4
+    net = Serpent(variant="tiny", depths=[2, 1])
+    assert len(net.encoder) == 2 and len(net.decoder[0].blocks) == 2  # decoder mirrors the encoder
+    assert Serpent().patch_embed.out_channels == VARIANTS["base"]["embed_dim"]  # default variant
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"variant": "huge"}, "unknown variant 'huge'"),
+        ({"upsampler": "nearest"}, "upsampler must be one of"),
+        ({"upscale": 5, "upsampler": "pixelshuffle"}, "2\\^n or 3"),
+        ({"patch_size": 3}, "patch_size must be 1, 2 or 4"),
+        ({"depths": [1, 1], "depths_decoder": [1, 1]}, "depths_decoder must list 1"),
+        ({"scan_directions": 3}, "scan_directions must be 1, 2 or 4"),
+        ({"img_range": 0}, "img_range must be > 0"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Serpent(**{"variant": "tiny", **kwargs})
+
+
+def test_channel_mismatch_is_a_clear_error():
+    net = Serpent(variant="tiny", in_chans=3)
+    with pytest.raises(ValueError, match="in_chans=3.*got shape \\(1, 1, 16, 16\\)"):
+        net(torch.rand(1, 1, 16, 16))
+
+
+def test_img_range_scales_input_and_output():
+    torch.manual_seed(0)
+    net = Serpent(variant="tiny").eval()
+    net255 = Serpent(variant="tiny", img_range=255.0).eval()
+    net255.load_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net255(x * 255) / 255, net(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("directions", [1, 2, 4])
+def test_cross_scan_merge_roundtrip(directions):
+    x = torch.randn(2, 5, 3, 4)
+    xs = cross_scan(x, directions)
+    assert xs.shape == (2, directions, 5, 12)
+    torch.testing.assert_close(cross_merge(xs, 3, 4), x * directions)
+    if directions == 4:  # the second direction is column-major
+        torch.testing.assert_close(xs[:, 1], x.transpose(-1, -2).reshape(2, 5, 12))
+
+
+def test_pad_to_multiple_reflects_or_replicates():
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    padded, size = pad_to_multiple(x, 4)
+    assert padded.shape == (1, 1, 4, 4) and size == (3, 4)
+    torch.testing.assert_close(padded[..., 3, :], x[..., 1, :])  # reflect
+    padded, _ = pad_to_multiple(x, 16)  # more than reflect can do
+    assert padded.shape == (1, 1, 16, 16)
+
+
+def test_gradients_reach_every_parameter_and_checkpointing_matches():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 20, 20)
+    net = Serpent(variant="tiny", drop_path_rate=0.0)
+    net_ckpt = Serpent(variant="tiny", drop_path_rate=0.0, use_checkpoint=True)
+    net_ckpt.load_state_dict(net.state_dict())
+    net(x).square().mean().backward()
+    net_ckpt(x).square().mean().backward()
+    for (name, p), p_ckpt in zip(net.named_parameters(), net_ckpt.parameters()):
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        torch.testing.assert_close(p.grad, p_ckpt.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_drop_path_only_in_training():
+    torch.manual_seed(0)
+    net = Serpent(variant="tiny", drop_path_rate=0.5)
+    x = torch.rand(4, 3, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x))
+    net.train()
+    with torch.no_grad():
+        assert not torch.allclose(net(x), net(x))

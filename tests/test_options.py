@@ -1,0 +1,155 @@
+"""Option files: bad ones fail before training with a message naming the key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+import serpent_arch  # noqa: F401
+from serpent_arch.cli import main
+from serpent_arch.options import OptionError, check_options
+
+
+def _train_opt(tmp_path):
+    gt = tmp_path / "gt"
+    gt.mkdir(exist_ok=True)
+    return {
+        "name": "t",
+        "model_type": "SerpentModel",
+        "scale": 1,
+        "num_gpu": 0,
+        "datasets": {
+            "train": {
+                "name": "tr",
+                "type": "DegradedImageDataset",
+                "dataroot_gt": str(gt),
+                "io_backend": {"type": "disk"},
+                "degradations": [{"type": "noise", "sigma": 10}],
+                "gt_size": 32,
+                "batch_size_per_gpu": 2,
+                "num_worker_per_gpu": 0,
+            }
+        },
+        "network_g": {"type": "Serpent", "variant": "tiny"},
+        "path": {"pretrain_network_g": None},
+        "train": {
+            "optim_g": {"type": "AdamW", "lr": 1e-3},
+            "scheduler": {"type": "MultiStepLR", "milestones": [10], "gamma": 0.5},
+            "total_iter": 10,
+            "pixel_opt": {"type": "L1Loss"},
+        },
+        "logger": {"print_freq": 1, "save_checkpoint_freq": 5},
+    }
+
+
+def _write(tmp_path, opt, name="opt.yml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(opt))
+    return str(path)
+
+
+def test_good_options_pass(tmp_path):
+    check_options(_write(tmp_path, _train_opt(tmp_path)), is_train=True)
+
+
+def _del(opt, dotted):
+    *parents, last = dotted.split(".")
+    for key in parents:
+        opt = opt[key]
+    del opt[last]
+
+
+def _set(opt, dotted, value):
+    *parents, last = dotted.split(".")
+    for key in parents:
+        opt = opt[key]
+    opt[last] = value
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (("del", "num_gpu"), "missing required key 'num_gpu'"),
+        (("del", "train.total_iter"), "missing required key 'train.total_iter'"),
+        (("del", "train.scheduler.type"), "missing required key 'train.scheduler.type'"),
+        (("del", "logger.save_checkpoint_freq"), "logger.save_checkpoint_freq"),
+        (("del", "train.pixel_opt"), "needs a loss"),
+        (("set", "model_type", "SRModle"), "model_type: unknown model 'SRModle'"),
+        (("set", "network_g.type", "Serpnet"), "network_g.type: unknown network 'Serpnet'"),
+        (("set", "network_g.variant", "huge"), "unknown variant 'huge'"),
+        (("set", "network_g.embed_dimm", 32), "network_g.embed_dimm: not an argument of Serpent"),
+        (("set", "network_g.in_chans", 1), "network_g.in_chans is 1 but the datasets load 3-channel"),
+        (("set", "datasets.train.dataroot_gt", "/no/such/dir"), "datasets.train.dataroot_gt: '/no/such/dir' does not"),
+        (("set", "datasets.train.type", "Nope"), "datasets.train.type: unknown dataset 'Nope'"),
+        (("del", "datasets.train.batch_size_per_gpu"), "datasets.train.batch_size_per_gpu' must be an integer"),
+        (("set", "path.pretrain_network_g", "missing.pth"), "path.pretrain_network_g: 'missing.pth' does not exist"),
+        (("set", "scale", 0), "'scale' must be a positive integer"),
+    ],
+)
+def test_bad_option_is_named(tmp_path, edit, message):
+    opt = copy.deepcopy(_train_opt(tmp_path))
+    if edit[0] == "del":
+        _del(opt, edit[1])
+    else:
+        _set(opt, edit[1], edit[2])
+    with pytest.raises(OptionError) as err:
+        check_options(_write(tmp_path, opt), is_train=True)
+    assert message in str(err.value)
+    assert "opt.yml" in str(err.value)
+
+
+def test_several_problems_reported_at_once(tmp_path):
+    opt = _train_opt(tmp_path)
+    del opt["num_gpu"]
+    opt["network_g"]["variant"] = "huge"
+    with pytest.raises(OptionError) as err:
+        check_options(_write(tmp_path, opt), is_train=True)
+    assert "num_gpu" in str(err.value) and "huge" in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(OptionError, match="does not exist"):
+        check_options(str(tmp_path / "nope.yml"), is_train=True)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(OptionError, match="not valid YAML"):
+        check_options(str(bad), is_train=True)
+
+
+def test_test_mode_needs_val_suffix(tmp_path):
+    opt = _train_opt(tmp_path)
+    opt["datasets"] = {"test_1": dict(opt["datasets"]["train"], name="te")}
+    opt["val"] = {"save_img": False}
+    with pytest.raises(OptionError, match="val.suffix"):
+        check_options(_write(tmp_path, opt), is_train=False)
+
+
+def test_cli_reports_bad_options_and_exits_2(tmp_path, capsys):
+    opt = _train_opt(tmp_path)
+    opt["network_g"]["variant"] = "huge"
+    assert main(["train", "-opt", _write(tmp_path, opt)]) == 2
+    assert "unknown variant 'huge'" in capsys.readouterr().err
+    assert main(["fly"]) == 2
+    assert main([]) == 2
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+SHIPPED = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "options").rglob("*.yml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_shipped_option_files_are_valid(path, monkeypatch):
+    """Every shipped option file is complete; only data / checkpoints absent here may be missing."""
+    from basicsr.archs import build_network
+
+    monkeypatch.chdir(REPO)
+    is_train = not Path(path).name.startswith(("test", "serpent_sr_test"))
+    try:
+        opt = check_options(path, is_train=is_train)
+    except OptionError as err:
+        problems = str(err).splitlines()[1:]
+        assert all("does not exist" in line for line in problems), str(err)
+        opt = yaml.safe_load(open(path))
+    net = build_network(dict(opt["network_g"]))
+    assert net.upscale == opt.get("scale", 1)
