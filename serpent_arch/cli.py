@@ -40,6 +40,18 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _prepare_builtin_data(opt_path: str) -> None:
+    """Build the built-in sample set before anything checks or reads the datasets that use it."""
+    from serpent_arch.data.sample import prepare_sample_set, sample_root_for
+    from serpent_arch.options import load_yaml
+
+    opt = load_yaml(opt_path)
+    for ds in (opt.get("datasets") or {}).values():
+        if isinstance(ds, dict) and ds.get("auto_prepare") == "sample" and ds.get("dataroot_gt"):
+            if not os.path.exists(ds["dataroot_gt"]):
+                prepare_sample_set(sample_root_for(ds["dataroot_gt"]), scale=int(opt.get("scale", 4)))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -55,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from serpent_arch.options import OptionError, check_options
 
     try:
+        _prepare_builtin_data(args.opt)
         check_options(args.opt, is_train=command == "train")
-    except OptionError as err:
+    except (OptionError, ValueError, FileExistsError) as err:
         print(f"basicsr {command}: error: {err}", file=sys.stderr)
         return 2
 

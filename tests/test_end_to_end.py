@@ -13,6 +13,9 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from skimage import data
+
+import serpent_arch  # noqa: F401  (makes basicsr importable on current torchvision)
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -39,9 +42,7 @@ def workdir(tmp_path_factory):
     """A folder with a small GT LMDB (train) and a disk folder of GT/LQ images (val)."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     from basicsr.utils.matlab_functions import imresize
-    from skimage import data
 
-    import serpent_arch  # noqa: F401
 
     root = tmp_path_factory.mktemp("e2e")
     photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
