@@ -1,0 +1,259 @@
+/*
+ * Selective-scan kernels, #included (twice) by _scan_kernel.c, never compiled on their own, with
+ *   REAL      element type (float / double)
+ *   FN(name)  name mangling (name_f32 / name_f64)
+ *   EXP       exp used in the hot loops (vectorizable ss_expf for float, libm exp for double)
+ * and expecting FN(ss_softplus), FN(ss_sigmoid) to exist.
+ * No include guard on purpose: the file is included once per element type.
+ */
+
+/* ------------------------------------------------------------------------------------------------
+ * Forward.
+ *
+ * The channels of one group share B_t and C_t, so the forward runs SS_CW channels of a group side
+ * by side: every inner loop is over those channels, a fixed trip count the compiler turns into
+ * SIMD lanes, and B_t[n], C_t[n] are scalars broadcast to all lanes. No horizontal reductions,
+ * and any N works at full vector width. Parallel tasks are (batch, group, channel block).
+ * A block keeps its state h (N x SS_CW) and A (N x SS_CW) in the caller's workspace (no stack
+ * arrays whose size depends on N); u and dt are staged SS_TB steps at a time, transposed to
+ * (time, channel) so the recurrence reads them with unit stride, and y is accumulated, gated
+ * and skip-connected in the same layout before being transposed back into `out`. Lanes beyond
+ * the group's last channel are padded with u = 0, A = 0, which keeps their state at exactly 0.
+ * ----------------------------------------------------------------------------------------------*/
+int64_t FN(ss_fwd_work_per_thread)(int64_t N) { return 2 * N * SS_CW; }
+
+void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
+                const REAL *D, const REAL *z, const REAL *delta_bias, int softplus,
+                int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t groups,
+                REAL *out, REAL *last_state, REAL *work, int nthreads)
+{
+    const int64_t dpg = dim / groups;
+    const int64_t nblk = (dpg + SS_CW - 1) / SS_CW;
+    const int64_t ntasks = batch * groups * nblk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t task = 0; task < ntasks; ++task) {
+        const int64_t blk = task % nblk;
+        const int64_t g = (task / nblk) % groups;
+        const int64_t b = task / (nblk * groups);
+        const int64_t c0 = g * dpg + blk * SS_CW; /* first channel of the block */
+        const int64_t nc = dpg - blk * SS_CW < SS_CW ? dpg - blk * SS_CW : SS_CW;
+        const REAL *Bg = B + (b * groups + g) * L * N;
+        const REAL *Cg = C + (b * groups + g) * L * N;
+        REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(ss_fwd_work_per_thread)(N);
+        REAL *restrict h = At + N * SS_CW;
+        REAL dtb[SS_TB][SS_CW], ub[SS_TB][SS_CW], yb[SS_TB][SS_CW];
+        REAL bias[SS_CW], Dv[SS_CW];
+
+        for (int64_t n = 0; n < N; ++n)
+            for (int c = 0; c < SS_CW; ++c) {
+                At[n * SS_CW + c] = c < nc ? A[(c0 + c) * N + n] : (REAL)0;
+                h[n * SS_CW + c] = 0;
+            }
+        for (int c = 0; c < SS_CW; ++c) {
+            bias[c] = (delta_bias && c < nc) ? delta_bias[c0 + c] : (REAL)0;
+            Dv[c] = (D && c < nc) ? D[c0 + c] : (REAL)0;
+        }
+
+        for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
+            const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
+            for (int c = 0; c < SS_CW; ++c) {
+                const int64_t off = (b * dim + c0 + c) * L + t0;
+                if (c < nc) {
+                    for (int j = 0; j < tb; ++j) {
+                        ub[j][c] = u[off + j];
+                        dtb[j][c] = delta[off + j] + bias[c];
+                    }
+                } else {
+                    for (int j = 0; j < tb; ++j) ub[j][c] = dtb[j][c] = 0;
+                }
+            }
+            /* a separate loop without branches, so that it vectorizes */
+            if (softplus)
+                for (int j = 0; j < tb; ++j)
+                    for (int c = 0; c < SS_CW; ++c) dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
+
+            for (int j = 0; j < tb; ++j) {
+                const REAL *Bt = Bg + (t0 + j) * N;
+                const REAL *Ct = Cg + (t0 + j) * N;
+                REAL y[SS_CW], dtu[SS_CW];
+                for (int c = 0; c < SS_CW; ++c) {
+                    y[c] = 0;
+                    dtu[c] = dtb[j][c] * ub[j][c];
+                }
+                for (int64_t n = 0; n < N; ++n) {
+                    const REAL bn = Bt[n], cn = Ct[n];
+                    REAL *restrict hn = h + n * SS_CW;
+                    const REAL *restrict An = At + n * SS_CW;
+                    for (int c = 0; c < SS_CW; ++c) {
+                        hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
+                        y[c] += hn[c] * cn;
+                    }
+                }
+                for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
+            }
+
+            /* skip connection and gate in (time, channel) layout: unit stride, no shuffles */
+            for (int j = 0; j < tb; ++j)
+                for (int c = 0; c < SS_CW; ++c) yb[j][c] += Dv[c] * ub[j][c];
+            if (z) {
+                /* ub is no longer needed for this block: reuse it to stage z */
+                for (int c = 0; c < nc; ++c) {
+                    const int64_t off = (b * dim + c0 + c) * L + t0;
+                    for (int j = 0; j < tb; ++j) ub[j][c] = z[off + j];
+                }
+                for (int j = 0; j < tb; ++j)
+                    for (int c = 0; c < SS_CW; ++c) yb[j][c] *= ub[j][c] * FN(ss_sigmoid)(ub[j][c]);
+            }
+            for (int c = 0; c < nc; ++c) {
+                const int64_t off = (b * dim + c0 + c) * L + t0;
+                for (int j = 0; j < tb; ++j) out[off + j] = yb[j][c];
+            }
+        }
+        if (last_state)
+            for (int c = 0; c < nc; ++c)
+                for (int64_t n = 0; n < N; ++n) last_state[(b * dim + c0 + c) * N + n] = h[n * SS_CW + c];
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Backward.
+ *
+ * B and C are shared by the dpg channels of a group, so their gradients would race if channels
+ * were processed in parallel naively. Tasks are (b, g, part): the channels of group g are divided
+ * into `parts` contiguous slices and each task accumulates gB/gC into its own slice
+ * gB_part[b, g, part] (the caller sums over parts). Everything else (gu, gdelta, gz, and the
+ * per-batch partials of gA, gD, gbias) belongs to exactly one row and thus one task.
+ *
+ * Per row (one channel at a time, loops over n vectorized):
+ *   1. dt_t (and sigmoid(delta_t + bias) for the softplus derivative) for all t,
+ *   2. forward recomputation, keeping every state h_t (L*N values),
+ *   3. gy_t = gout_t * silu(z_t) and gz_t, which needs y_t, recomputed from h_t,
+ *   4. reverse walk over t carrying ghc[n] = exp(dt_{t+1} A[n]) gh_{t+1}[n].
+ * All scratch lives in the calling thread's slice of `work`. gB_part, gC_part must be zeroed.
+ * ----------------------------------------------------------------------------------------------*/
+int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return L * N + 3 * L + 3 * N; }
+
+void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
+                const REAL *D, const REAL *z, const REAL *delta_bias, int softplus,
+                int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t groups, int64_t parts,
+                const REAL *gout, REAL *gu, REAL *gdelta, REAL *gA_part, REAL *gB_part,
+                REAL *gC_part, REAL *gD_part, REAL *gz, REAL *gbias_part, REAL *work, int nthreads)
+{
+    const int64_t dpg = dim / groups;
+    const int64_t ntasks = batch * groups * parts;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t task = 0; task < ntasks; ++task) {
+        const int64_t p = task % parts;
+        const int64_t g = (task / parts) % groups;
+        const int64_t b = task / (parts * groups);
+        const int64_t c_lo = g * dpg + p * dpg / parts;
+        const int64_t c_hi = g * dpg + (p + 1) * dpg / parts;
+        const REAL *Bg = B + (b * groups + g) * L * N;
+        const REAL *Cg = C + (b * groups + g) * L * N;
+        REAL *gBp = gB_part + ((b * groups + g) * parts + p) * L * N;
+        REAL *gCp = gC_part + ((b * groups + g) * parts + p) * L * N;
+        REAL *restrict hs = work + (int64_t)SS_THREAD_ID() * FN(ss_bwd_work_per_thread)(L, N);
+        REAL *restrict dtr = hs + L * N;  /* dt_t */
+        REAL *restrict sgr = dtr + L;     /* d softplus / d(delta + bias) */
+        REAL *restrict gyr = sgr + L;     /* y_t, then gy_t */
+        REAL *restrict h = gyr + L;
+        REAL *restrict ghc = h + N;
+        REAL *restrict gAl = ghc + N;
+
+        for (int64_t d = c_lo; d < c_hi; ++d) {
+            const int64_t row = b * dim + d;
+            const REAL *ur = u + row * L;
+            const REAL *dr = delta + row * L;
+            const REAL *gor = gout + row * L;
+            const REAL *Ad = A + d * N;
+            const REAL bias = delta_bias ? delta_bias[d] : (REAL)0;
+            const REAL Dd = D ? D[d] : (REAL)0;
+
+            for (int64_t t = 0; t < L; ++t) {
+                const REAL x = dr[t] + bias;
+                dtr[t] = softplus ? FN(ss_softplus)(x) : x;
+                /* torch's softplus backward: identity above the threshold, sigmoid below */
+                sgr[t] = (!softplus || x > (REAL)20) ? (REAL)1 : FN(ss_sigmoid)(x);
+            }
+
+            for (int64_t n = 0; n < N; ++n) h[n] = 0;
+            for (int64_t t = 0; t < L; ++t) {
+                const REAL dt = dtr[t], dtu = dt * ur[t];
+                const REAL *restrict Bt = Bg + t * N;
+                REAL *restrict ht = hs + t * N;
+                for (int64_t n = 0; n < N; ++n) {
+                    h[n] = EXP(dt * Ad[n]) * h[n] + dtu * Bt[n];
+                    ht[n] = h[n];
+                }
+            }
+
+            if (z) {
+                const REAL *zr = z + row * L;
+                REAL *gzr = gz + row * L;
+                for (int64_t t = 0; t < L; ++t) {
+                    const REAL *restrict ht = hs + t * N;
+                    const REAL *restrict Ct = Cg + t * N;
+                    REAL y = 0;
+#pragma omp simd reduction(+ : y)
+                    for (int64_t n = 0; n < N; ++n) y += ht[n] * Ct[n];
+                    gyr[t] = y + Dd * ur[t];
+                }
+                for (int64_t t = 0; t < L; ++t) {
+                    const REAL sig = FN(ss_sigmoid)(zr[t]);
+                    gzr[t] = gor[t] * gyr[t] * sig * ((REAL)1 + zr[t] * ((REAL)1 - sig));
+                    gyr[t] = gor[t] * zr[t] * sig;
+                }
+            } else {
+                memcpy(gyr, gor, (size_t)L * sizeof(REAL));
+            }
+
+            for (int64_t n = 0; n < N; ++n) {
+                ghc[n] = 0;
+                gAl[n] = 0;
+            }
+            REAL gD_acc = 0, gbias_acc = 0;
+            for (int64_t t = L - 1; t >= 0; --t) {
+                const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
+                const REAL *restrict Bt = Bg + t * N;
+                const REAL *restrict Ct = Cg + t * N;
+                const REAL *restrict ht = hs + t * N;
+                REAL *restrict gBt = gBp + t * N;
+                REAL *restrict gCt = gCp + t * N;
+                REAL g_dt = 0, gBsum = 0;
+                if (t > 0) {
+                    const REAL *restrict hp = hs + (t - 1) * N;
+#pragma omp simd reduction(+ : g_dt, gBsum)
+                    for (int64_t n = 0; n < N; ++n) {
+                        const REAL gh = gy * Ct[n] + ghc[n];
+                        const REAL dA = EXP(dt * Ad[n]);
+                        const REAL dAh = dA * hp[n];
+                        gCt[n] += gy * ht[n];
+                        gBt[n] += gh * dtu;
+                        g_dt += gh * (dAh * Ad[n] + Bt[n] * ut);
+                        gAl[n] += gh * dAh * dt;
+                        gBsum += gh * Bt[n];
+                        ghc[n] = gh * dA;
+                    }
+                } else {
+                    /* t = 0: h_{-1} = 0, so the dA terms vanish and no carry is needed */
+#pragma omp simd reduction(+ : g_dt, gBsum)
+                    for (int64_t n = 0; n < N; ++n) {
+                        const REAL gh = gy * Ct[n] + ghc[n];
+                        gCt[n] += gy * ht[n];
+                        gBt[n] += gh * dtu;
+                        g_dt += gh * Bt[n] * ut;
+                        gBsum += gh * Bt[n];
+                    }
+                }
+                gD_acc += gy * ut;
+                gu[row * L + t] = gy * Dd + gBsum * dt;
+                const REAL gd = g_dt * sgr[t];
+                gdelta[row * L + t] = gd;
+                gbias_acc += gd;
+            }
+            memcpy(gA_part + row * N, gAl, (size_t)N * sizeof(REAL));
+            if (gD_part) gD_part[row] = gD_acc;
+            if (gbias_part) gbias_part[row] = gbias_acc;
+        }
+    }
+}
