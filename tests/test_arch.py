@@ -91,7 +91,7 @@ def test_channel_mismatch_is_a_clear_error():
 
 def test_img_range_scales_input_and_output():
     torch.manual_seed(0)
-    net = Serpent(variant="tiny").eval()
+    net = _trained_looking(Serpent(variant="tiny")).eval()
     net255 = Serpent(variant="tiny", img_range=255.0).eval()
     net255.load_state_dict(net.state_dict())
     x = torch.rand(1, 3, 16, 16)
@@ -118,22 +118,36 @@ def test_pad_to_multiple_reflects_or_replicates():
     assert padded.shape == (1, 1, 16, 16)
 
 
+def _trained_looking(net):
+    """The last conv starts at zero (identity network); give it weights so every branch matters."""
+    torch.nn.init.normal_(net.conv_last.weight, std=0.05)
+    return net
+
+
+def test_untrained_network_is_the_bicubic_baseline():
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        out = Serpent(variant="tiny", upscale=2).eval()(x)
+    expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(out, expected)
+
+
 def test_gradients_reach_every_parameter_and_checkpointing_matches():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 20, 20)
-    net = Serpent(variant="tiny", drop_path_rate=0.0)
+    net = _trained_looking(Serpent(variant="tiny", drop_path_rate=0.0))
     net_ckpt = Serpent(variant="tiny", drop_path_rate=0.0, use_checkpoint=True)
     net_ckpt.load_state_dict(net.state_dict())
     net(x).square().mean().backward()
     net_ckpt(x).square().mean().backward()
     for (name, p), p_ckpt in zip(net.named_parameters(), net_ckpt.parameters()):
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
         torch.testing.assert_close(p.grad, p_ckpt.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_drop_path_only_in_training():
     torch.manual_seed(0)
-    net = Serpent(variant="tiny", drop_path_rate=0.5)
+    net = _trained_looking(Serpent(variant="tiny", drop_path_rate=0.5))
     x = torch.rand(4, 3, 16, 16)
     net.eval()
     with torch.no_grad():

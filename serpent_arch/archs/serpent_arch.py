@@ -278,6 +278,11 @@ class Serpent(nn.Module):
             self.upsample = nn.Identity()
         self.conv_last = nn.Conv2d(embed_dim, out_chans, 3, 1, 1)
         self.apply(_init_weights)
+        # Zero-init the last conv: an untrained network returns the (upsampled) input, so training
+        # starts at the bicubic / identity baseline instead of below it and only has to learn the residual.
+        if in_chans == out_chans:
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, out_chans, H * upscale, W * upscale)."""
