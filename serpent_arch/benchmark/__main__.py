@@ -1,0 +1,48 @@
+"""``python -m serpent_arch.benchmark {network,scan,train} [args...]``: dispatch to a benchmark's ``main``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Sequence
+
+# Subcommand -> module with a ``main``. Imported only when chosen, so one benchmark that is
+# missing or broken does not stop the other from running.
+COMMANDS = {
+    "network": "serpent_arch.benchmark.network",
+    "scan": "serpent_arch.benchmark.scan",
+    "train": "serpent_arch.benchmark.train",
+}
+USAGE = (
+    f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"
+    " (--help after a command lists its options)"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen benchmark with the remaining arguments; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"unknown benchmark {command!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(COMMANDS[command])
+    except ModuleNotFoundError as exc:
+        if exc.name != COMMANDS[command]:
+            raise  # a dependency of the module is missing: show the real error
+        print(f"benchmark {command!r} is not available: {COMMANDS[command]} does not exist yet", file=sys.stderr)
+        return 2
+    run = module.main
+    # The benchmarks' mains read either an argv parameter or sys.argv; support both.
+    sys.argv = [f"python -m {COMMANDS[command]}", *rest]
+    result = run(rest) if inspect.signature(run).parameters else run()
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Benchmark the selective-scan backends on CPU.
+
+    python -m serpent_arch.benchmark.scan [--repeats 5] [--out DIR] [--quick] [--threads N]
+
+Target size (Serpent's widest stage on a 64x64 crop): batch 1, dim 768, L 4096, N 16, 4 groups,
+delta_bias, delta_softplus, D, no z, float32. ``--quick`` uses a small size as a smoke test.
+
+For every available backend among reference, torch and cpu_kernel it reports, all measured in this
+run and on this machine:
+
+* forward time: median over ``--repeats`` runs under ``torch.no_grad()``;
+* forward + backward time: median over ``--repeats`` runs (output gradient fixed, inputs fresh
+  leaves each run; the forward is included);
+* forward peak memory: the most bytes of torch tensor storage alive at once that the no-grad
+  forward allocated, inputs excluded, measured with
+  :class:`serpent_arch.ops._memory.TensorMemoryTracker` (a ``TorchDispatchMode`` that counts
+  each new storage until its last tensor is freed). The C kernel takes its scratch space as torch
+  tensors, so nothing it uses is hidden from this count, except stack arrays of a few KiB per
+  thread;
+* the largest error of the output and of every gradient relative to the reference's, divided by
+  the reference's largest magnitude.
+
+Warm-up runs come first (for cpu_kernel that includes compiling the C kernel). The markdown table
+is printed and written to ``DIR/scan_benchmark.md`` (``DIR/scan_benchmark_quick.md`` with
+``--quick``, so a smoke test never overwrites real numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from serpent_arch.ops import available_backends, selective_scan
+from serpent_arch.ops._memory import TensorMemoryTracker
+
+TARGET = {"batch": 1, "dim": 768, "L": 4096, "N": 16, "groups": 4}
+QUICK = {"batch": 1, "dim": 64, "L": 256, "N": 8, "groups": 2}
+BACKENDS = ("reference", "torch", "cpu_kernel")
+Tensors = dict[str, torch.Tensor]
+
+
+def make_inputs(batch: int, dim: int, L: int, N: int, groups: int, seed: int = 0) -> Tensors:
+    """Mamba-like float32 inputs: u, delta (batch, dim, L); A (dim, N) = -(1..N) (S4D-real init);
+    B, C (batch, groups, N, L); D, delta_bias (dim,) with softplus(delta + bias) in ~[0.001, 0.1]."""
+    gen = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(dim, generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return {
+        "u": torch.randn(batch, dim, L, generator=gen),
+        "delta": torch.randn(batch, dim, L, generator=gen) * 0.5,
+        "A": -torch.arange(1, N + 1, dtype=torch.float32).repeat(dim, 1),
+        "B": torch.randn(batch, groups, N, L, generator=gen),
+        "C": torch.randn(batch, groups, N, L, generator=gen),
+        "D": torch.ones(dim),
+        "delta_bias": dt + torch.log(-torch.expm1(-dt)),  # inverse softplus of dt
+    }
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _forward(backend: str, inputs: Tensors) -> torch.Tensor:
+    with torch.no_grad():
+        return selective_scan(**inputs, delta_softplus=True, backend=backend)
+
+
+def _forward_backward(backend: str, inputs: Tensors, gout: torch.Tensor) -> Tensors:
+    leaves = {k: v.detach().requires_grad_() for k, v in inputs.items()}
+    out = selective_scan(**leaves, delta_softplus=True, backend=backend)
+    out.backward(gout)
+    return {"out": out.detach(), **{k: v.grad for k, v in leaves.items()}}
+
+
+def measure(backend: str, inputs: Tensors, gout: torch.Tensor, repeats: int) -> dict:
+    """Timings, peak forward memory and the outputs/gradients of one backend."""
+    _forward(backend, inputs)  # warm-up (compiles the C kernel on first use)
+    results = _forward_backward(backend, inputs, gout)
+    fwd_ms = _median_ms(lambda: _forward(backend, inputs), repeats)
+    fwd_bwd_ms = _median_ms(lambda: _forward_backward(backend, inputs, gout), repeats)
+    with TensorMemoryTracker() as mem:
+        _forward(backend, inputs)
+    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "peak_bytes": mem.peak_bytes, "results": results}
+
+
+def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    scale = expected.abs().max().item()
+    return (actual.double() - expected.double()).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def render(cfg: dict, rows: dict[str, dict], repeats: int) -> str:
+    ref = rows.get("reference")
+    lines = [
+        "# Selective scan benchmark (CPU)",
+        "",
+        f"- size: batch {cfg['batch']}, dim {cfg['dim']}, L {cfg['L']}, N {cfg['N']}, "
+        f"groups {cfg['groups']}; delta_bias, delta_softplus, D, z=None; float32",
+        f"- machine: {_cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads "
+        f"(torch.get_num_threads, also used by cpu_kernel)",
+        f"- {datetime.datetime.now().isoformat(timespec='seconds')}; medians of {repeats} runs after warm-up",
+        "- peak memory: largest live total of torch tensor storage allocated by one no-grad forward "
+        "(inputs excluded), tracked with a TorchDispatchMode",
+        "- error: max |x - x_ref| / max |x_ref| over the output and all gradients",
+        "",
+        "| backend | forward (ms) | forward speed-up | fwd+bwd (ms) | fwd+bwd speed-up | forward peak (MiB) "
+        "| peak vs reference | max rel. error |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        if ref is not None:
+            fwd_x = f"{ref['fwd_ms'] / r['fwd_ms']:.1f}x"
+            bwd_x = f"{ref['fwd_bwd_ms'] / r['fwd_bwd_ms']:.1f}x"
+            mem_x = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}" if ref["peak_bytes"] else "n/a"
+            err = max(_rel_err(r["results"][k], ref["results"][k]) for k in r["results"])
+            err_s = "(reference)" if name == "reference" else f"{err:.1e}"
+        else:
+            fwd_x = bwd_x = mem_x = err_s = "n/a"
+        lines.append(
+            f"| {name} | {r['fwd_ms']:.1f} | {fwd_x} | {r['fwd_bwd_ms']:.1f} | {bwd_x} "
+            f"| {r['peak_bytes'] / 2**20:.1f} | {mem_x} | {err_s} |"
+        )
+    if ref is not None and "cpu_kernel" in rows:
+        ck = rows["cpu_kernel"]
+        fwd_x, bwd_x = ref["fwd_ms"] / ck["fwd_ms"], ref["fwd_bwd_ms"] / ck["fwd_bwd_ms"]
+        lines += [
+            "",
+            "Targets for cpu_kernel: "
+            f"forward {fwd_x:.1f}x (>= 10x: {'met' if fwd_x >= 10 else 'NOT met'}), "
+            f"fwd+bwd {bwd_x:.1f}x (>= 5x: {'met' if bwd_x >= 5 else 'NOT met'}), "
+            f"forward peak {ck['peak_bytes'] / 2**20:.1f} MiB vs {ref['peak_bytes'] / 2**20:.1f} MiB "
+            f"(<= reference: {'met' if ck['peak_bytes'] <= ref['peak_bytes'] else 'NOT met'}).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks"), help="output directory")
+    parser.add_argument("--quick", action="store_true", help=f"small size {QUICK} as a smoke test")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = QUICK if args.quick else TARGET
+    inputs = make_inputs(**cfg)
+    gout = torch.randn(cfg["batch"], cfg["dim"], cfg["L"], generator=torch.Generator().manual_seed(1))
+    usable = set(available_backends("cpu"))
+    rows = {}
+    for name in args.backends:
+        if name not in usable:
+            print(f"skipping {name}: not available here")
+            continue
+        print(f"measuring {name} ...", flush=True)
+        rows[name] = measure(name, inputs, gout, args.repeats)
+
+    table = render(cfg, rows, args.repeats)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / ("scan_benchmark_quick.md" if args.quick else "scan_benchmark.md")
+    path.write_text(table)
+    print(f"written to {path}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Training throughput of the quick start with each selective-scan backend.
+
+    python -m serpent_arch.benchmark train [--opt options/serpent_sr.yml] [--iters 20] [--repeats 3]
+
+Builds the network of the option file (``network_g``) and times full training iterations of the
+quick start's shape (``batch_size_per_gpu`` patches of ``gt_size`` / ``scale`` LQ pixels, L1
+loss, the file's optimizer) on the CPU, once per backend, interleaved so that machine load hits
+all backends alike. Reports iterations per second (median of ``--repeats`` blocks of
+``--iters`` iterations) and the ratio to the plain per-step loop (``reference``) measured in the
+same run. Writes ``DIR/train_throughput.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+BACKENDS = ("reference", "torch", "cpu_kernel")
+
+
+def _build(net_opt: dict, backend: str, seed: int = 0):
+    from basicsr.archs import build_network
+
+    torch.manual_seed(seed)
+    return build_network({**net_opt, "scan_backend": backend})
+
+
+def _time_block(net, optimizer, lq, gt, iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.l1_loss(net(lq), gt)
+        loss.backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / iters
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serpent_arch.benchmark train", description=__doc__.split("\n")[0])
+    parser.add_argument("--opt", default="options/serpent_sr.yml", help="training option file (default: quick start)")
+    parser.add_argument("--iters", type=int, default=20, help="iterations per timed block")
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks per backend (median)")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--out", default="experiments/benchmarks", help="folder for train_throughput.md")
+    args = parser.parse_args(argv)
+
+    import serpent_arch  # noqa: F401  (registers Serpent)
+    from serpent_arch.ops import available_backends
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with open(args.opt) as f:
+        opt = yaml.safe_load(f)
+    train = opt["datasets"]["train"]
+    scale = int(opt.get("scale", 1))
+    batch, gt_size = int(train["batch_size_per_gpu"]), int(train["gt_size"])
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(batch, 3, gt_size, gt_size, generator=gen)
+    lq = F.interpolate(gt, scale_factor=1 / scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    backends = [b for b in args.backends if b in available_backends(torch.device("cpu"))]
+    runs = {}
+    for backend in backends:
+        net = _build(opt["network_g"], backend)
+        optim_opt = dict(opt["train"]["optim_g"])
+        optimizer = getattr(torch.optim, optim_opt.pop("type"))(net.parameters(), **optim_opt)
+        _time_block(net, optimizer, lq, gt, 2)  # warm-up (compiles the C kernel if needed)
+        runs[backend] = (net, optimizer)
+    seconds: dict[str, list[float]] = {b: [] for b in backends}
+    for _ in range(args.repeats):  # interleaved: load spikes hit every backend
+        for backend, (net, optimizer) in runs.items():
+            seconds[backend].append(_time_block(net, optimizer, lq, gt, args.iters))
+
+    per_iter = {b: statistics.median(s) for b, s in seconds.items()}
+    ref = per_iter.get("reference")
+    lines = [
+        "# Quick-start training throughput (CPU)",
+        "",
+        f"- option file: `{args.opt}`; network {opt['network_g']}",
+        f"- batch {batch} x 3 x {gt_size // scale} x {gt_size // scale} LQ -> {gt_size} x {gt_size}, L1 loss, "
+        f"{opt['train']['optim_g']['type']}; {torch.get_num_threads()} torch threads; "
+        f"{platform.machine()}, torch {torch.__version__}",
+        f"- {datetime.datetime.now().isoformat(timespec='seconds')}; median of {args.repeats} blocks of "
+        f"{args.iters} iterations per backend, blocks interleaved across backends",
+        "",
+        "| scan backend | s / iteration | iterations / s | speed-up vs reference |",
+        "|---|---:|---:|---:|",
+    ]
+    for backend, sec in per_iter.items():
+        ratio = f"{ref / sec:.1f}x" if ref else "-"
+        lines.append(f"| {backend} | {sec:.3f} | {1 / sec:.2f} | {ratio} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_throughput.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
