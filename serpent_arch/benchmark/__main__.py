@@ -1,4 +1,4 @@
-"""``python -m serpent_arch.benchmark {network,scan,train} [args...]``: dispatch to a benchmark's ``main``."""
+"""``python -m serpent_arch.benchmark {network,scan,train,quickstart} [args...]``: run one benchmark's ``main``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
     "train": "serpent_arch.benchmark.train",
+    "quickstart": "serpent_arch.benchmark.quickstart",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"
