@@ -8,7 +8,7 @@ setup(
     description="Serpent (multi-scale selective state space image restoration) as a BasicSR plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["serpent_arch", "serpent_arch.*"]),
     package_data={"serpent_arch.ops": ["*.c"]},
     install_requires=[
