@@ -21,6 +21,10 @@ Every fix is a small, named patch of one BasicSR attribute; nothing of BasicSR i
 5. Option files written for a GPU (``num_gpu: 1``, ``prefetch_mode: cuda``) crash on a machine
    without CUDA. ``parse_options`` is wrapped so that, when CUDA is absent, ``num_gpu`` is
    lowered to the devices present and the CUDA prefetcher becomes the CPU one, with a warning.
+6. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to
+   the final path, so a run killed while saving leaves a truncated checkpoint that looks
+   complete. ``basicsr.models.base_model`` gets a ``torch`` whose ``save`` writes a temporary file
+   in the same folder, syncs it and renames it into place; everything else is torch itself.
 """
 
 from __future__ import annotations
@@ -182,12 +186,38 @@ def _wrap_model_to_device(original):
     return model_to_device
 
 
+class _AtomicSaveTorch(types.ModuleType):
+    """``torch`` for BasicSR's base_model module, except that ``save`` to a path is atomic."""
+
+    def __init__(self):
+        super().__init__("torch")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def save(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return torch.save(obj, f, *args, **kwargs)
+        tmp = f"{os.fspath(f)}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(obj, handle, *args, **kwargs)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, f)
+        finally:
+            if osp.exists(tmp):
+                os.unlink(tmp)
+
+
 def apply() -> None:
     """Install all fixes; safe to call more than once."""
     global _APPLIED
     if _APPLIED:
         return
     _alias_functional_tensor()
+    import basicsr.models.base_model
     import basicsr.test
     import basicsr.train
     import basicsr.utils.options
@@ -198,4 +228,5 @@ def apply() -> None:
     basicsr.train.parse_options = _wrap_parse_options(basicsr.train.parse_options)
     basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
     BaseModel.model_to_device = _wrap_model_to_device(BaseModel.model_to_device)
+    basicsr.models.base_model.torch = _AtomicSaveTorch()
     _APPLIED = True

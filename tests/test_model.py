@@ -75,3 +75,25 @@ def test_tiled_validation_and_scale_check():
         tiled_forward(model.net_g, x, scale=3, tile=24, overlap=12)
     with pytest.raises(ValueError, match="tile_overlap must be in"):
         tiled_forward(model.net_g, x, scale=2, tile=24, overlap=24)
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("refuses to be pickled")
+
+
+def test_checkpoints_are_written_atomically(tmp_path):
+    import basicsr.models.base_model as base_model
+
+    model = _model()
+    model.opt["path"] = {"models": str(tmp_path), "training_states": str(tmp_path)}
+    model.save_network(model.net_g, "net_g", 5)
+    path = tmp_path / "net_g_5.pth"
+    saved = torch.load(path)["params"]
+    assert set(saved) == set(model.net_g.state_dict())
+    before = path.read_bytes()
+    # A save that fails half-way (here: an unpicklable object) leaves the old file and no temporary.
+    with pytest.raises(RuntimeError, match="refuses to be pickled"):
+        base_model.torch.save({"params": saved, "oops": _Unpicklable()}, str(path))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_5.pth"]
