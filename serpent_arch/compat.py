@@ -141,9 +141,8 @@ def _init_dist_slurm_cpu(backend: str, port: int | None = None) -> None:
 
     node_list = os.environ["SLURM_NODELIST"]
     os.environ["MASTER_ADDR"] = subprocess.getoutput(f"scontrol show hostname {node_list} | head -n1")
-    os.environ.setdefault("MASTER_PORT", str(port or 29500))
-    if port is not None:
-        os.environ["MASTER_PORT"] = str(port)
+    if port is not None or "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(port or 29500)
     os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
     os.environ["RANK"] = os.environ["SLURM_PROCID"]
     dist.init_process_group(backend=backend)

@@ -437,13 +437,7 @@ def summary_lines(rows: list[Row], pair: tuple[str, str], sizes: Sequence[int]) 
         a, b = by_key.get((ours, size)), by_key.get((theirs, size))
         if a is None or b is None:
             continue
-        star = "*" if "extrapolated" in (a.status, b.status) else ""
-        lines.append(
-            f"| {size}x{size} | {_fmt_ratio(_ratio(a.gflops, b.gflops))} | "
-            f"{_fmt_ratio(_ratio(a.peak_act_mib, b.peak_act_mib))}{star} | "
-            f"{_fmt_ratio(_ratio(a.peak_total_mib, b.peak_total_mib))}{star} | "
-            f"{_fmt_ratio(_ratio(a.latency_s, b.latency_s))}{star} |"
-        )
+        lines.append(f"| {size}x{size} | {_ratio_cells(a, b)} |")
     if len(sizes) >= 2:
         lo, hi = sorted(sizes)[-2:]
         lines += [
@@ -457,14 +451,20 @@ def summary_lines(rows: list[Row], pair: tuple[str, str], sizes: Sequence[int]) 
             a, b = by_key.get((name, lo)), by_key.get((name, hi))
             if a is None or b is None:
                 continue
-            star = "*" if "extrapolated" in (a.status, b.status) else ""
-            lines.append(
-                f"| {name} | {_fmt_ratio(_ratio(a.gflops, b.gflops))} | "
-                f"{_fmt_ratio(_ratio(a.peak_act_mib, b.peak_act_mib))}{star} | "
-                f"{_fmt_ratio(_ratio(a.peak_total_mib, b.peak_total_mib))}{star} | "
-                f"{_fmt_ratio(_ratio(a.latency_s, b.latency_s))}{star} |"
-            )
+            lines.append(f"| {name} | {_ratio_cells(a, b)} |")
     return lines
+
+
+def _ratio_cells(a, b) -> str:
+    """FLOPs, peak act. memory, peak total memory and latency of ``b`` over ``a`` as table cells;
+    ``*`` marks ratios that involve an extrapolated row (FLOPs are always counted exactly)."""
+    star = "*" if "extrapolated" in (a.status, b.status) else ""
+    return (
+        f"{_fmt_ratio(_ratio(a.gflops, b.gflops))} | "
+        f"{_fmt_ratio(_ratio(a.peak_act_mib, b.peak_act_mib))}{star} | "
+        f"{_fmt_ratio(_ratio(a.peak_total_mib, b.peak_total_mib))}{star} | "
+        f"{_fmt_ratio(_ratio(a.latency_s, b.latency_s))}{star}"
+    )
 
 
 METHOD_NOTES = """\
