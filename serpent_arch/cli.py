@@ -3,6 +3,8 @@
     basicsr train -opt options/serpent_sr.yml [--launcher none|pytorch|slurm] [--auto_resume]
                   [--debug] [--force_yml KEY=VALUE ...]
     basicsr test  -opt options/serpent_sr_test.yml
+    basicsr infer -opt OPTIONS.yml --weights NET.pth -i IMAGES -o OUT_DIR [flags]
+    basicsr leaderboard [results/] [flags]
 
 The current directory is the root: experiments/, results/ and tb_logger/ are created under it,
 and relative data paths in option files start there. Any BasicSR option file works, for
@@ -18,7 +20,11 @@ import sys
 COMMANDS = {
     "train": "train a network with BasicSR's training pipeline",
     "test": "evaluate a trained network with BasicSR's test pipeline",
+    "infer": "restore your own images (a file or a folder) with a trained network",
+    "leaderboard": "collect the metrics of every test run under results/ into one table",
 }
+# Commands that are not BasicSR pipelines: module serpent_arch.<name> with main(argv) -> exit code.
+OWN_COMMANDS = ("infer", "leaderboard")
 
 
 def _basicsr_parser(command: str) -> argparse.ArgumentParser:
@@ -34,7 +40,7 @@ def _basicsr_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _usage() -> str:
-    lines = ["usage: basicsr {" + ",".join(COMMANDS) + "} -opt OPTIONS.yml [flags]", "", "commands:"]
+    lines = ["usage: basicsr {" + ",".join(COMMANDS) + "} [flags]", "", "commands:"]
     lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
     lines.append("\nRun `basicsr COMMAND -h` for the flags of a command.")
     return "\n".join(lines)
@@ -61,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"basicsr: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if command in OWN_COMMANDS:
+        import importlib
+
+        import serpent_arch  # noqa: F401
+
+        return importlib.import_module(f"serpent_arch.{command}").main(rest)
     args = _basicsr_parser(command).parse_args(rest)  # exits with a usage message on bad flags
 
     import serpent_arch  # noqa: F401  (BasicSR fixes and registrations, before BasicSR runs)

@@ -68,3 +68,27 @@ def tiled_forward(net: nn.Module, x: torch.Tensor, scale: int = 1, tile: int | N
             out[..., rows, cols] += patch_out * window
             weight[..., rows, cols] += window
     return out / weight
+
+
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 flips/rotations of the last two dims (k in 0..7)."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def _dihedral_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+@torch.no_grad()
+def self_ensemble_forward(forward, x: torch.Tensor) -> torch.Tensor:
+    """Geometric self-ensemble ("+" in papers): the mean of ``forward`` over the 8 flips and
+    rotations of ``x`` (N, C, H, W), each output transformed back. ``forward`` maps a tensor to
+    its restored tensor (for example a ``tiled_forward`` partial)."""
+    out = None
+    for k in range(8):
+        y = _dihedral_inverse(forward(_dihedral(x, k)), k)
+        out = y if out is None else out + y
+    return out / 8

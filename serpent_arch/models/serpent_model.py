@@ -4,12 +4,14 @@ Differences from ``SRModel`` (everything else, losses, EMA, schedulers, checkpoi
 BasicSR's):
 - ``train.optim_g.type`` may name any ``torch.optim`` optimizer (AdamW, SGD, ...), not just Adam;
 - validation and testing run on whole images of any size, or tiled when ``val.tile`` is set
-  (``val.tile_overlap``, default 32 input pixels);
+  (``val.tile_overlap``, default 32 input pixels); ``val.self_ensemble: true`` averages the
+  8 flips/rotations of each input (the "+" results of papers);
 - every validation also reports the input baseline (the LQ image bicubically resized to the
   output size: bicubic upsampling for SR, the degraded image itself for restoration) with the
   same metrics, so the gain of the network is visible (``val.report_baseline``, default true);
 - metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
-  ``results/NAME/metrics.json`` when testing.
+  ``results/NAME/metrics.json`` when testing, one record per dataset with what a results table
+  needs (network options, parameter count, scale, image count, metric options, self-ensemble).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from serpent_arch.inference import tiled_forward
+from serpent_arch.inference import self_ensemble_forward, tiled_forward
 
 
 @MODEL_REGISTRY.register()
@@ -51,15 +53,18 @@ class SerpentModel(SRModel):
         was_training = net.training
         net.eval()
         val_opt = self.opt.get("val") or {}
-        self.output = tiled_forward(
-            net, self.lq, self._scale, tile=val_opt.get("tile"), overlap=val_opt.get("tile_overlap", 32)
-        )
+
+        def forward(x):
+            return tiled_forward(net, x, self._scale, tile=val_opt.get("tile"), overlap=val_opt.get("tile_overlap", 32))
+
+        self.output = self_ensemble_forward(forward, self.lq) if val_opt.get("self_ensemble") else forward(self.lq)
         if was_training:
             net.train()
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         val_opt = self.opt["val"]
         dataset_name = dataloader.dataset.opt["name"]
+        self._num_val_images = {**getattr(self, "_num_val_images", {}), dataset_name: len(dataloader.dataset)}
         if val_opt.get("metrics") and val_opt.get("report_baseline", True):
             if not hasattr(self, "baseline_results"):
                 self.baseline_results = {}
@@ -98,11 +103,19 @@ class SerpentModel(SRModel):
 
     @master_only
     def _write_metrics(self, current_iter, dataset_name, baseline):
+        val_opt = self.opt["val"]
+        net = self.get_bare_model(self.net_g)
         record = {
             "name": self.opt["name"],
             "dataset": dataset_name,
             "iter": current_iter,
             "network": self.opt["network_g"].get("type"),
+            "network_g": dict(self.opt["network_g"]),
+            "params": sum(p.numel() for p in net.parameters()),
+            "scale": self._scale,
+            "num_images": getattr(self, "_num_val_images", {}).get(dataset_name),
+            "self_ensemble": bool(val_opt.get("self_ensemble", False)),
+            "metric_opts": {name: dict(m) for name, m in (val_opt.get("metrics") or {}).items()},
             "metrics": dict(self.metric_results),
             "baseline": baseline,
         }
