@@ -14,6 +14,7 @@ Serpent or for BasicSR's own networks.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -87,9 +88,20 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.argv = [f"basicsr {command}", *rest]  # BasicSR parses the command line itself
     if command == "train":
-        from basicsr.train import train_pipeline
+        import basicsr.train
 
-        train_pipeline(os.getcwd())
+        from serpent_arch import training
+
+        training.install()
+        try:
+            basicsr.train.train_pipeline(os.getcwd())
+        except training.TrainingInterrupted as stop:
+            print(f"basicsr train: {stop}", file=sys.stderr)
+            return 128 + stop.signum
+        except training.NonFiniteLossError as err:
+            logging.getLogger("basicsr").error(str(err))
+            print(f"basicsr train: error: {err}", file=sys.stderr)
+            return 1
     else:
         from basicsr.test import test_pipeline
 

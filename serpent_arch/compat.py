@@ -196,18 +196,23 @@ class _AtomicSaveTorch(types.ModuleType):
 
     @staticmethod
     def save(obj, f, *args, **kwargs):
-        if not isinstance(f, (str, os.PathLike)):
-            return torch.save(obj, f, *args, **kwargs)
-        tmp = f"{os.fspath(f)}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as handle:
-                torch.save(obj, handle, *args, **kwargs)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, f)
-        finally:
-            if osp.exists(tmp):
-                os.unlink(tmp)
+        return atomic_save(obj, f, *args, **kwargs)
+
+
+def atomic_save(obj, f, *args, **kwargs) -> None:
+    """``torch.save`` that never leaves a partial file at ``f``: temporary file, fsync, rename."""
+    if not isinstance(f, (str, os.PathLike)):
+        return torch.save(obj, f, *args, **kwargs)
+    tmp = f"{os.fspath(f)}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle, *args, **kwargs)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, f)
+    finally:
+        if osp.exists(tmp):
+            os.unlink(tmp)
 
 
 def apply() -> None:

@@ -312,6 +312,9 @@ class _FixedCrop:
     def integers(self, low, high):
         return self.values.pop(0)
 
+    def random(self, size):
+        return np.ones(size)  # no flips
+
 
 @pytest.mark.parametrize("top, left", [(20, 12), (0, 32), (4, 0)])
 def test_train_patch_is_degraded_with_context(gt_folder, top, left):

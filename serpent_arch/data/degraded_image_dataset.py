@@ -10,7 +10,7 @@ from os import path as osp
 import numpy as np
 import torch
 from basicsr.data.data_util import paths_from_folder
-from basicsr.data.transforms import augment, mod_crop
+from basicsr.data.transforms import mod_crop
 from basicsr.utils import FileClient, bgr2ycbcr, imfrombytes, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
@@ -98,14 +98,26 @@ class DegradedImageDataset(data.Dataset):
             gt_size (int, train): GT patch size, divisible by ``scale``.
             use_hflip, use_rot (bool, train): BasicSR's flip / rotation augmentation (default false).
             seed (int): default 0; selects the fixed validation degradations.
+            skip_bad_samples (bool, train): an unreadable or missing image is replaced by the next
+                one, with a warning naming it; the trainer reports the count at the end of the epoch
+                (default false: the error stops training).
             color (str, optional): ``y`` for the Y channel only (one channel, BasicSR's ``bgr2ycbcr``).
             mean, std (list[float], optional): normalization of both LQ and GT, as in BasicSR.
             auto_prepare (str, optional): ``sample`` builds the built-in sample set when dataroot_gt
                 does not exist (see :func:`~serpent_arch.data.sample.prepare_sample_set`).
 
     Each item is a dict with ``lq`` (float32 ``(C, H / scale, W / scale)``), ``gt`` (float32
-    ``(C, H, W)``), both RGB, and ``lq_path`` = ``gt_path`` (file path, or LMDB key).
+    ``(C, H, W)``), both RGB, and ``lq_path`` = ``gt_path`` (file path, or LMDB key); with
+    ``skip_bad_samples``, also ``bad_samples_skipped`` (int64 scalar tensor).
+
+    In training under ``basicsr train`` the sampler passes a :class:`~serpent_arch.training.SampleId`
+    instead of an index, and every random choice of the item (crop, degradation, flips) is drawn
+    from ``(seed, manual_seed, epoch, position in the epoch, index)``: the same whichever worker
+    makes it, so a resumed run sees exactly the data of an uninterrupted one.
     """
+
+    uses_sample_ids = True
+    _MAX_BAD_IN_A_ROW = 20
 
     def __init__(self, opt: dict):
         super().__init__()
@@ -167,6 +179,12 @@ class DegradedImageDataset(data.Dataset):
             self.items = self._disk_items()
         if not self.items:
             raise ValueError(f"dataroot_gt: no images found in {self.gt_folder}")
+        self.skip_bad_samples = bool(opt.get("skip_bad_samples", False))
+        if self.skip_bad_samples and not self.is_train:
+            raise ValueError(
+                "skip_bad_samples: only for training sets; a validation or test set must be complete "
+                "(metrics over a changed set are not comparable)"
+            )
         self.file_client = None
         # Training draws: mixed into each item's seed so that repeated visits of the same index in
         # one process (num_workers=0, persistent workers) get new degradations.
@@ -245,12 +263,17 @@ class DegradedImageDataset(data.Dataset):
             )
         return img.astype(np.float32) / np.float32(255.0)
 
-    def _train_rng(self, index: int) -> np.random.Generator:
+    def _train_rng(self, index: int, sample_id=None) -> np.random.Generator:
         """A new generator for one training draw.
 
-        torch.initial_seed() differs per DataLoader worker and per epoch (and follows BasicSR's
-        manual seed in the main process); the index and the draw counter separate items.
+        With a sample id (``basicsr train``): a function of where the item is in the training run.
+        Without one (a plain DataLoader), torch.initial_seed() differs per DataLoader worker and per
+        epoch (and follows BasicSR's manual seed in the main process); the index and the draw
+        counter separate items.
         """
+        if sample_id is not None:
+            entropy = [self.seed, sample_id.seed, sample_id.epoch, sample_id.position, index]
+            return np.random.default_rng(np.random.SeedSequence(entropy))
         self._draws += 1
         entropy = [self.seed, torch.initial_seed() % (1 << 64), index, self._draws]
         return np.random.default_rng(np.random.SeedSequence(entropy))
@@ -283,18 +306,46 @@ class DegradedImageDataset(data.Dataset):
         lq = np.ascontiguousarray(lq[y : y + size // s, x : x + size // s])
         gt = np.ascontiguousarray(img[top : top + size, left : left + size])
         # Flips/rotations after degrading keep GT and LQ aligned; the degradations are isotropic,
-        # so this matches degrading the flipped patch (BasicSR's augment uses Python's `random`).
-        gt, lq = augment([gt, lq], self.use_hflip, self.use_rot)
+        # so this matches degrading the flipped patch. Drawn from `rng` (BasicSR's augment uses
+        # Python's `random`, whose state in a DataLoader worker a resumed run cannot restore).
+        hflip, vflip, transpose = (bool(flag) for flag in rng.random(3) < 0.5)
+        pair = [gt, lq]
+        if self.use_hflip and hflip:
+            pair = [img[:, ::-1] for img in pair]
+        if self.use_rot and vflip:
+            pair = [img[::-1] for img in pair]
+        if self.use_rot and transpose:
+            pair = [img.transpose(1, 0, 2) for img in pair]
+        gt, lq = (np.ascontiguousarray(img) for img in pair)
         return gt, lq
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index) -> dict:
+        sample_id = index if isinstance(index, tuple) else None
+        index = int(sample_id.index) if sample_id is not None else index
+        if not self.skip_bad_samples:
+            return self._item(index, sample_id)
+        for skipped in range(self._MAX_BAD_IN_A_ROW):
+            position = (index + skipped) % len(self.items)
+            try:
+                item = self._item(position, sample_id)
+            except (OSError, LookupError, ValueError) as err:
+                logger.warning(f"skip_bad_samples: skipping {self.items[position][1]}: {err}")
+                continue
+            item["bad_samples_skipped"] = torch.tensor(skipped)
+            return item
+        raise RuntimeError(
+            f"skip_bad_samples: {self._MAX_BAD_IN_A_ROW} bad samples in a row from index {index} in "
+            f"{self.gt_folder}; the dataset looks broken (see the warnings above)"
+        )
+
+    def _item(self, index: int, sample_id) -> dict:
         key, path = self.items[index]
         img = self._load(key, path)
         if self.color == "y":
             # Degrade the Y image itself so the noise/JPEG statistics are those of a 1-channel input.
             img = bgr2ycbcr(img, y_only=True)[..., None]
         if self.is_train:
-            img_gt, img_lq = self._train_pair(img, self._train_rng(index), path)
+            img_gt, img_lq = self._train_pair(img, self._train_rng(index, sample_id), path)
         else:
             img_gt = mod_crop(img, self.scale)
             if img_gt.shape[0] == 0 or img_gt.shape[1] == 0:

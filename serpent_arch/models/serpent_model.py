@@ -9,6 +9,8 @@ BasicSR's):
 - every validation also reports the input baseline (the LQ image bicubically resized to the
   output size: bicubic upsampling for SR, the degraded image itself for restoration) with the
   same metrics, so the gain of the network is visible (``val.report_baseline``, default true);
+- training states also hold the data position and random states (``data_position``, see
+  ``serpent_arch.training``), so ``--auto_resume`` continues exactly where the run stopped;
 - metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
   ``results/NAME/metrics.json`` when testing, one record per dataset with what a results table
   needs (network options, parameter count, scale, image count, metric options, self-ensemble).
@@ -28,6 +30,8 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from serpent_arch import training
+from serpent_arch.compat import atomic_save
 from serpent_arch.inference import self_ensemble_forward, tiled_forward
 
 
@@ -43,6 +47,23 @@ class SerpentModel(SRModel):
                 "such as Adam, AdamW or SGD."
             )
         return optimizer_cls(params, lr=lr, **kwargs)
+
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state (epoch, iter, optimizers, schedulers) plus the data position.
+
+        Not master-only like BasicSR's: gathering every rank's random state is collective.
+        """
+        position = training.data_position() if current_iter != -1 else None
+        if current_iter == -1 or self.opt.get("rank", 0) != 0:
+            return
+        state = {
+            "epoch": epoch,
+            "iter": current_iter,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "data_position": position,
+        }
+        atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
 
     @property
     def _scale(self) -> int:

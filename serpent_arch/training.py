@@ -1,0 +1,343 @@
+"""What ``basicsr train`` adds to BasicSR's training loop: exact resume, clean interruption, a
+guard against non-finite losses and a count of skipped bad samples.
+
+BasicSR's ``train_pipeline`` is used as it is; :func:`install` replaces four names in
+``basicsr.train`` with thin wrappers (the loop itself is untouched):
+
+* ``EnlargedSampler`` becomes :class:`ResumableSampler`. It yields the same indices in the same
+  order, can leave out the part of an epoch a resumed run has already trained on, and hands
+  datasets that ask for it (``uses_sample_ids = True``) a :class:`SampleId`, so their random crops
+  and degradations depend on (seed, epoch, position in the epoch) rather than on which DataLoader
+  worker made the item.
+* ``create_train_val_dataloader`` wraps the train loader in :class:`TrackedLoader`, which counts
+  the batches consumed in the current epoch, restores the random state of a resumed run right
+  before its first batch, and reports bad samples a dataset skipped (``bad_samples_skipped``).
+* ``load_resume_state`` keeps the ``data_position`` of the training state it returns.
+* ``build_model`` guards the model: every optimizer step first checks the gradients
+  (``train.on_nonfinite_loss``: ``stop`` (default) or ``skip``, with ``train.max_nonfinite_skips``
+  consecutive skips allowed, default 10); validation runs with the random state forked, so it
+  never changes what training draws; after every step a pending SIGTERM / SIGINT saves a
+  checkpoint at that iteration and ends the run (:class:`TrainingInterrupted`).
+
+Why BasicSR alone does not resume exactly: it restarts the interrupted epoch from its first
+batch and does not save random states. ``SerpentModel`` stores :func:`data_position` (epoch,
+batches done, the random states of every rank) in each training state, and the wrappers above
+use it, so a run killed and resumed ends with the same weights as one that never stopped (with
+``DegradedImageDataset``, any number of workers; with other datasets, ``num_worker_per_gpu: 0``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+from os import path as osp
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from basicsr.data.data_sampler import EnlargedSampler
+
+logger = logging.getLogger("basicsr")
+
+NONFINITE_ACTIONS = ("stop", "skip")
+
+
+class SampleId(NamedTuple):
+    """What :class:`ResumableSampler` yields to datasets with ``uses_sample_ids``."""
+
+    index: int  # dataset index
+    epoch: int
+    position: int  # position in the epoch's global order (unique across ranks)
+    seed: int  # the option file's manual_seed
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / SIGINT arrived; a checkpoint at ``iteration`` was saved."""
+
+    def __init__(self, signum: int, iteration: int, experiments_root: str):
+        self.signum, self.iteration = signum, iteration
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: saved the checkpoint and training state of iteration {iteration} in "
+            f"{experiments_root}; continue with `basicsr train -opt ... --auto_resume`."
+        )
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training step produced non-finite gradients and ``train.on_nonfinite_loss`` is ``stop``."""
+
+
+class _Run:
+    """State of the one training run in this process."""
+
+    def __init__(self):
+        self.sampler = None
+        self.loader: TrackedLoader | None = None
+        self.resume_position: dict | None = None
+        self.current_iter = 0
+        self.signum = 0
+        self.signal_count = 0
+
+
+_run = _Run()
+
+
+class ResumableSampler(EnlargedSampler):
+    """BasicSR's ``EnlargedSampler`` (same order), able to skip the start of one epoch."""
+
+    seed = 0
+    _skip: tuple[int, int] | None = None
+    epoch_was_set = False
+
+    def skip_in_epoch(self, epoch: int, samples: int) -> None:
+        """In epoch ``epoch`` leave out the first ``samples`` indices of this rank."""
+        self._skip = (epoch, samples)
+
+    def set_epoch(self, epoch):
+        super().set_epoch(epoch)
+        self.epoch_was_set = True
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        pairs = list(zip(indices, range(self.rank, self.total_size, self.num_replicas), strict=True))
+        if self._skip is not None and self._skip[0] == self.epoch:
+            pairs = pairs[self._skip[1] :]
+        if getattr(self.dataset, "uses_sample_ids", False):
+            return iter([SampleId(i, self.epoch, p, self.seed) for i, p in pairs])
+        return iter([i for i, _ in pairs])
+
+
+class TrackedLoader:
+    """The train DataLoader, counting the batches the loop has taken in the current epoch."""
+
+    def __init__(self, loader, sampler, lookahead: int):
+        self.loader, self.sampler, self.lookahead = loader, sampler, lookahead
+        self.consumed = 0
+        self.pending_rng: dict | None = None
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        self.consumed = 0
+        # Prefetchers also call iter() once before the loop sets the epoch; only the loop's counts.
+        if self.pending_rng is not None and self.sampler.epoch_was_set:
+            set_rng_state(self.pending_rng)
+            self.pending_rng = None
+        bad = 0
+        for batch in iterator:
+            self.consumed += 1
+            if isinstance(batch, dict) and "bad_samples_skipped" in batch:
+                bad += int(batch["bad_samples_skipped"].sum())
+            yield batch
+        if bad:
+            logger.warning(f"epoch {self.sampler.epoch}: {bad} bad training sample(s) skipped (warnings above).")
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def forked_rng():
+    """Run a block without changing the random state of the process (validation, for one)."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def data_position() -> dict | None:
+    """Where the train loader is, and the random state of every rank (collective under DDP)."""
+    if _run.loader is None:
+        return None
+    states = [rng_state()]
+    if _dist_ready():
+        states = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(states, rng_state())
+    loader = _run.loader
+    return {
+        "epoch": int(_run.sampler.epoch),
+        "batches_done": loader.consumed - loader.lookahead,
+        "batch_size": loader.loader.batch_size,
+        "world_size": len(states),
+        "rng": states,
+    }
+
+
+def _wrap_load_resume_state(original):
+    def load_resume_state(opt):
+        state = original(opt)
+        _run.resume_position = state.get("data_position") if state else None
+        return state
+
+    return load_resume_state
+
+
+def _wrap_create_train_val_dataloader(original):
+    def create_train_val_dataloader(opt, log):
+        train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, log)
+        sampler.seed = int(opt.get("manual_seed") or 0)
+        lookahead = 1 if opt["datasets"]["train"].get("prefetch_mode") == "cuda" else 0
+        tracked = TrackedLoader(train_loader, sampler, lookahead)
+        _run.sampler, _run.loader = sampler, tracked
+        position = _run.resume_position
+        if position:
+            rank, world = opt.get("rank", 0), opt.get("world_size", 1)
+            if position["world_size"] != world or position["batch_size"] != train_loader.batch_size:
+                log.warning(
+                    f"Resuming with world size {world} and batch size {train_loader.batch_size}, saved with "
+                    f"{position['world_size']} and {position['batch_size']}: epoch {position['epoch']} restarts "
+                    "from its first batch and random states are not restored."
+                )
+            else:
+                sampler.skip_in_epoch(position["epoch"], position["batches_done"] * train_loader.batch_size)
+                tracked.pending_rng = position["rng"][rank]
+                log.info(
+                    f"Resuming inside epoch {position['epoch']} after {position['batches_done']} batches, "
+                    "with the saved random states."
+                )
+        return tracked, sampler, val_loaders, total_epochs, total_iters
+
+    return create_train_val_dataloader
+
+
+def _latest_checkpoint(opt) -> str:
+    models = opt["path"].get("models", "")
+    found = []
+    if osp.isdir(models):
+        for entry in os.listdir(models):
+            stem = entry[len("net_g_") : -len(".pth")]
+            if entry.startswith("net_g_") and entry.endswith(".pth") and stem.isdigit():
+                found.append((int(stem), osp.join(models, entry)))
+    return max(found)[1] if found else "none yet"
+
+
+def _guard_optimizer(optimizer, model) -> None:
+    """Check the gradients before every ``optimizer.step``; stop or skip the step when not finite."""
+    train_opt = model.opt["train"]
+    action = train_opt.get("on_nonfinite_loss", "stop")
+    max_skips = int(train_opt.get("max_nonfinite_skips", 10))
+    step = optimizer.step
+    skipped = 0
+
+    def guarded_step(*args, **kwargs):
+        nonlocal skipped
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        # the largest |gradient| per tensor is finite exactly when every element is; one sync only
+        if not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()):
+            skipped = 0
+            return step(*args, **kwargs)
+        bad = [n for n, p in model.get_bare_model(model.net_g).named_parameters() if not _finite_grad(p)]
+        where = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        it = _run.current_iter
+        if action == "skip" and skipped < max_skips:
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            logger.warning(
+                f"iteration {it}: non-finite loss (gradients of {where or 'some parameters'}); step skipped "
+                f"({skipped} in a row, train.max_nonfinite_skips: {max_skips})."
+            )
+            return None
+        reason = f"{skipped} skipped steps in a row before it; " if action == "skip" else ""
+        raise NonFiniteLossError(
+            f"iteration {it}: the loss is not finite (non-finite gradients in {where or 'some parameters'}); "
+            f"{reason}training stopped before applying this step. The last checkpoint is "
+            f"{_latest_checkpoint(model.opt)}. Resume with --auto_resume (perhaps with a lower train.optim_g.lr), "
+            "or set train.on_nonfinite_loss: skip."
+        )
+
+    optimizer.step = guarded_step
+
+
+def _finite_grad(p) -> bool:
+    return p.grad is None or bool(torch.isfinite(p.grad).all())
+
+
+def _stop_signal(model) -> int:
+    signum = _run.signum
+    if _dist_ready():  # every rank must stop at the same iteration, or the others wait forever
+        flag = torch.tensor([signum], dtype=torch.int64, device=model.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        signum = int(flag.item())
+    return signum
+
+
+def _wrap_build_model(original):
+    def build_model(opt):
+        model = original(opt)
+        if not opt.get("is_train", False):
+            return model
+        for optimizer in getattr(model, "optimizers", []):
+            _guard_optimizer(optimizer, model)
+        optimize, validation = model.optimize_parameters, model.validation
+
+        def optimize_parameters(current_iter):
+            _run.current_iter = current_iter
+            optimize(current_iter)
+            signum = _stop_signal(model)
+            if signum:
+                logger.info(f"{signal.Signals(signum).name}: saving the checkpoint of iteration {current_iter}.")
+                model.save(_run.sampler.epoch, current_iter)
+                raise TrainingInterrupted(signum, current_iter, opt["path"]["experiments_root"])
+
+        def validation_without_rng_change(*args, **kwargs):
+            with forked_rng():
+                return validation(*args, **kwargs)
+
+        model.optimize_parameters = optimize_parameters
+        model.validation = validation_without_rng_change
+        return model
+
+    return build_model
+
+
+def _on_signal(signum, frame):
+    _run.signal_count += 1
+    if signum == signal.SIGINT and _run.signal_count > 1:
+        raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+    _run.signum = signum
+    logger.warning(
+        f"{signal.Signals(signum).name} received: finishing the current iteration, then saving a checkpoint "
+        "(press Ctrl-C again to stop without one)."
+    )
+
+
+def install(handle_signals: bool = True) -> None:
+    """Wrap BasicSR's training entry points (once per process) and catch SIGTERM / SIGINT."""
+    import basicsr.train
+
+    if not getattr(basicsr.train, "_serpent_training", False):
+        basicsr.train.EnlargedSampler = ResumableSampler
+        basicsr.train.load_resume_state = _wrap_load_resume_state(basicsr.train.load_resume_state)
+        basicsr.train.create_train_val_dataloader = _wrap_create_train_val_dataloader(
+            basicsr.train.create_train_val_dataloader
+        )
+        basicsr.train.build_model = _wrap_build_model(basicsr.train.build_model)
+        basicsr.train._serpent_training = True
+    if handle_signals:
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
