@@ -247,34 +247,56 @@ def _guard_optimizer(optimizer, model) -> None:
     def guarded_step(*args, **kwargs):
         nonlocal skipped
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        # the largest |gradient| per tensor is finite exactly when every element is; one sync only
-        if not grads or bool(torch.stack(torch._foreach_norm(grads, float("inf"))).isfinite().all()):
+        if _all_finite(grads):
             skipped = 0
-            return step(*args, **kwargs)
-        bad = [n for n, p in model.get_bare_model(model.net_g).named_parameters() if not _finite_grad(p)]
-        where = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            result = step(*args, **kwargs)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if not _all_finite(params):  # finite gradients, but the update overflowed
+                raise NonFiniteLossError(
+                    f"iteration {_run.current_iter}: the update made the weights non-finite "
+                    f"({_nonfinite_names(model, lambda p: p)}); the loss is not finite from here on, and the "
+                    f"step cannot be undone, so training stopped. {_how_to_go_on(model, skip=False)}"
+                )
+            return result
+        where = _nonfinite_names(model, lambda p: p.grad)
         it = _run.current_iter
         if action == "skip" and skipped < max_skips:
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
             logger.warning(
-                f"iteration {it}: non-finite loss (gradients of {where or 'some parameters'}); step skipped "
+                f"iteration {it}: non-finite loss (gradients of {where}); step skipped "
                 f"({skipped} in a row, train.max_nonfinite_skips: {max_skips})."
             )
             return None
         reason = f"{skipped} skipped steps in a row before it; " if action == "skip" else ""
         raise NonFiniteLossError(
-            f"iteration {it}: the loss is not finite (non-finite gradients in {where or 'some parameters'}); "
-            f"{reason}training stopped before applying this step. The last checkpoint is "
-            f"{_latest_checkpoint(model.opt)}. Resume with --auto_resume (perhaps with a lower train.optim_g.lr), "
-            "or set train.on_nonfinite_loss: skip."
+            f"iteration {it}: the loss is not finite (non-finite gradients in {where}); {reason}training "
+            f"stopped before applying this step. {_how_to_go_on(model, skip=action != 'skip')}"
         )
 
     optimizer.step = guarded_step
 
 
-def _finite_grad(p) -> bool:
-    return p.grad is None or bool(torch.isfinite(p.grad).all())
+def _all_finite(tensors) -> bool:
+    # the largest |value| per tensor is finite exactly when every element is; one device sync
+    return not tensors or bool(torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all())
+
+
+def _nonfinite_names(model, tensor_of) -> str:
+    names = [
+        name
+        for name, p in model.get_bare_model(model.net_g).named_parameters()
+        if tensor_of(p) is not None and not bool(torch.isfinite(tensor_of(p)).all())
+    ]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") or "some parameters"
+
+
+def _how_to_go_on(model, skip: bool) -> str:
+    hint = " or set train.on_nonfinite_loss: skip" if skip else ""
+    return (
+        f"The last checkpoint is {_latest_checkpoint(model.opt)}. Resume with --auto_resume (perhaps with a "
+        f"lower train.optim_g.lr){hint}."
+    )
 
 
 def _stop_signal(model) -> int:

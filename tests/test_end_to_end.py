@@ -4,127 +4,22 @@ Marked ``slow`` (about a minute in all on 2 cores); CI runs them.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
-import yaml
-from skimage import data
+from e2e_util import basicsr, make_workdir, train_options, write_options
 
-import serpent_arch  # noqa: F401  (makes basicsr importable on current torchvision)
-
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def basicsr(cwd, *args, check=True):
-    """Run `basicsr ARGS` in ``cwd`` as a user would; return the completed process."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "serpent_arch.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"basicsr {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder with a small GT LMDB (train) and a disk folder of GT/LQ images (val)."""
-    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
-    from basicsr.utils.matlab_functions import imresize
-
-
-    root = tmp_path_factory.mktemp("e2e")
-    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    train_dir = root / "train_png"
-    train_dir.mkdir()
-    names = []
-    for i, (y, x) in enumerate([(0, 0), (100, 200), (250, 120), (300, 300)]):
-        names.append(f"crop{i}.png")
-        cv2.imwrite(str(train_dir / names[-1]), photo[y : y + 96, x : x + 96])
-    make_lmdb_from_imgs(
-        str(train_dir), str(root / "train.lmdb"), names, [n[:-4] for n in names], n_thread=1, compress_level=1
-    )
-    for sub in ("val/HR", "val/LR"):
-        (root / sub).mkdir(parents=True)
-    for i, (y, x, h, w) in enumerate([(10, 10, 38, 50), (200, 260, 46, 30)]):  # odd-ish sizes
-        gt = photo[y : y + h, x : x + w]
-        cv2.imwrite(str(root / "val/HR" / f"img{i}.png"), gt)
-        lq = imresize(gt.astype(np.float32) / 255.0, 0.5)
-        cv2.imwrite(str(root / "val/LR" / f"img{i}.png"), (lq.clip(0, 1) * 255).round().astype(np.uint8))
-    return root
-
-
-def _train_options(name, total_iter):
-    return {
-        "name": name,
-        "model_type": "SerpentModel",
-        "scale": 2,
-        "num_gpu": "auto",
-        "manual_seed": 0,
-        "datasets": {
-            "train": {
-                "name": "tiny_train",
-                "type": "DegradedImageDataset",
-                "dataroot_gt": "train.lmdb",
-                "io_backend": {"type": "lmdb"},
-                "degradations": [{"type": "bicubic_down"}, {"type": "noise", "sigma": [0, 5]}],
-                "gt_size": 32,
-                "use_hflip": True,
-                "use_rot": True,
-                "num_worker_per_gpu": 0,
-                "batch_size_per_gpu": 2,
-                "dataset_enlarge_ratio": 1,
-            },
-            "val": {
-                "name": "tiny_val",
-                "type": "PairedImageDataset",
-                "dataroot_gt": "val/HR",
-                "dataroot_lq": "val/LR",
-                "filename_tmpl": "{}",
-                "io_backend": {"type": "disk"},
-            },
-        },
-        "network_g": {"type": "Serpent", "variant": "tiny", "upscale": 2, "upsampler": "pixelshuffle"},
-        "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
-        "train": {
-            "ema_decay": 0.9,
-            "optim_g": {"type": "AdamW", "lr": 1e-3, "betas": [0.9, 0.99]},
-            "scheduler": {"type": "MultiStepLR", "milestones": [3], "gamma": 0.5},
-            "total_iter": total_iter,
-            "warmup_iter": -1,
-            "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0},
-        },
-        "val": {
-            "val_freq": 2,
-            "save_img": True,
-            "metrics": {
-                "psnr": {"type": "calculate_psnr", "crop_border": 2, "test_y_channel": True},
-                "ssim": {"type": "calculate_ssim", "crop_border": 2, "test_y_channel": True},
-            },
-        },
-        "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False},
-    }
-
-
-def _write(path, opt):
-    path.write_text(yaml.safe_dump(opt, sort_keys=False))
-    return str(path.name)
+    return make_workdir(tmp_path_factory.mktemp("e2e"))
 
 
 def test_train_test_and_auto_resume(workdir):
     name = "serpent_e2e"
-    basicsr(workdir, "train", "-opt", _write(workdir / "train.yml", _train_options(name, 4)))
+    basicsr(workdir, "train", "-opt", write_options(workdir / "train.yml", train_options(name, 4)))
     exp = workdir / "experiments" / name
     for ckpt in ("net_g_2.pth", "net_g_4.pth", "net_g_latest.pth"):
         assert (exp / "models" / ckpt).is_file(), ckpt
@@ -136,13 +31,13 @@ def test_train_test_and_auto_resume(workdir):
     assert (exp / "visualization" / "img0" / "img0_2.png").is_file()
 
     # `basicsr test` reads the checkpoint (EMA weights) and writes images and metrics.
-    test_opt = _train_options(name, 4)
+    test_opt = train_options(name, 4)
     test_opt["name"] = name + "_test"
     test_opt["datasets"] = {"test_1": test_opt["datasets"]["val"]}
     test_opt["path"] = {"pretrain_network_g": f"experiments/{name}/models/net_g_4.pth", "param_key_g": "params_ema"}
     test_opt["val"].update(suffix=None, tile=16, tile_overlap=8)
     del test_opt["train"], test_opt["logger"]
-    basicsr(workdir, "test", "-opt", _write(workdir / "test.yml", test_opt))
+    basicsr(workdir, "test", "-opt", write_options(workdir / "test.yml", test_opt))
     results = workdir / "results" / (name + "_test")
     metrics = json.loads((results / "metrics.json").read_text())["tiny_val"]
     assert metrics["metrics"]["psnr"] > 15
@@ -150,7 +45,9 @@ def test_train_test_and_auto_resume(workdir):
     assert saved.shape == (38, 50, 3)  # full size restored from a 19x25 input
 
     # --auto_resume continues from the last saved iteration, on CPU.
-    proc = basicsr(workdir, "train", "-opt", _write(workdir / "train6.yml", _train_options(name, 6)), "--auto_resume")
+    proc = basicsr(
+        workdir, "train", "-opt", write_options(workdir / "train6.yml", train_options(name, 6)), "--auto_resume"
+    )
     log = proc.stdout + proc.stderr + "".join(p.read_text() for p in exp.glob("train_*.log"))
     assert "Resuming training from epoch" in log and "iter: 4" in log
     assert (exp / "models" / "net_g_6.pth").is_file()
@@ -203,15 +100,15 @@ def test_basicsr_network_option_file_runs_unchanged(workdir):
         },
         "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False},
     }
-    basicsr(workdir, "train", "-opt", _write(workdir / "edsr.yml", opt))
+    basicsr(workdir, "train", "-opt", write_options(workdir / "edsr.yml", opt))
     assert (workdir / "experiments" / "EDSR_Mx2_tiny" / "models" / "net_g_2.pth").is_file()
 
 
 def test_bad_option_file_fails_fast_with_a_named_key(workdir):
-    opt = _train_options("bad", 2)
+    opt = train_options("bad", 2)
     opt["network_g"]["variant"] = "gigantic"
     del opt["num_gpu"]
-    proc = basicsr(workdir, "train", "-opt", _write(workdir / "bad.yml", opt), check=False)
+    proc = basicsr(workdir, "train", "-opt", write_options(workdir / "bad.yml", opt), check=False)
     assert proc.returncode == 2
     assert "unknown variant 'gigantic'" in proc.stderr and "num_gpu" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,0 +1,53 @@
+"""Two CPU processes under torchrun (gloo): DistributedDataParallel through `basicsr train`.
+
+Checks that the ranks train on different images, keep identical weights, and that validation,
+checkpoints and logs are written once. Marked ``slow``; CI runs it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from e2e_util import REPO, make_workdir, train_options, write_options
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_cpu_processes_train_one_model(tmp_path):
+    workdir = make_workdir(tmp_path)
+    name = "ddp_cpu"
+    opt = train_options(name, 4)
+    # 4 training images, 2 ranks, 1 image per rank and step: one epoch = 2 steps
+    opt["datasets"]["train"].update(batch_size_per_gpu=1, dataset_enlarge_ratio=1)
+    write_options(workdir / "ddp.yml", opt)
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += [str(REPO / "tests" / "ddp_probe.py"), str(probe), "-opt", "ddp.yml", "--launcher", "pytorch"]
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    steps = [[json.loads(line) for line in (probe / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert [s["iter"] for s in steps[0]] == [s["iter"] for s in steps[1]] == [1, 2, 3, 4]
+    for rank0, rank1 in zip(*steps, strict=True):
+        assert rank0["weights"] == rank1["weights"], f"weights differ after iteration {rank0['iter']}"
+    assert len({s["weights"] for s in steps[0]}) == 4  # and they do change
+    for epoch in range(2):  # per epoch the ranks split the 4 images between them
+        seen = [{key for s in steps[r][2 * epoch : 2 * epoch + 2] for key in s["keys"]} for r in (0, 1)]
+        assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 4, seen
+
+    exp = workdir / "experiments" / name
+    records = [json.loads(line) for line in (exp / "val_metrics.jsonl").read_text().splitlines()]
+    # once per validation; BasicSR's final validation after the loop is labelled past the last iteration
+    assert [r["iter"] for r in records][:2] == [2, 4] and len(records) == 3
+    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_2.pth", "net_g_4.pth", "net_g_latest.pth"]
+    assert sorted(p.name for p in (exp / "training_states").iterdir()) == ["2.state", "4.state"]
+    assert len(list(exp.glob("train_*.log"))) == 1
+    state = torch.load(exp / "training_states" / "4.state", map_location="cpu", weights_only=False)
+    assert state["data_position"]["world_size"] == 2 and len(state["data_position"]["rng"]) == 2
+    final = torch.load(exp / "models" / "net_g_latest.pth", map_location="cpu")["params"]
+    assert all(torch.isfinite(v).all() for v in final.values())
