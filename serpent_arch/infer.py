@@ -186,8 +186,10 @@ def read_state_dict(weights_path: str, param_key: str | None = None) -> tuple[di
     try:
         checkpoint = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for files that are not checkpoints
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InferError(f"weights file {weights_path!r} cannot be loaded as a torch checkpoint: {reason}") from err
+        raise InferError(
+            f"weights file {weights_path!r} cannot be loaded: not a torch checkpoint, truncated, or holding objects "
+            f"other than tensors and dicts (only those are loaded, for safety) ({_load_error_detail(err)})"
+        ) from err
     if not isinstance(checkpoint, dict):
         raise InferError(f"weights file {weights_path!r} holds a {type(checkpoint).__name__}, not a state dict.")
     is_bare = bool(checkpoint) and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
@@ -210,6 +212,17 @@ def read_state_dict(weights_path: str, param_key: str | None = None) -> tuple[di
     state = checkpoint if used_key is None else checkpoint[used_key]
     state = {key.removeprefix("module."): value for key, value in state.items()}
     return state, used_key
+
+
+def _load_error_detail(err: Exception) -> str:
+    """The informative part of a torch.load error, on one line."""
+    text = " ".join(str(err).split())
+    # weights_only failures start with a long generic paragraph; the cause follows this marker
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split(" Check the documentation")[0].strip()
+    first_sentence = text.split(". ")[0].rstrip(".")
+    return f"{type(err).__name__}: {first_sentence}" if text else type(err).__name__
 
 
 def state_mismatch(net: nn.Module, state: dict) -> str | None:

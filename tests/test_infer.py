@@ -136,6 +136,7 @@ def test_broken_files_are_named_and_the_others_restored(model, tmp_path, capsys)
     cv2.imwrite(str(images / "good.png"), photo_crop(0, 0, 16, 16))
     (images / "broken.png").write_bytes(b"this is not a PNG" * 10)
     (images / "empty.jpg").write_bytes(b"")
+    cv2.imwrite(str(images / "good.jpg"), photo_crop(0, 0, 16, 16))  # same stem as good.png: same output name
 
     assert infer(model, images, tmp_path / "out") == 1
     captured = capsys.readouterr()
@@ -144,7 +145,8 @@ def test_broken_files_are_named_and_the_others_restored(model, tmp_path, capsys)
     broken_line = next(line for line in captured.err.splitlines() if "broken.png" in line)
     assert "cannot be decoded" in broken_line
     assert any("empty.jpg" in line and "empty" in line for line in captured.err.splitlines())
-    assert "1 restored, 2 failed" in captured.out
+    assert any("good.png" in line and "same stem as" in line for line in captured.err.splitlines())
+    assert "1 restored, 3 failed" in captured.out
 
 
 def test_colour_image_into_a_gray_network_is_a_channel_mismatch(tmp_path, capsys):
