@@ -16,8 +16,8 @@ Conventions (printed in the table's footer where they apply):
   (``NAME_archived_TIMESTAMP``) are left out unless ``--include-archived``.
 * Columns: ``Params (M)`` (2 decimals), ``GFLOPs``, then one column per dataset and metric,
   datasets in the order they first appear (run folders in name order, datasets in file order),
-  PSNR first, SSIM second, other metrics after. PSNR and other metrics have 2 and 4 decimals,
-  SSIM 4 (``--ssim-decimals``), as super-resolution papers print them. ``-`` is a missing cell.
+  PSNR first, SSIM second, other metrics after. PSNR has 2 decimals and SSIM 4 (``--ssim-decimals``),
+  as super-resolution papers print them; other metrics (LPIPS, ...) 4. ``-`` is a missing cell.
 * GFLOPs: the network is rebuilt from the record's ``network_g`` through BasicSR's
   ``ARCH_REGISTRY`` (on the ``meta`` device when its constructor allows, so nothing is computed)
   and counted by :func:`serpent_arch.benchmark.flops.count_flops` (torch's counter for matmuls and
@@ -26,18 +26,20 @@ Conventions (printed in the table's footer where they apply):
   8x that, the cost of the numbers in their row. Networks with a ``window_size`` option are counted
   at the input padded to a multiple of it, as BasicSR tests them (footnoted). A network that cannot
   be rebuilt or counted gets ``-`` and a footnote saying why.
-* Scales: runs of different scales are grouped, smallest scale first, with a ``Scale`` column, and
+* Groups: runs of different scales are grouped, smallest scale first, with a ``Scale`` column, and
   compared only within their group (x2 and x4 numbers differ by construction, and the crop border
-  usually follows the scale).
-* Comparability: within a scale, the image count of each dataset and the metric options (Y channel
+  usually follows the scale). Runs of one scale whose input baselines differ on a dataset of the
+  same name were tested on different inputs (denoising at noise levels 15 and 50 uses the same
+  set names) and form groups of their own, each under its own input row.
+* Comparability: within a group, the image count of each dataset and the metric options (Y channel
   or RGB, crop border, ...) of each column that most rows used are the reference, stated in the
   footer. A cell measured otherwise keeps its column but carries a numbered footnote marker,
   ``32.71 [1]``, explaining the difference, so numbers that cannot be compared are never silently
   side by side.
 * Baselines: when records carry the input baseline that ``SerpentModel`` measures, one row per
-  scale shows it above that scale's runs (``Bicubic ×4``; ``Input (degraded)`` at scale 1), taken
-  per dataset from the first run of that scale that follows the reference conventions
-  (``--no-baseline`` hides these rows). ``--sort-by`` orders the runs within each scale, best
+  group shows it above that group's runs (``Bicubic ×4``; ``Input (degraded)`` at scale 1), taken
+  per dataset from the first run of the group that follows the reference conventions
+  (``--no-baseline`` hides these rows). ``--sort-by`` orders the runs within each group, best
   first (smallest for params, GFLOPs, LPIPS and the like); baseline rows stay on top.
 
 Exit status: 0 when a table was written; 2 when the results folder is missing or holds no readable
@@ -65,6 +67,10 @@ LOWER_IS_BETTER = {"lpips", "niqe", "dists", "fid", "brisque", "pi", "mse", "mae
 PSNR_DECIMALS = 2
 OTHER_METRIC_DECIMALS = 4  # LPIPS, NIQE, MS-SSIM ...: values near 0-1 need more than 2 decimals
 SELF_ENSEMBLE_FORWARDS = 8  # 4 rotations x 2 flips
+# Input baselines of one dataset closer than this (relative; 0.06 dB at 30 dB) come from the same test
+# inputs. Test inputs are made deterministically (DegradedImageDataset seeds from the image key), so
+# the same inputs differ by float noise only, while noise levels or blur kernels apart differ by dBs.
+SAME_INPUT_REL_TOL = 2e-3
 # Option keys under which BasicSR networks name their input channels (Serpent and SwinIR: in_chans).
 INPUT_CHANNEL_KEYS = ("in_chans", "num_in_ch", "in_nc", "in_channels", "num_in_channels")
 DEFAULT_FLOPS_SIZE = (256, 256)
@@ -401,10 +407,12 @@ def baseline_label(scale: int | None) -> str:
     return "Input (degraded)" if scale == 1 else f"Bicubic ×{scale}" if scale else "Input baseline"
 
 
-def baseline_row(runs: list[Run], scale: int | None, columns: list[Column], references: References) -> Row | None:
+def baseline_row(
+    runs: list[Run], label: str, scale: int | None, columns: list[Column], references: References
+) -> Row | None:
     """The input baseline of one scale's runs, per dataset from the first run that follows the column
     references (the first run with a baseline at all when none does); None when no run has one."""
-    row = Row(label=baseline_label(scale), kind="baseline", runs=(), scale=scale)
+    row = Row(label=label, kind="baseline", runs=(), scale=scale)
     sources = []
     for dataset in dict.fromkeys(column.dataset for column in columns):
         candidates = [run for run in runs if (run.records.get(dataset) or {}).get("baseline")]
@@ -460,6 +468,37 @@ def _size_text(size: tuple[int, int]) -> str:
     return f"{size[0]}×{size[1]}"
 
 
+def _same_input(run: Run, other: Run) -> bool:
+    """False when the runs scored a dataset of the same name, measured the same way, with different
+    input baselines: they were tested on different inputs (noise level 15 against 50, another blur
+    kernel) under one dataset name, and their numbers must not share a group."""
+    for dataset in run.records.keys() & other.records.keys():
+        mine, theirs = run.records[dataset], other.records[dataset]
+        if (mine.get("metric_opts"), mine.get("num_images")) != (theirs.get("metric_opts"), theirs.get("num_images")):
+            continue  # measured differently: the baselines cannot tell, the convention footnotes do
+        mine, theirs = mine.get("baseline") or {}, theirs.get("baseline") or {}
+        for metric in mine.keys() & theirs.keys():
+            if _is_number(mine[metric]) and _is_number(theirs[metric]):
+                if not math.isclose(mine[metric], theirs[metric], rel_tol=SAME_INPUT_REL_TOL):
+                    return False
+    return True
+
+
+def group_runs(runs: list[Run]) -> list[list[Run]]:
+    """Runs that can be compared: same scale and same test inputs (see :func:`_same_input`);
+    smallest scale first, then in the order of the runs."""
+    groups: list[list[Run]] = []
+    for run in runs:
+        group = next(
+            (g for g in groups if g[0].scale == run.scale and all(_same_input(run, other) for other in g)), None
+        )
+        if group is None:
+            groups.append([run])
+        else:
+            group.append(run)
+    return sorted(groups, key=lambda g: (g[0].scale is None, g[0].scale or 0))
+
+
 def build_table(
     runs: list[Run],
     *,
@@ -472,23 +511,23 @@ def build_table(
 ) -> Table:
     """The rows, columns and footer of the leaderboard; ``flops_size=None`` leaves GFLOPs out.
 
-    Runs of different scales are grouped (smallest scale first, each group under its baseline row)
-    and compared only within their group: x2 and x4 numbers differ by construction, and the crop
-    border usually follows the scale.
+    Runs are grouped by :func:`group_runs` (each group under its baseline row) and compared only
+    within their group: x2 and x4 numbers differ by construction, the crop border usually follows
+    the scale, and denoising at two noise levels reuses the dataset names.
     """
     columns = collect_columns(runs)
     sort_column = _sort_key_column(sort_by, columns, flops_size is not None) if sort_by else None
     cache = flops_cache or FlopsCache()
-    groups: dict[int | None, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.scale, []).append(run)
-    scales = sorted(groups, key=lambda scale: (scale is None, scale or 0))
+    groups = group_runs(runs)
+    scales = list(dict.fromkeys(group[0].scale for group in groups))
+    split_inputs = [scale for scale in scales if sum(group[0].scale == scale for group in groups) > 1]
 
     rows, footer, base_rows = [], [], []
-    for scale in scales:
-        references = References.from_runs(groups[scale], columns)
+    for group in groups:
+        scale = group[0].scale
+        references = References.from_runs(group, columns)
         group_rows = []
-        for run in groups[scale]:
+        for run in group:
             gflops = None
             if flops_size is not None:
                 if run.network_opt is None or run.scale is None:
@@ -499,21 +538,28 @@ def build_table(
             group_rows.append(run_row(run, columns, references, gflops))
         if sort_column is not None:
             group_rows = sort_rows(group_rows, sort_column, reverse)
-        baseline = baseline_row(groups[scale], scale, columns, references) if baselines else None
+        label = baseline_label(scale) + (f", input of {group[0].name}" if scale in split_inputs else "")
+        baseline = baseline_row(group, label, scale, columns, references) if baselines else None
         if baseline is not None:
             base_rows.append(baseline)
         rows += ([baseline] if baseline else []) + group_rows
-        group = f" ×{scale}" if len(scales) > 1 and scale else ""
+        which = f" ×{scale}" if len(scales) > 1 and scale else ""
+        which += f" (input of {group[0].name})" if scale in split_inputs else ""
         footer += [
             line
             for dataset in dict.fromkeys(c.dataset for c in columns)
-            if (line := _reference_line(dataset, columns, references, group))
+            if (line := _reference_line(dataset, columns, references, which))
         ]
 
     footer.append(
         f"PSNR in dB with {PSNR_DECIMALS} decimals, SSIM with {ssim_decimals}, other metrics with "
         f"{OTHER_METRIC_DECIMALS}; full values in the CSV. `{MISSING}`: not measured."
     )
+    for scale in split_inputs:
+        footer.append(
+            f"The ×{scale} runs were tested on different inputs under the same dataset names (their input "
+            "baselines differ, e.g. two noise levels): each group of runs is listed under its own input row."
+        )
     if flops_size is not None:
         footer.append(_flops_line(flops_size, [scale for scale in scales if scale]))
     if any(run.self_ensemble for run in runs):

@@ -232,6 +232,33 @@ def test_baseline_rows_once_per_scale(tmp_path, capsys):
     assert "Bicubic" not in out and "Input (degraded)" not in out
 
 
+def test_runs_on_different_inputs_under_one_dataset_name_are_grouped(tmp_path, capsys):
+    """Denoising at two noise levels reuses the dataset names; the input baselines tell them apart."""
+    results = tmp_path / "results"
+    denoise = {**TINY_X4, "upscale": 1}
+
+    def denoising_run(name: str, psnr: float, input_psnr: float) -> None:
+        baseline = {"psnr": input_psnr}
+        write_run(results, name, record(name, "CBSD68", {"psnr": psnr}, scale=1, network_g=denoise, baseline=baseline))
+
+    denoising_run("dn_sigma15", 34.1, 24.61)
+    denoising_run("dn_sigma15_small", 33.9, 24.61 + 1e-6)  # the same inputs, up to float noise
+    denoising_run("dn_sigma50", 28.5, 14.16)
+    _, out, _ = run_leaderboard(capsys, results, "--no-flops")
+    rows = table_lines(out)
+    assert list(rows) == [
+        "Model",
+        "Input (degraded), input of dn_sigma15",
+        "dn_sigma15",
+        "dn_sigma15_small",
+        "Input (degraded), input of dn_sigma50",
+        "dn_sigma50",
+    ]
+    assert rows["Input (degraded), input of dn_sigma50"] == ["-", "14.16"]
+    assert "The ×1 runs were tested on different inputs under the same dataset names" in out
+    assert "- CBSD68 (input of dn_sigma50) (5 images): PSNR: Y channel, crop_border 4" in out
+
+
 def test_sort_by(two_runs, capsys):
     write_run(two_runs, "serpent_c_x4", record("serpent_c_x4", "Set5", {"psnr": 33.5, "ssim": 0.91}))
     _, out, _ = run_leaderboard(capsys, two_runs, "--no-flops", "--sort-by", "set5 psnr", "--no-baseline")
