@@ -25,6 +25,10 @@ Every fix is a small, named patch of one BasicSR attribute; nothing of BasicSR i
    the final path, so a run killed while saving leaves a truncated checkpoint that looks
    complete. ``basicsr.models.base_model`` gets a ``torch`` whose ``save`` writes a temporary file
    in the same folder, syncs it and renames it into place; everything else is torch itself.
+7. BasicSR's ``PairedImageDataset`` and ``SingleImageDataset`` fail on a corrupt image or a
+   missing LMDB key with ``'NoneType' object has no attribute 'astype'`` from inside
+   ``imfrombytes``, without naming the file. Their ``__getitem__`` is wrapped so the error names
+   the dataset, the item and its paths (the original exception is chained).
 """
 
 from __future__ import annotations
@@ -215,6 +219,30 @@ def atomic_save(obj, f, *args, **kwargs) -> None:
             os.unlink(tmp)
 
 
+def _wrap_getitem_naming_files(dataset_cls) -> None:
+    original = dataset_cls.__getitem__
+    if getattr(original, "serpent_compat", False):
+        return
+
+    @functools.wraps(original)
+    def __getitem__(self, index):
+        try:
+            return original(self, index)
+        except Exception as err:
+            paths = self.paths[index] if hasattr(self, "paths") and index < len(self.paths) else "?"
+            if isinstance(paths, dict):
+                paths = ", ".join(f"{key} {value}" for key, value in paths.items())
+            cause = f"{type(err).__name__}: {err}"
+            if isinstance(err, (AttributeError, TypeError)) and "NoneType" in str(err):
+                cause = "not a readable image (corrupt file, or a key missing from the LMDB)"
+            raise RuntimeError(
+                f"{dataset_cls.__name__} {self.opt.get('name')!r}: cannot load item {index} ({paths}): {cause}"
+            ) from err
+
+    __getitem__.serpent_compat = True
+    dataset_cls.__getitem__ = __getitem__
+
+
 def apply() -> None:
     """Install all fixes; safe to call more than once."""
     global _APPLIED
@@ -233,4 +261,9 @@ def apply() -> None:
     basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
     BaseModel.model_to_device = _wrap_model_to_device(BaseModel.model_to_device)
     basicsr.models.base_model.torch = _AtomicSaveTorch()
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    from basicsr.data.single_image_dataset import SingleImageDataset
+
+    for dataset_cls in (PairedImageDataset, SingleImageDataset):
+        _wrap_getitem_naming_files(dataset_cls)
     _APPLIED = True

@@ -65,7 +65,7 @@ def check_options(path: str, is_train: bool) -> dict:
         if value and ("pretrain_network" in key or key == "resume_state") and not osp.isfile(osp.expanduser(value)):
             problems.append(f"path.{key}: {value!r} does not exist (relative paths start at {os.getcwd()})")
 
-    channels = _check_datasets(opt, is_train, problems, DATASET_REGISTRY)
+    channels = _check_datasets(opt, is_train, problems, DATASET_REGISTRY, scale)
     _check_network(opt.get("network_g"), channels, problems, ARCH_REGISTRY)
 
     if is_train:
@@ -76,6 +76,16 @@ def check_options(path: str, is_train: bool) -> dict:
                 need(train[section], "type", f"train.{section}.", str)
         if train and not (train.get("pixel_opt") or train.get("perceptual_opt")):
             problems.append("'train' needs a loss: set train.pixel_opt (e.g. {type: L1Loss, loss_weight: 1.0})")
+        from serpent_arch.training import NONFINITE_ACTIONS
+
+        if train.get("on_nonfinite_loss", "stop") not in NONFINITE_ACTIONS:
+            problems.append(
+                f"'train.on_nonfinite_loss' must be one of {', '.join(NONFINITE_ACTIONS)}, "
+                f"got {train['on_nonfinite_loss']!r}"
+            )
+        skips = train.get("max_nonfinite_skips", 10)
+        if isinstance(skips, bool) or not isinstance(skips, int) or skips < 0:
+            problems.append(f"'train.max_nonfinite_skips' must be an integer >= 0, got {skips!r}")
         logger = need(opt, "logger", "", dict) or {}
         need(logger, "print_freq", "logger.", (int, float))
         need(logger, "save_checkpoint_freq", "logger.", (int, float))
@@ -103,7 +113,20 @@ def _names(registry) -> str:
     return ", ".join(sorted(name for name, _ in registry))
 
 
-def _check_datasets(opt, is_train, problems, registry) -> int | None:
+def missing_test_sets(opt: dict) -> list[str]:
+    """The ``test_*`` dataset sections whose data folders do not exist, as ``"test_3 (Urban100): path"``."""
+    missing = []
+    for phase, ds in (opt.get("datasets") or {}).items():
+        if str(phase).startswith("test") and isinstance(ds, dict):
+            for key in ("dataroot_gt", "dataroot_lq"):
+                root = ds.get(key)
+                if root is not None and not ds.get("auto_prepare") and not osp.exists(osp.expanduser(str(root))):
+                    missing.append(f"{phase} ({ds.get('name')}): {root}")
+                    break
+    return missing
+
+
+def _check_datasets(opt, is_train, problems, registry, scale) -> int | None:
     """Check every dataset section; return the number of image channels they load (or None)."""
     datasets = opt.get("datasets")
     if not isinstance(datasets, dict) or not datasets:
@@ -128,12 +151,15 @@ def _check_datasets(opt, is_train, problems, registry) -> int | None:
             for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
                 if not isinstance(ds.get(key), int):
                     problems.append(f"'{where}.{key}' must be an integer, got {ds.get(key)!r}")
+        found = len(problems)
         for key in ("dataroot_gt", "dataroot_lq", "meta_info_file"):
             root = ds.get(key)
             if root is None or (key == "dataroot_gt" and ds.get("auto_prepare")):
                 continue
             if not osp.exists(osp.expanduser(str(root))):
                 problems.append(f"{where}.{key}: {root!r} does not exist (relative paths start at {os.getcwd()})")
+        if len(problems) == found and ds_type in registry and isinstance(scale, int):
+            problems += _check_dataset_files(where, phase, ds, registry.get(ds_type), scale, is_train)
         ds_channels = 1 if ds.get("color") == "y" else 3
         channels = ds_channels if channels is None else channels
     return channels
@@ -173,3 +199,25 @@ def _check_network(net_opt, channels, problems, registry) -> None:
                 f"network_g.{in_key} is {in_chans} but the datasets load {channels}-channel images "
                 "(datasets load RGB unless `color: y`); make them agree"
             )
+
+
+def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list[str]:
+    """Build the dataset as BasicSR will (its own checks run), then check its files and size."""
+    from serpent_arch.data.checks import dataset_problems
+
+    kind = str(phase).split("_")[0]
+    try:
+        dataset = dataset_cls(dict(ds, phase=kind, scale=scale))
+    except Exception as err:  # the dataset's own message, whatever its type (BasicSR asserts)
+        return [f"{where}: {type(err).__name__}: {err}" if not str(err).startswith(type(err).__name__) else str(err)]
+    problems = dataset_problems(f"{where} ({ds.get('name')})", dataset, is_train)
+    expected = ds.get("num_images")
+    if expected is not None:
+        if isinstance(expected, bool) or not isinstance(expected, int) or expected < 1:
+            problems.append(f"'{where}.num_images' must be a positive integer, got {expected!r}")
+        elif len(dataset) != expected:
+            problems.append(
+                f"{where} ({ds.get('name')}): {len(dataset)} images, expected {expected} (num_images); a partial or "
+                "wrong download? Prepare it again (datasets/README.md), or remove num_images for a custom set"
+            )
+    return problems

@@ -3,6 +3,8 @@
 import copy
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -14,6 +16,8 @@ from serpent_arch.options import OptionError, check_options
 def _train_opt(tmp_path):
     gt = tmp_path / "gt"
     gt.mkdir(exist_ok=True)
+    for i in range(2):
+        cv2.imwrite(str(gt / f"img{i}.png"), np.full((40, 48, 3), 60 * i, np.uint8))
     return {
         "name": "t",
         "model_type": "SerpentModel",

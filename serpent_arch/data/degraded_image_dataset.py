@@ -16,6 +16,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
+from serpent_arch.data.checks import lmdb_problems
 from serpent_arch.data.degradations import build_degradations, deterministic_rng
 from serpent_arch.data.sample import prepare_sample_set, sample_root_for
 
@@ -47,6 +48,9 @@ def _lmdb_keys(lmdb_root: str) -> list[str]:
         )
     if not osp.isfile(osp.join(lmdb_root, "data.mdb")):
         raise FileNotFoundError(f"dataroot_gt: {lmdb_root} is not an LMDB (no data.mdb)")
+    damage = lmdb_problems(lmdb_root, check_keys=False)  # a truncated file would crash the first read
+    if damage:
+        raise ValueError(f"dataroot_gt: {damage[0]}")
     keys = []
     with open(meta) as f:
         for line in f:
