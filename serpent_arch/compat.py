@@ -123,6 +123,9 @@ def init_dist(launcher: str, backend: str | None = None, **kwargs) -> None:
     if mp.get_start_method(allow_none=True) is None:
         mp.set_start_method("spawn")
     use_cuda = torch.cuda.is_available()
+    if backend == "nccl" and not use_cuda:  # dist_params.backend of a GPU option file, on CPU
+        logger.warning("dist_params.backend: nccl needs CUDA; using gloo.")
+        backend = None
     backend = backend or ("nccl" if use_cuda else "gloo")
     if launcher == "pytorch":
         if use_cuda:
