@@ -59,7 +59,7 @@ def _prepare_builtin_data(opt_path: str) -> None:
                 prepare_sample_set(sample_root_for(ds["dataroot_gt"]), scale=int(opt.get("scale", 4)))
 
 
-def _without_missing_test_sets(opt_path: str) -> str:
+def _without_missing_test_sets(opt_path: str, force_yml: list[str] | None) -> str:
     """A benchmark option file lists every set of its task; evaluate those that are present.
 
     Returns ``opt_path``, or a copy without the missing ``test_*`` sets (with a warning naming
@@ -69,10 +69,10 @@ def _without_missing_test_sets(opt_path: str) -> str:
 
     import yaml
 
-    from serpent_arch.options import load_yaml, missing_test_sets
+    from serpent_arch.options import apply_force_yml, load_yaml, missing_test_sets
 
-    opt = load_yaml(opt_path)
-    missing = missing_test_sets(opt)
+    missing = missing_test_sets(apply_force_yml(load_yaml(opt_path), force_yml))
+    opt = load_yaml(opt_path)  # the overrides stay on the command line, for BasicSR to apply
     tests = [phase for phase in opt.get("datasets") or {} if str(phase).startswith("test")]
     if not missing or len(missing) == len(tests):
         return opt_path
@@ -112,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _prepare_builtin_data(args.opt)
         if command == "test":
-            opt_path = _without_missing_test_sets(args.opt)
+            opt_path = _without_missing_test_sets(args.opt, args.force_yml)
             if opt_path != args.opt:
                 rest = [opt_path if i and rest[i - 1] == "-opt" else arg for i, arg in enumerate(rest)]
                 args.opt = opt_path
-        check_options(args.opt, is_train=command == "train")
+        check_options(args.opt, is_train=command == "train", force_yml=args.force_yml)
     except (OptionError, ValueError, FileExistsError) as err:
         print(f"basicsr {command}: error: {err}", file=sys.stderr)
         return 2

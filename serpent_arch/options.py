@@ -32,11 +32,31 @@ def load_yaml(path: str) -> dict:
     return opt
 
 
-def check_options(path: str, is_train: bool) -> dict:
-    """Validate the option file at ``path``; return the parsed options or raise OptionError."""
+def apply_force_yml(opt: dict, entries: list[str] | None) -> dict:
+    """Apply ``--force_yml KEY:SUBKEY=VALUE`` entries as BasicSR's ``parse_options`` will (values
+    parsed by BasicSR's own rule), so that the checks see the options the run will use."""
+    from basicsr.utils.options import _postprocess_yml_value
+
+    for entry in entries or []:
+        keys, sep, value = entry.partition("=")
+        *parents, last = [key.strip() for key in keys.split(":")]
+        if not sep or not last:
+            raise OptionError(f"--force_yml {entry!r}: expected KEY=VALUE, nested keys joined by ':'")
+        node = opt
+        for key in parents:
+            if not isinstance(node.get(key) if isinstance(node, dict) else None, dict):
+                raise OptionError(f"--force_yml {entry!r}: the option file has no section {key!r}")
+            node = node[key]
+        node[last] = _postprocess_yml_value(value.strip())
+    return opt
+
+
+def check_options(path: str, is_train: bool, force_yml: list[str] | None = None) -> dict:
+    """Validate the option file at ``path`` (with ``--force_yml`` entries applied); return the
+    parsed options or raise OptionError."""
     from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
-    opt = load_yaml(path)
+    opt = apply_force_yml(load_yaml(path), force_yml)
     problems: list[str] = []
 
     def need(mapping, key, where, kind=None):
@@ -66,7 +86,10 @@ def check_options(path: str, is_train: bool) -> dict:
             problems.append(f"path.{key}: {value!r} does not exist (relative paths start at {os.getcwd()})")
 
     channels = _check_datasets(opt, is_train, problems, DATASET_REGISTRY, scale)
-    _check_network(opt.get("network_g"), channels, problems, ARCH_REGISTRY)
+    network_ok = _check_network(opt.get("network_g"), channels, problems, ARCH_REGISTRY)
+    weights = paths.get("pretrain_network_g")
+    if network_ok and weights and osp.isfile(osp.expanduser(weights)):
+        problems += _check_weights_fit(opt["network_g"], paths, ARCH_REGISTRY)
 
     if is_train:
         train = need(opt, "train", "", dict) or {}
@@ -165,17 +188,19 @@ def _check_datasets(opt, is_train, problems, registry, scale) -> int | None:
     return channels
 
 
-def _check_network(net_opt, channels, problems, registry) -> None:
+def _check_network(net_opt, channels, problems, registry) -> bool:
+    """Check ``network_g``; True when it can be built."""
+    found = len(problems)
     if not isinstance(net_opt, dict):
         problems.append("missing required key 'network_g' (a mapping with the network's type and arguments)")
-        return
+        return False
     net_type = net_opt.get("type")
     if net_type is None:
         problems.append("missing required key 'network_g.type'")
-        return
+        return False
     if net_type not in registry:
         problems.append(f"network_g.type: unknown network {net_type!r}; registered: {_names(registry)}")
-        return
+        return False
     params = inspect.signature(registry.get(net_type)).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     for key in net_opt:
@@ -199,6 +224,7 @@ def _check_network(net_opt, channels, problems, registry) -> None:
                 f"network_g.{in_key} is {in_chans} but the datasets load {channels}-channel images "
                 "(datasets load RGB unless `color: y`); make them agree"
             )
+    return len(problems) == found
 
 
 def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list[str]:
@@ -221,3 +247,50 @@ def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list
                 "wrong download? Prepare it again (datasets/README.md), or remove num_images for a custom set"
             )
     return problems
+
+
+def _check_weights_fit(net_opt: dict, paths: dict, registry) -> list[str]:
+    """Whether ``path.pretrain_network_g`` holds weights for this ``network_g`` (shapes and names)."""
+    import torch
+
+    path = osp.expanduser(paths["pretrain_network_g"])
+    args = {k: v for k, v in net_opt.items() if k != "type"}
+    try:
+        with torch.device("meta"):  # shapes only; nothing allocated
+            net = registry.get(net_opt["type"])(**args)
+    except Exception:
+        net = registry.get(net_opt["type"])(**args)
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        return [f"path.pretrain_network_g: {path} is not a readable checkpoint: {err}"]
+    key = paths.get("param_key_g", "params")
+    if isinstance(ckpt, dict) and key in ckpt:
+        ckpt = ckpt[key]
+    elif isinstance(ckpt, dict) and "params" in ckpt:
+        ckpt = ckpt["params"]  # BasicSR falls back to 'params' too
+    if not isinstance(ckpt, dict) or not all(hasattr(v, "shape") for v in ckpt.values()):
+        return [f"path.pretrain_network_g: {path} holds no state dict under {key!r} or 'params'"]
+    found = {k.removeprefix("module."): tuple(v.shape) for k, v in ckpt.items()}
+    differ = [
+        f"{k}: file {found[k]}, network {shape}" for k, shape in expected.items() if k in found and found[k] != shape
+    ]
+    strict = paths.get("strict_load_g", True)
+    missing = [k for k in expected if k not in found] if strict else []
+    unexpected = [k for k in found if k not in expected] if strict else []
+    if not (differ or missing or unexpected):
+        return []
+    described = net_opt["type"] + (f" variant {net_opt['variant']!r}" if "variant" in net_opt else "")
+    details = []
+    if differ:
+        details.append(f"{len(differ)} tensors differ in shape (e.g. {differ[0]})")
+    if missing:
+        details.append(f"{len(missing)} are missing from the file (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} in the file are not in the network (e.g. {unexpected[0]})")
+    return [
+        f"path.pretrain_network_g: {path} does not fit network_g ({described}): {'; '.join(details)}. Were the "
+        "weights trained with another variant or network options? (strict_load_g: false allows missing and "
+        "extra tensors, not other shapes)"
+    ]

@@ -157,3 +157,35 @@ def test_shipped_option_files_are_valid(path, monkeypatch):
         opt = yaml.safe_load(open(path))
     net = build_network(dict(opt["network_g"]))
     assert net.upscale == opt.get("scale", 1)
+
+
+def _tiny_checkpoint(path):
+    import torch
+    from basicsr.archs import build_network
+
+    net = build_network({"type": "Serpent", "variant": "tiny"})
+    torch.save({"params": net.state_dict(), "params_ema": net.state_dict()}, path)
+    return str(path)
+
+
+def test_weights_of_another_variant_are_named_before_running(tmp_path):
+    opt = _train_opt(tmp_path)
+    opt["network_g"]["variant"] = "small"
+    opt["path"]["pretrain_network_g"] = _tiny_checkpoint(tmp_path / "tiny.pth")
+    with pytest.raises(OptionError) as err:
+        check_options(_write(tmp_path, opt), is_train=True)
+    message = str(err.value)
+    assert "tiny.pth does not fit network_g (Serpent variant 'small')" in message
+    assert "differ in shape" in message and "another variant" in message
+
+
+def test_force_yml_is_applied_before_the_checks(tmp_path):
+    opt = _train_opt(tmp_path)
+    opt["network_g"]["variant"] = "small"
+    opt["path"]["pretrain_network_g"] = _tiny_checkpoint(tmp_path / "tiny.pth")
+    path = _write(tmp_path, opt)
+    check_options(path, is_train=True, force_yml=["network_g:variant=tiny"])
+    with pytest.raises(OptionError, match="no section 'netwrk_g'"):
+        check_options(path, is_train=True, force_yml=["netwrk_g:variant=tiny"])
+    with pytest.raises(OptionError, match="expected KEY=VALUE"):
+        check_options(path, is_train=True, force_yml=["network_g:variant"])
