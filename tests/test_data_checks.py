@@ -6,6 +6,7 @@ Also the run-time side: a corrupt image met during training names the file (or i
 """
 
 import copy
+import logging
 import shutil
 import subprocess
 import sys
@@ -232,7 +233,17 @@ def test_lmdb_key_missing_at_run_time_is_named(tmp_path):
         ds[len(ds) - 1]
 
 
-def test_skip_bad_samples_replaces_and_counts(tmp_path, gt_dir, caplog):
+@pytest.fixture
+def basicsr_log(caplog):
+    """caplog for the 'basicsr' logger, which BasicSR's get_root_logger stops from propagating."""
+    logger = logging.getLogger("basicsr")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_skip_bad_samples_replaces_and_counts(tmp_path, gt_dir, basicsr_log):
+    caplog = basicsr_log
     (gt_dir / "img1.png").write_bytes(b"broken")
     opt = {
         "phase": "train",
