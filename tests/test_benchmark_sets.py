@@ -302,7 +302,8 @@ def test_every_task_has_its_test_files():
 
 @pytest.mark.slow
 def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
-    """The x4 test file, reduced to Set5 and a tiny network, run by the real command in tmp_path."""
+    """The x4 test file with a tiny network, run by the real command in tmp_path where only Set5 is
+    prepared (the other four sets are skipped with a warning), then tabulated by `basicsr leaderboard`."""
     from basicsr.archs import build_network
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import img2tensor, tensor2img
@@ -312,7 +313,6 @@ def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
     prepare.prepare_set("Set5", str(download), str(tmp_path / "datasets"), log=_silent)
 
     opt = yaml.safe_load((REPO / "options/test/test_Serpent_DF2K_SRx4.yml").read_text())
-    opt["datasets"] = {"test_1": opt["datasets"]["test_1"]}  # Set5; its relative paths start at tmp_path
     opt["network_g"]["variant"] = "tiny"
     opt["val"]["report_baseline"] = False
     name = opt["name"]
@@ -337,6 +337,9 @@ def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "skipping test sets" in proc.stderr
+    for absent in ("Set14", "B100", "Urban100", "Manga109"):
+        assert f"({absent}): datasets/benchmark/{absent}/HR" in proc.stderr
 
     record = json.loads((tmp_path / "results" / name / "metrics.json").read_text())["Set5"]
     assert record["num_images"] == 5 and record["scale"] == 4 and record["self_ensemble"] is False
@@ -356,3 +359,17 @@ def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
         out = net.eval()(img2tensor(lr, bgr2rgb=True, float32=True)[None])
     saved = _read(tmp_path / "results" / name / "visualization" / "Set5" / f"chelsea_{name}.png")
     assert np.abs(tensor2img(out).astype(int) - saved.astype(int)).max() <= 1
+
+    board = subprocess.run(
+        [sys.executable, "-m", "serpent_arch.cli", "leaderboard", "results"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert board.returncode == 0, board.stdout + board.stderr
+    header, _, row = [line for line in board.stdout.splitlines() if line.startswith("|")][:3]
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    assert cells[" Set5 PSNR "].strip() == f"{np.mean(psnrs):.2f}"
+    assert "Bicubic" not in board.stdout  # report_baseline: false
