@@ -33,6 +33,7 @@ Every fix is a small, named patch of one BasicSR attribute; nothing of BasicSR i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -81,6 +82,31 @@ def _map_location():
     return torch.device("cpu")
 
 
+def remove_stale_temp_files(*folders: str) -> None:
+    """Delete the temporary files of saves that a killed process never finished (``*.tmp<pid>``
+    of a process that no longer runs); a save in progress elsewhere is left alone."""
+    for folder in folders:
+        if not osp.isdir(folder):
+            continue
+        for entry in os.listdir(folder):
+            stem, _, pid = entry.rpartition(".tmp")
+            if not stem or not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another rank got there first
+                os.unlink(osp.join(folder, entry))
+                logger.info(f"Removed {osp.join(folder, entry)}, left by a save that was interrupted.")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load_resume_state(opt: dict):
     """CPU-safe replacement for ``basicsr.train.load_resume_state`` (same contract)."""
     from basicsr.utils import check_resume
@@ -90,6 +116,7 @@ def load_resume_state(opt: dict):
         if not osp.isdir(state_dir):
             return None
         models_dir = osp.join("experiments", opt["name"], "models")
+        remove_stale_temp_files(state_dir, models_dir)
         for iteration, path in _resume_candidates(state_dir):
             if not osp.isfile(osp.join(models_dir, f"net_g_{iteration}.pth")):
                 logger.warning(f"Skipping training state {path}: its network checkpoint is missing.")

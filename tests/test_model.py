@@ -1,5 +1,9 @@
 """SerpentModel pieces: optimizers, tiled inference, baseline metrics."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -97,3 +101,15 @@ def test_checkpoints_are_written_atomically(tmp_path):
         base_model.torch.save({"params": saved, "oops": _Unpicklable()}, str(path))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_5.pth"]
+
+
+def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
+    from serpent_arch.compat import remove_stale_temp_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"net_g_8.pth.tmp{dead.pid}").write_bytes(b"half")  # its writer is gone
+    (tmp_path / f"net_g_9.pth.tmp{os.getpid()}").write_bytes(b"in progress")  # a live writer
+    (tmp_path / "net_g_4.pth").write_bytes(b"done")
+    remove_stale_temp_files(str(tmp_path), str(tmp_path / "absent"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_4.pth", f"net_g_9.pth.tmp{os.getpid()}"]
