@@ -7,6 +7,7 @@ Marked ``slow``; CI runs them.
 """
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -38,11 +39,13 @@ def _options(name):
     return opt
 
 
-def _start(workdir, name):
-    opt = write_options(workdir / f"{name}.yml", _options(name))
+def _start(workdir, name, *flags, save_every=4):
+    options = _options(name)
+    options["logger"]["save_checkpoint_freq"] = save_every
+    opt = write_options(workdir / f"{name}.yml", options)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(
-        [sys.executable, "-m", "serpent_arch.cli", "train", "-opt", opt],
+        [sys.executable, "-m", "serpent_arch.cli", "train", "-opt", opt, *flags],
         cwd=workdir,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -90,6 +93,25 @@ def test_sigkill_then_auto_resume_gives_the_uninterrupted_weights(workdir, strai
     proc = basicsr(workdir, "train", "-opt", opt, "--auto_resume")
     log = "".join(p.read_text() for p in (workdir / "experiments" / name).glob("train_*.log"))
     assert "Resuming inside epoch" in log
+    _assert_same_weights(_final_weights(workdir, name), straight)
+
+
+def test_killed_at_random_moments_while_saving_every_iteration(workdir, straight):
+    """SIGKILL at random times (seeded) with a checkpoint at every iteration, so kills land in
+    saves as well as in steps; resumed each time, the run still ends with the straight run's weights."""
+    name, delays = "random_kills", random.Random(5).sample([x / 4 for x in range(8, 28)], 4)
+    exp = workdir / "experiments" / name
+    for delay in [*delays, None]:
+        proc, _ = _start(workdir, name, "--auto_resume", save_every=1)
+        try:
+            proc.wait(timeout=delay or 300)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            continue
+        assert proc.returncode == 0, proc.stderr.read()
+        break
+    assert (exp / "models" / "net_g_latest.pth").is_file()
     _assert_same_weights(_final_weights(workdir, name), straight)
 
 
