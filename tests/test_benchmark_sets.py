@@ -7,7 +7,6 @@ test runs the real `basicsr test` on a prepared fake Set5 and is marked ``slow``
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tarfile
 import zipfile
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from e2e_util import basicsr
 from skimage import data
 
 import serpent_arch  # noqa: F401  (makes basicsr importable on current torchvision)
@@ -327,16 +327,7 @@ def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
     checkpoint.parent.mkdir(parents=True)
     torch.save({"params_ema": net.state_dict()}, checkpoint)
 
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "serpent_arch.cli", "test", "-opt", "test_x4.yml"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = basicsr(tmp_path, "test", "-opt", "test_x4.yml")
     assert "skipping test sets" in proc.stderr
     for absent in ("Set14", "B100", "Urban100", "Manga109"):
         assert f"({absent}): datasets/benchmark/{absent}/HR" in proc.stderr
@@ -360,15 +351,7 @@ def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
     saved = _read(tmp_path / "results" / name / "visualization" / "Set5" / f"chelsea_{name}.png")
     assert np.abs(tensor2img(out).astype(int) - saved.astype(int)).max() <= 1
 
-    board = subprocess.run(
-        [sys.executable, "-m", "serpent_arch.cli", "leaderboard", "results"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert board.returncode == 0, board.stdout + board.stderr
+    board = basicsr(tmp_path, "leaderboard", "results")
     header, _, row = [line for line in board.stdout.splitlines() if line.startswith("|")][:3]
     cells = dict(zip(header.split("|"), row.split("|"), strict=True))
     assert cells[" Set5 PSNR "].strip() == f"{np.mean(psnrs):.2f}"
