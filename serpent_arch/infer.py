@@ -23,7 +23,6 @@ problem, the others are still restored), 2 when nothing can run (flags, option f
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import serpent_arch  # noqa: F401  (BasicSR fixes and registrations before BasicSR is imported)
+from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
 from serpent_arch.inference import self_ensemble_forward, tiled_forward
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-STRUCTURAL_KEYS = ("patch_size", "embed_dim", "depths", "depths_decoder")  # what a Serpent variant fills
 COMPARE_GAP = 4  # white pixels between the panels of a comparison image
 PROG = "basicsr infer"
 
@@ -144,13 +143,16 @@ def load_network(opt_path: str, weights_path: str, param_key: str | None) -> Loa
             f"option file {opt_path!r}: 'scale' is {scale} but network_g.upscale is {upscale}; make them agree."
         )
 
-    state, used_key = read_state_dict(weights_path, param_key)
+    try:
+        state, used_key = read_state_dict(weights_path, param_key)
+    except CheckpointError as err:
+        raise InferError(str(err)) from err
     mismatch = state_mismatch(net, state)
     if mismatch:
         described = f"type {net_type}"
         if net_type == "Serpent":
             described += f", variant {net_opt.get('variant') or 'base'!r}"
-        fitting = _variant_that_fits(net_opt, state)
+        fitting = variant_that_fits(net_opt, state)
         if fitting:
             hint = f"they fit variant {fitting!r}: use an option file with network_g.variant: {fitting}"
         else:
@@ -171,96 +173,6 @@ def _build(net_opt: dict) -> nn.Module:
         return ARCH_REGISTRY.get(net_opt["type"])(**args)
     except (TypeError, ValueError) as err:
         raise InferError(f"network_g: {err}") from err
-
-
-def read_state_dict(weights_path: str, param_key: str | None = None) -> tuple[dict, str | None]:
-    """The state dict in ``weights_path`` and the checkpoint key it came from.
-
-    A BasicSR checkpoint holds state dicts under ``params`` and (with EMA) ``params_ema``; without
-    ``param_key`` the EMA weights are taken when present, as BasicSR's test option files do. A bare
-    state dict is taken as it is. The ``module.`` prefix of weights saved from a DataParallel /
-    DistributedDataParallel wrapper is stripped.
-    """
-    if not os.path.isfile(weights_path):
-        raise InferError(f"weights file {weights_path!r} does not exist.")
-    try:
-        checkpoint = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for files that are not checkpoints
-        raise InferError(
-            f"weights file {weights_path!r} cannot be loaded: not a torch checkpoint, truncated, or holding objects "
-            f"other than tensors and dicts (only those are loaded, for safety) ({_load_error_detail(err)})"
-        ) from err
-    if not isinstance(checkpoint, dict):
-        raise InferError(f"weights file {weights_path!r} holds a {type(checkpoint).__name__}, not a state dict.")
-    is_bare = bool(checkpoint) and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
-    entries = [key for key, value in checkpoint.items() if isinstance(value, dict)]
-    if param_key is not None:
-        if param_key not in entries:
-            has = f"entries: {', '.join(entries)}" if entries else "it is a bare state dict; leave out --param-key"
-            raise InferError(f"weights file {weights_path!r} has no entry {param_key!r} ({has}).")
-        used_key = param_key
-    elif is_bare:
-        used_key = None
-    elif "params_ema" in entries or "params" in entries:
-        used_key = "params_ema" if "params_ema" in entries else "params"
-    else:
-        looks_like = " (it looks like a training state: pass a models/net_g_*.pth file)" if "iter" in checkpoint else ""
-        raise InferError(
-            f"weights file {weights_path!r} has neither 'params_ema' nor 'params' and is not a state dict"
-            f"{looks_like}; its keys: {', '.join(map(str, checkpoint))}."
-        )
-    state = checkpoint if used_key is None else checkpoint[used_key]
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    return state, used_key
-
-
-def _load_error_detail(err: Exception) -> str:
-    """The informative part of a torch.load error, on one line."""
-    text = " ".join(str(err).split())
-    # weights_only failures start with a long generic paragraph; the cause follows this marker
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        text = text.split(marker, 1)[1].split(" Check the documentation")[0].strip()
-    first_sentence = text.split(". ")[0].rstrip(".")
-    return f"{type(err).__name__}: {first_sentence}" if text else type(err).__name__
-
-
-def state_mismatch(net: nn.Module, state: dict) -> str | None:
-    """How ``state`` fails to fit ``net`` (one line), or None when it loads strictly."""
-    own = net.state_dict()
-    missing = [key for key in own if key not in state]
-    unexpected = [key for key in state if key not in own]
-    reshaped = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
-    problems = []
-    if reshaped:
-        key = reshaped[0]
-        problems.append(
-            f"{len(reshaped)} tensors have another shape (e.g. {key}: {tuple(state[key].shape)} in the weights, "
-            f"{tuple(own[key].shape)} in the network)"
-        )
-    if missing:
-        problems.append(f"{len(missing)} network tensors are missing (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-    return "; ".join(problems) or None
-
-
-def _variant_that_fits(net_opt: dict, state: dict) -> str | None:
-    """For a Serpent option file that names only a variant, the other variant the weights fit, if any."""
-    from serpent_arch.archs.serpent_arch import VARIANTS
-
-    if net_opt.get("type") != "Serpent" or any(net_opt.get(key) is not None for key in STRUCTURAL_KEYS):
-        return None
-    for variant in VARIANTS:
-        if variant == (net_opt.get("variant") or "base"):
-            continue
-        try:
-            candidate = _build({**net_opt, "variant": variant})
-        except InferError:
-            continue
-        if state_mismatch(candidate, state) is None:
-            return variant
-    return None
 
 
 def _input_channels(net: nn.Module) -> int | None:

@@ -250,47 +250,32 @@ def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list
 
 
 def _check_weights_fit(net_opt: dict, paths: dict, registry) -> list[str]:
-    """Whether ``path.pretrain_network_g`` holds weights for this ``network_g`` (shapes and names)."""
+    """Whether ``path.pretrain_network_g`` holds weights that BasicSR can load into this ``network_g``."""
     import torch
 
+    from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
+
     path = osp.expanduser(paths["pretrain_network_g"])
+    key = paths.get("param_key_g", "params")
+    try:
+        try:
+            state, _ = read_state_dict(path, key)
+        except CheckpointError:
+            if key == "params":
+                raise
+            state, _ = read_state_dict(path, "params")  # BasicSR falls back to 'params' as well
+    except CheckpointError as err:
+        return [f"path.pretrain_network_g: {err}"]
     args = {k: v for k, v in net_opt.items() if k != "type"}
     try:
         with torch.device("meta"):  # shapes only; nothing allocated
             net = registry.get(net_opt["type"])(**args)
     except Exception:
         net = registry.get(net_opt["type"])(**args)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        return [f"path.pretrain_network_g: {path} is not a readable checkpoint: {err}"]
-    key = paths.get("param_key_g", "params")
-    if isinstance(ckpt, dict) and key in ckpt:
-        ckpt = ckpt[key]
-    elif isinstance(ckpt, dict) and "params" in ckpt:
-        ckpt = ckpt["params"]  # BasicSR falls back to 'params' too
-    if not isinstance(ckpt, dict) or not all(hasattr(v, "shape") for v in ckpt.values()):
-        return [f"path.pretrain_network_g: {path} holds no state dict under {key!r} or 'params'"]
-    found = {k.removeprefix("module."): tuple(v.shape) for k, v in ckpt.items()}
-    differ = [
-        f"{k}: file {found[k]}, network {shape}" for k, shape in expected.items() if k in found and found[k] != shape
-    ]
-    strict = paths.get("strict_load_g", True)
-    missing = [k for k in expected if k not in found] if strict else []
-    unexpected = [k for k in found if k not in expected] if strict else []
-    if not (differ or missing or unexpected):
+    mismatch = state_mismatch(net, state, strict=paths.get("strict_load_g", True))
+    if mismatch is None:
         return []
     described = net_opt["type"] + (f" variant {net_opt['variant']!r}" if "variant" in net_opt else "")
-    details = []
-    if differ:
-        details.append(f"{len(differ)} tensors differ in shape (e.g. {differ[0]})")
-    if missing:
-        details.append(f"{len(missing)} are missing from the file (e.g. {missing[0]})")
-    if unexpected:
-        details.append(f"{len(unexpected)} in the file are not in the network (e.g. {unexpected[0]})")
-    return [
-        f"path.pretrain_network_g: {path} does not fit network_g ({described}): {'; '.join(details)}. Were the "
-        "weights trained with another variant or network options? (strict_load_g: false allows missing and "
-        "extra tensors, not other shapes)"
-    ]
+    fitting = variant_that_fits(net_opt, state)
+    hint = f"they fit variant {fitting!r}" if fitting else "were they trained with other network options?"
+    return [f"path.pretrain_network_g: {path} does not fit network_g ({described}): {mismatch}; {hint}"]

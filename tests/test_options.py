@@ -176,7 +176,7 @@ def test_weights_of_another_variant_are_named_before_running(tmp_path):
         check_options(_write(tmp_path, opt), is_train=True)
     message = str(err.value)
     assert "tiny.pth does not fit network_g (Serpent variant 'small')" in message
-    assert "differ in shape" in message and "another variant" in message
+    assert "tensors have another shape" in message and "they fit variant 'tiny'" in message
 
 
 def test_force_yml_is_applied_before_the_checks(tmp_path):
