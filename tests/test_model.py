@@ -113,3 +113,33 @@ def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
     (tmp_path / "net_g_4.pth").write_bytes(b"done")
     remove_stale_temp_files(str(tmp_path), str(tmp_path / "absent"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_4.pth", f"net_g_9.pth.tmp{os.getpid()}"]
+
+
+def test_self_ensemble_averages_the_eight_flips_and_rotations():
+    from serpent_arch.inference import _dihedral, _dihedral_inverse, self_ensemble_forward
+
+    x = torch.rand(1, 3, 5, 7)
+    variants = [_dihedral(x, k) for k in range(8)]
+    assert len({tuple(v.flatten().tolist()) for v in variants}) == 8  # all distinct
+    for k, v in enumerate(variants):
+        assert torch.equal(_dihedral_inverse(v, k), x)
+
+    def position_dependent(t):  # not equivariant, so every transform gives another result
+        ramp = torch.arange(t.shape[-1], dtype=t.dtype)
+        return t * ramp + t.roll(1, dims=-2)
+
+    expected = sum(_dihedral_inverse(position_dependent(_dihedral(x, k)), k) for k in range(8)) / 8
+    torch.testing.assert_close(self_ensemble_forward(position_dependent, x), expected)
+
+    # SerpentModel.test with val.self_ensemble: true gives the ensemble, not the single forward
+    model = _model(self_ensemble=True)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.net_g.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.lq = torch.rand(1, 3, 16, 20)
+    model.test()
+    single = model.net_g.eval()(model.lq)
+    manual = self_ensemble_forward(model.net_g, model.lq)
+    torch.testing.assert_close(model.output, manual)
+    assert not torch.allclose(model.output, single)  # the network is not flip-equivariant
