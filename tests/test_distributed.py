@@ -1,7 +1,8 @@
 """Two CPU processes under torchrun (gloo): DistributedDataParallel through `basicsr train`.
 
-Checks that the ranks train on different images, keep identical weights, and that validation,
-checkpoints and logs are written once. Marked ``slow``; CI runs it.
+Checks that the ranks train on different images, keep identical weights, that validation,
+checkpoints and logs are written once, and that --auto_resume under DDP ends with the weights of
+an uninterrupted run. Marked ``slow``; CI runs it.
 """
 
 import json
@@ -16,6 +17,16 @@ from e2e_util import REPO, make_workdir, train_options, write_options
 pytestmark = pytest.mark.slow
 
 
+def _torchrun(workdir, probe, options, *flags):
+    probe.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += [str(REPO / "tests" / "ddp_probe.py"), str(probe), "-opt", options, "--launcher", "pytorch", *flags]
+    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def test_two_cpu_processes_train_one_model(tmp_path):
     workdir = make_workdir(tmp_path)
     name = "ddp_cpu"
@@ -24,12 +35,7 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     opt["datasets"]["train"].update(batch_size_per_gpu=1, dataset_enlarge_ratio=1)
     write_options(workdir / "ddp.yml", opt)
     probe = tmp_path / "probe"
-    probe.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += [str(REPO / "tests" / "ddp_probe.py"), str(probe), "-opt", "ddp.yml", "--launcher", "pytorch"]
-    proc = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _torchrun(workdir, probe, "ddp.yml")
 
     steps = [[json.loads(line) for line in (probe / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     assert [s["iter"] for s in steps[0]] == [s["iter"] for s in steps[1]] == [1, 2, 3, 4]
@@ -51,3 +57,17 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     assert state["data_position"]["world_size"] == 2 and len(state["data_position"]["rng"]) == 2
     final = torch.load(exp / "models" / "net_g_latest.pth", map_location="cpu")["params"]
     assert all(torch.isfinite(v).all() for v in final.values())
+
+    # --auto_resume under DDP: from 4.state to 6 iterations gives the weights of 6 straight ones
+    write_options(workdir / "ddp6.yml", {**opt, "train": {**opt["train"], "total_iter": 6}})
+    _torchrun(workdir, tmp_path / "probe_resumed", "ddp6.yml", "--auto_resume")
+    resumed = [json.loads(line) for line in (tmp_path / "probe_resumed" / "rank0.jsonl").read_text().splitlines()]
+    assert [s["iter"] for s in resumed] == [5, 6]
+    straight = {**opt, "name": "ddp_straight", "train": {**opt["train"], "total_iter": 6}}
+    write_options(workdir / "straight6.yml", straight)
+    _torchrun(workdir, tmp_path / "probe_straight", "straight6.yml")
+    a = torch.load(exp / "models" / "net_g_latest.pth", map_location="cpu")
+    b = torch.load(workdir / "experiments" / "ddp_straight" / "models" / "net_g_latest.pth", map_location="cpu")
+    for part in ("params", "params_ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
