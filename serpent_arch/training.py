@@ -2,7 +2,7 @@
 guard against non-finite losses and a count of skipped bad samples.
 
 BasicSR's ``train_pipeline`` is used as it is; :func:`install` replaces four names in
-``basicsr.train`` with thin wrappers (the loop itself is untouched):
+``basicsr.train`` and one in ``basicsr.data`` with thin wrappers (the loop itself is untouched):
 
 * ``EnlargedSampler`` becomes :class:`ResumableSampler`. It yields the same indices in the same
   order, can leave out the part of an epoch a resumed run has already trained on, and hands
@@ -13,6 +13,8 @@ BasicSR's ``train_pipeline`` is used as it is; :func:`install` replaces four nam
   the batches consumed in the current epoch, restores the random state of a resumed run right
   before its first batch, and reports bad samples a dataset skipped (``bad_samples_skipped``).
 * ``load_resume_state`` keeps the ``data_position`` of the training state it returns.
+* ``basicsr.data.worker_init_fn`` also makes DataLoader workers ignore SIGINT (the main process
+  handles Ctrl-C).
 * ``build_model`` guards the model: every optimizer step first checks the gradients
   (``train.on_nonfinite_loss``: ``stop`` (default) or ``skip``, with ``train.max_nonfinite_skips``
   consecutive skips allowed, default 10); validation runs with the random state forked, so it
@@ -337,6 +339,16 @@ def _wrap_build_model(original):
     return build_model
 
 
+def _wrap_worker_init_fn(original):
+    def worker_init_fn(worker_id, *args, **kwargs):
+        # Ctrl-C in a terminal reaches the whole process group. The main process finishes its step,
+        # saves and stops; a worker killed by the same SIGINT would make it fail on its next batch.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return original(worker_id, *args, **kwargs)
+
+    return worker_init_fn
+
+
 def _on_signal(signum, frame):
     _run.signal_count += 1
     if signum == signal.SIGINT and _run.signal_count > 1:
@@ -350,6 +362,7 @@ def _on_signal(signum, frame):
 
 def install(handle_signals: bool = True) -> None:
     """Wrap BasicSR's training entry points (once per process) and catch SIGTERM / SIGINT."""
+    import basicsr.data
     import basicsr.train
 
     if not getattr(basicsr.train, "_serpent_training", False):
@@ -359,6 +372,7 @@ def install(handle_signals: bool = True) -> None:
             basicsr.train.create_train_val_dataloader
         )
         basicsr.train.build_model = _wrap_build_model(basicsr.train.build_model)
+        basicsr.data.worker_init_fn = _wrap_worker_init_fn(basicsr.data.worker_init_fn)
         basicsr.train._serpent_training = True
     if handle_signals:
         signal.signal(signal.SIGTERM, _on_signal)

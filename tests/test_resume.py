@@ -39,7 +39,7 @@ def _options(name):
     return opt
 
 
-def _start(workdir, name, *flags, save_every=4):
+def _start(workdir, name, *flags, save_every=4, new_session=False):
     options = _options(name)
     options["logger"]["save_checkpoint_freq"] = save_every
     opt = write_options(workdir / f"{name}.yml", options)
@@ -51,6 +51,7 @@ def _start(workdir, name, *flags, save_every=4):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     ), opt
 
 
@@ -162,3 +163,17 @@ def test_non_finite_loss_skip_mode_skips_then_gives_up(workdir):
     assert "2 skipped steps in a row" in proc.stderr and "Traceback" not in proc.stderr
     log = "".join(p.read_text() for p in (workdir / "experiments" / name).glob("train_*.log"))
     assert "iteration 1: non-finite loss" in log and "step skipped (2 in a row" in log
+
+
+def test_ctrl_c_to_the_process_group_saves_and_resumes_exactly(workdir, straight):
+    """Like Ctrl-C in a terminal: SIGINT to the trainer and its DataLoader worker at once."""
+    name = "interrupted"
+    proc, opt = _start(workdir, name, new_session=True)
+    exp = workdir / "experiments" / name
+    _wait_for(exp / "training_states" / "4.state", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "SIGINT received: saved the checkpoint" in stderr and "Traceback" not in stderr
+    basicsr(workdir, "train", "-opt", opt, "--auto_resume")
+    _assert_same_weights(_final_weights(workdir, name), straight)
