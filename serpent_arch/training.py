@@ -31,6 +31,7 @@ use it, so a run killed and resumed ends with the same weights as one that never
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -194,9 +195,26 @@ def _wrap_load_resume_state(original):
     def load_resume_state(opt):
         state = original(opt)
         _run.resume_position = state.get("data_position") if state else None
+        if state and opt.get("rank", 0) == 0:
+            _forget_validations_after(opt["path"]["experiments_root"], state["iter"])
         return state
 
     return load_resume_state
+
+
+def _forget_validations_after(experiments_root: str, iteration: int) -> None:
+    """Drop the validation records that a run resumed from ``iteration`` will write again."""
+    path = osp.join(experiments_root, "val_metrics.jsonl")
+    if not osp.isfile(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("iter", 0) <= iteration]
+    if len(kept) < len(lines):
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
 
 
 def _wrap_create_train_val_dataloader(original):

@@ -6,6 +6,7 @@ the random states (drop path in the network, the data worker's crops, flips and 
 Marked ``slow``; CI runs them.
 """
 
+import json
 import os
 import random
 import signal
@@ -68,6 +69,11 @@ def _final_weights(workdir, name):
     return ckpt["params"], ckpt["params_ema"]
 
 
+def _validations(workdir, name):
+    lines = (workdir / "experiments" / name / "val_metrics.jsonl").read_text().splitlines()
+    return [(r["iter"], r["metrics"]) for r in map(json.loads, lines)]
+
+
 def _assert_same_weights(a, b):
     for part_a, part_b in zip(a, b, strict=True):
         assert part_a.keys() == part_b.keys()
@@ -95,6 +101,9 @@ def test_sigkill_then_auto_resume_gives_the_uninterrupted_weights(workdir, strai
     log = "".join(p.read_text() for p in (workdir / "experiments" / name).glob("train_*.log"))
     assert "Resuming inside epoch" in log
     _assert_same_weights(_final_weights(workdir, name), straight)
+    # the validation records continue too: the same iterations and values, none twice
+    records = [_validations(workdir, run) for run in (name, "straight")]
+    assert records[0] == records[1] and len(records[0]) == TOTAL_ITER // 6 + 1
 
 
 def test_killed_at_random_moments_while_saving_every_iteration(workdir, straight):
