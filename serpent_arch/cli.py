@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
         training.install()
         try:
-            basicsr.train.train_pipeline(os.getcwd())
+            with training.stop_on_signals():
+                basicsr.train.train_pipeline(os.getcwd())
         except training.TrainingInterrupted as stop:
             print(f"basicsr train: {stop}", file=sys.stderr)
             return 128 + stop.signum

@@ -378,20 +378,31 @@ def _on_signal(signum, frame):
     )
 
 
-def install(handle_signals: bool = True) -> None:
-    """Wrap BasicSR's training entry points (once per process) and catch SIGTERM / SIGINT."""
+def install() -> None:
+    """Wrap BasicSR's training entry points (once per process)."""
     import basicsr.data
     import basicsr.train
 
-    if not getattr(basicsr.train, "_serpent_training", False):
-        basicsr.train.EnlargedSampler = ResumableSampler
-        basicsr.train.load_resume_state = _wrap_load_resume_state(basicsr.train.load_resume_state)
-        basicsr.train.create_train_val_dataloader = _wrap_create_train_val_dataloader(
-            basicsr.train.create_train_val_dataloader
-        )
-        basicsr.train.build_model = _wrap_build_model(basicsr.train.build_model)
-        basicsr.data.worker_init_fn = _wrap_worker_init_fn(basicsr.data.worker_init_fn)
-        basicsr.train._serpent_training = True
-    if handle_signals:
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+    if getattr(basicsr.train, "_serpent_training", False):
+        return
+    basicsr.train.EnlargedSampler = ResumableSampler
+    basicsr.train.load_resume_state = _wrap_load_resume_state(basicsr.train.load_resume_state)
+    basicsr.train.create_train_val_dataloader = _wrap_create_train_val_dataloader(
+        basicsr.train.create_train_val_dataloader
+    )
+    basicsr.train.build_model = _wrap_build_model(basicsr.train.build_model)
+    basicsr.data.worker_init_fn = _wrap_worker_init_fn(basicsr.data.worker_init_fn)
+    basicsr.train._serpent_training = True
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While training: SIGTERM / SIGINT ask for a checkpoint and a clean stop after the current step.
+    The previous handlers come back afterwards (for callers that train in-process)."""
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    _run.signum = _run.signal_count = 0
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
