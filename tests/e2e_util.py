@@ -1,4 +1,4 @@
-"""Helpers for the end-to-end tests: run the real command, build a small workspace and options."""
+"""Helpers for the tests: run the real command, build a small workspace and option files."""
 
 import os
 import subprocess
@@ -111,3 +111,23 @@ def train_options(name, total_iter):
 def write_options(path, opt):
     path.write_text(yaml.safe_dump(opt, sort_keys=False))
     return str(path.name)
+
+
+def minimal_options(datasets: dict, scale: int = 1) -> dict:
+    """The smallest complete training option file for a tiny Serpent on ``datasets``."""
+    return {
+        "name": "t",
+        "model_type": "SerpentModel",
+        "scale": scale,
+        "num_gpu": 0,
+        "datasets": datasets,
+        "network_g": {"type": "Serpent", "variant": "tiny", "upscale": scale},
+        "path": {"pretrain_network_g": None},
+        "train": {
+            "optim_g": {"type": "AdamW", "lr": 1e-3},
+            "scheduler": {"type": "MultiStepLR", "milestones": [10], "gamma": 0.5},
+            "total_iter": 10,
+            "pixel_opt": {"type": "L1Loss"},
+        },
+        "logger": {"print_freq": 1, "save_checkpoint_freq": 5},
+    }

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from e2e_util import REPO
+from e2e_util import REPO, minimal_options
 
 import serpent_arch  # noqa: F401
 from serpent_arch.cli import main
@@ -48,22 +48,7 @@ def _options(tmp_path, train=None, val=None, scale=1):
         }
     if val is not None:
         datasets["val"] = {"name": "va", "type": "PairedImageDataset", "io_backend": {"type": "disk"}, **val}
-    opt = {
-        "name": "t",
-        "model_type": "SerpentModel",
-        "scale": scale,
-        "num_gpu": 0,
-        "datasets": datasets,
-        "network_g": {"type": "Serpent", "variant": "tiny", "upscale": scale},
-        "path": {"pretrain_network_g": None},
-        "train": {
-            "optim_g": {"type": "AdamW", "lr": 1e-3},
-            "scheduler": {"type": "MultiStepLR", "milestones": [10], "gamma": 0.5},
-            "total_iter": 10,
-            "pixel_opt": {"type": "L1Loss"},
-        },
-        "logger": {"print_freq": 1, "save_checkpoint_freq": 5},
-    }
+    opt = minimal_options(datasets, scale)
     path = tmp_path / "opt.yml"
     path.write_text(yaml.safe_dump(opt))
     return str(path)

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from e2e_util import minimal_options
 
 import serpent_arch  # noqa: F401
 from serpent_arch.cli import main
@@ -18,33 +19,17 @@ def _train_opt(tmp_path):
     gt.mkdir(exist_ok=True)
     for i in range(2):
         cv2.imwrite(str(gt / f"img{i}.png"), np.full((40, 48, 3), 60 * i, np.uint8))
-    return {
-        "name": "t",
-        "model_type": "SerpentModel",
-        "scale": 1,
-        "num_gpu": 0,
-        "datasets": {
-            "train": {
-                "name": "tr",
-                "type": "DegradedImageDataset",
-                "dataroot_gt": str(gt),
-                "io_backend": {"type": "disk"},
-                "degradations": [{"type": "noise", "sigma": 10}],
-                "gt_size": 32,
-                "batch_size_per_gpu": 2,
-                "num_worker_per_gpu": 0,
-            }
-        },
-        "network_g": {"type": "Serpent", "variant": "tiny"},
-        "path": {"pretrain_network_g": None},
-        "train": {
-            "optim_g": {"type": "AdamW", "lr": 1e-3},
-            "scheduler": {"type": "MultiStepLR", "milestones": [10], "gamma": 0.5},
-            "total_iter": 10,
-            "pixel_opt": {"type": "L1Loss"},
-        },
-        "logger": {"print_freq": 1, "save_checkpoint_freq": 5},
+    train = {
+        "name": "tr",
+        "type": "DegradedImageDataset",
+        "dataroot_gt": str(gt),
+        "io_backend": {"type": "disk"},
+        "degradations": [{"type": "noise", "sigma": 10}],
+        "gt_size": 32,
+        "batch_size_per_gpu": 2,
+        "num_worker_per_gpu": 0,
     }
+    return minimal_options({"train": train})
 
 
 def _write(tmp_path, opt, name="opt.yml"):
