@@ -7,8 +7,10 @@ an uninterrupted run. Marked ``slow``; CI runs it.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -71,3 +73,40 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     for part in ("params", "params_ema"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
+
+
+def test_sigterm_to_torchrun_saves_once_and_resumes(tmp_path):
+    """A cluster's SIGTERM reaches torchrun, which passes it to both ranks: they stop at the same
+    iteration (the stop flag is all-reduced), rank 0 saves it, and --auto_resume carries on."""
+    workdir = make_workdir(tmp_path)
+    opt = train_options("ddp_term", 400)
+    opt["datasets"]["train"].update(batch_size_per_gpu=1, dataset_enlarge_ratio=1)
+    opt["logger"].update(save_checkpoint_freq=3, print_freq=50)
+    opt["val"]["val_freq"] = 1000
+    write_options(workdir / "term.yml", opt)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "serpent_arch.cli", "train", "-opt", "term.yml", "--launcher", "pytorch"]
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    states = workdir / "experiments" / "ddp_term" / "training_states"
+    deadline = time.time() + 300
+    while not (states / "3.state").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert output.count("SIGTERM received: saved the checkpoint") == 2, output  # both ranks report it
+    saved = max(int(p.stem) for p in states.glob("*.state"))
+    assert saved >= 3 and saved < 400
+    state = torch.load(states / f"{saved}.state", map_location="cpu", weights_only=False)
+    assert state["iter"] == saved and len(state["data_position"]["rng"]) == 2
+
+    opt["train"]["total_iter"] = saved + 2
+    write_options(workdir / "term.yml", opt)
+    resumed = subprocess.run(
+        [*command, "--auto_resume"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"Resuming training from epoch: {state['epoch']}, iter: {saved}." in resumed.stdout + resumed.stderr
+    assert (workdir / "experiments" / "ddp_term" / "models" / "net_g_latest.pth").is_file()
