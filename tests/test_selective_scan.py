@@ -102,6 +102,16 @@ def assert_close(actual, expected, name, rtol=1e-4):
     assert err <= rtol * scale + 1e-6, f"{name}: max error {err:.3e} vs scale {scale:.3e}"
 
 
+def assert_matches_reference_with_last_state(result, inputs):
+    """``result`` of ``run(..., softplus=True, return_last_state=True)`` against the reference."""
+    (out, last), grads = result
+    (ref_out, ref_last), ref_grads = run("reference", inputs, softplus=True, return_last_state=True)
+    assert_close(out, ref_out, "out")
+    assert_close(last, ref_last, "last_state")
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], f"grad {name}")
+
+
 # (batch, dim, L, N, groups, grouped, D, z, bias, softplus)
 CASES = [
     pytest.param(1, 4, 1, 3, 1, False, False, False, False, False, id="L1-plain-3d"),
@@ -137,13 +147,10 @@ def test_matches_reference(backend, batch, dim, L, N, groups, grouped, D, z, bia
 def test_last_state(backend, grouped):
     require_backend(backend)
     inputs = make_inputs(2, 8, CHUNK + 3, 4, 2 if grouped else 1, grouped=grouped, seed=3)
-    (out, last), grads = run(backend, inputs, softplus=True, return_last_state=True)
-    (ref_out, ref_last), ref_grads = run("reference", inputs, softplus=True, return_last_state=True)
+    result = run(backend, inputs, softplus=True, return_last_state=True)
+    (_, last), _ = result
     assert last.shape == (2, 8, 4) and last.dtype == torch.float32
-    assert_close(out, ref_out, "out")
-    assert_close(last, ref_last, "last_state")
-    for name in grads:
-        assert_close(grads[name], ref_grads[name], f"grad {name}")
+    assert_matches_reference_with_last_state(result, inputs)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
@@ -207,14 +214,10 @@ def test_cpu_kernel_threads_and_channel_slices(monkeypatch, batch, groups):
         assert _cpu_kernel._num_threads(batch, 40, 30, 3) == 4
         assert _cpu_kernel._num_parts(batch, groups, 40 // groups, 4) > 1
         inputs = make_inputs(batch, 40, 30, 3, groups, seed=13)
-        (out, last), grads = run("cpu_kernel", inputs, softplus=True, return_last_state=True)
+        result = run("cpu_kernel", inputs, softplus=True, return_last_state=True)
     finally:
         torch.set_num_threads(threads)
-    (ref_out, ref_last), ref_grads = run("reference", inputs, softplus=True, return_last_state=True)
-    assert_close(out, ref_out, "out")
-    assert_close(last, ref_last, "last_state")
-    for name in grads:
-        assert_close(grads[name], ref_grads[name], f"grad {name}")
+    assert_matches_reference_with_last_state(result, inputs)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
