@@ -85,7 +85,9 @@ class SerpentModel(SRModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         val_opt = self.opt["val"]
         dataset_name = dataloader.dataset.opt["name"]
-        self._num_val_images = {**getattr(self, "_num_val_images", {}), dataset_name: len(dataloader.dataset)}
+        if not hasattr(self, "_num_val_images"):
+            self._num_val_images = {}
+        self._num_val_images[dataset_name] = len(dataloader.dataset)  # for the metrics record
         if val_opt.get("metrics") and val_opt.get("report_baseline", True):
             if not hasattr(self, "baseline_results"):
                 self.baseline_results = {}
@@ -134,7 +136,7 @@ class SerpentModel(SRModel):
             "network_g": dict(self.opt["network_g"]),
             "params": sum(p.numel() for p in net.parameters()),
             "scale": self._scale,
-            "num_images": getattr(self, "_num_val_images", {}).get(dataset_name),
+            "num_images": self._num_val_images.get(dataset_name),
             "self_ensemble": bool(val_opt.get("self_ensemble", False)),
             "metric_opts": {name: dict(m) for name, m in (val_opt.get("metrics") or {}).items()},
             "metrics": dict(self.metric_results),
