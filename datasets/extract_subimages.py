@@ -19,16 +19,11 @@ import sys
 from multiprocessing import Pool
 from os import path as osp
 
+import _checkout  # noqa: F401  (serpent_arch importable from a checkout; BasicSR fixes applied)
 import cv2
 
-try:
-    import serpent_arch  # noqa: F401  (applies the BasicSR compatibility fixes before basicsr loads)
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import serpent_arch  # noqa: F401
-
-from serpent_arch.data.degraded_image_dataset import IMAGE_EXTENSIONS  # noqa: E402
-from serpent_arch.data.subimages import extract_subimages  # noqa: E402
+from serpent_arch.data.storage import IMAGE_EXTENSIONS
+from serpent_arch.data.subimages import extract_subimages
 
 
 def process_image(

@@ -19,22 +19,16 @@ import sys
 from multiprocessing import Pool
 from os import path as osp
 
+import _checkout  # noqa: F401  (serpent_arch importable from a checkout; BasicSR fixes applied)
 import cv2
 import numpy as np
 import torch
 import yaml
+from basicsr.data.transforms import mod_crop
+from basicsr.utils import imfrombytes
 
-try:
-    import serpent_arch  # noqa: F401  (applies the BasicSR compatibility fixes before basicsr loads)
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import serpent_arch  # noqa: F401
-
-from basicsr.data.transforms import mod_crop  # noqa: E402
-from basicsr.utils import imfrombytes  # noqa: E402
-
-from serpent_arch.data.degradations import build_degradations, deterministic_rng  # noqa: E402
-from serpent_arch.data.degraded_image_dataset import IMAGE_EXTENSIONS  # noqa: E402
+from serpent_arch.data.degradations import build_degradations, deterministic_rng
+from serpent_arch.data.storage import IMAGE_EXTENSIONS
 
 
 def load_degradations(spec: str) -> list:

@@ -13,16 +13,11 @@ import os
 import sys
 from os import path as osp
 
-try:
-    import serpent_arch  # noqa: F401  (applies the BasicSR compatibility fixes before basicsr loads)
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import serpent_arch  # noqa: F401
+import _checkout  # noqa: F401  (serpent_arch importable from a checkout; BasicSR fixes applied)
+from basicsr.data.data_util import paths_from_folder
+from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-from basicsr.data.data_util import paths_from_folder  # noqa: E402
-from basicsr.utils.lmdb_util import make_lmdb_from_imgs  # noqa: E402
-
-from serpent_arch.data.degraded_image_dataset import IMAGE_EXTENSIONS  # noqa: E402
+from serpent_arch.data.storage import IMAGE_EXTENSIONS
 
 
 def list_images(folder: str) -> list[str]:

@@ -40,17 +40,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from os import path as osp
 
+import _checkout  # noqa: F401  (serpent_arch importable from a checkout; BasicSR fixes applied)
 import cv2
 import numpy as np
 
-try:
-    import serpent_arch  # noqa: F401  (applies the BasicSR compatibility fixes before basicsr loads)
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import serpent_arch  # noqa: F401
-
-from serpent_arch.data.degradations import build_degradations, deterministic_rng  # noqa: E402
-from serpent_arch.data.degraded_image_dataset import IMAGE_EXTENSIONS  # noqa: E402
+from serpent_arch.data.degradations import build_degradations, deterministic_rng
+from serpent_arch.data.storage import IMAGE_EXTENSIONS
 
 SR_SCALES = (2, 3, 4)
 FFHQ_VAL_KEYS = range(69000, 70000)  # the last 1000 of FFHQ's 70,000; 00000-68999 are for training

@@ -11,15 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from os import path as osp
 
-try:
-    import serpent_arch  # noqa: F401  (applies the BasicSR compatibility fixes before basicsr loads)
-except ModuleNotFoundError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-    import serpent_arch  # noqa: F401
+import _checkout  # noqa: F401  (serpent_arch importable from a checkout; BasicSR fixes applied)
 
-from serpent_arch.data.sample import is_prepared, prepare_sample_set  # noqa: E402
+from serpent_arch.data.sample import is_prepared, prepare_sample_set
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,9 +36,9 @@ from torch import nn
 
 import serpent_arch  # noqa: F401  (BasicSR fixes and registrations before BasicSR is imported)
 from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
+from serpent_arch.data.storage import IMAGE_EXTENSIONS
 from serpent_arch.inference import self_ensemble_forward, tiled_forward
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPARE_GAP = 4  # white pixels between the panels of a comparison image
 PROG = "basicsr infer"

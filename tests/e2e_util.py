@@ -1,5 +1,6 @@
 """Helpers for the tests: run the real command, build a small workspace and option files."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,6 +30,19 @@ def basicsr(cwd, *args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"basicsr {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def dataset_script(name: str):
+    """Import datasets/<name>.py as a module, as running it would (its folder on ``sys.path``);
+    its main(argv) then runs in-process."""
+    folder = str(REPO / "datasets")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"datasets_{name}", REPO / "datasets" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so multiprocessing can pickle its functions by reference
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_workdir(root):

@@ -4,10 +4,8 @@ The fake sets are made from photos bundled with scikit-image (nothing is downloa
 test runs the real `basicsr test` on a prepared fake Set5 and is marked ``slow`` (CI runs it).
 """
 
-import importlib.util
 import json
 import os
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from e2e_util import basicsr
+from e2e_util import basicsr, dataset_script
 from skimage import data
 
 import serpent_arch  # noqa: F401  (makes basicsr importable on current torchvision)
@@ -25,17 +23,7 @@ import serpent_arch  # noqa: F401  (makes basicsr importable on current torchvis
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "datasets_prepare_benchmark", REPO / "datasets" / "prepare_benchmark.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-prepare = _load_script()
+prepare = dataset_script("prepare_benchmark")
 
 
 @pytest.fixture(scope="module")

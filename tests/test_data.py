@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
-import sys
 import threading
 from os import path as osp
 
@@ -19,6 +17,7 @@ import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.registry import DATASET_REGISTRY
+from e2e_util import dataset_script
 
 from serpent_arch.data import sample as sample_mod
 from serpent_arch.data.degradations import build_degradations, deterministic_rng
@@ -34,15 +33,6 @@ FULL = [
 ]
 
 
-def _script(name: str):
-    """Import datasets/<name>.py as a module (its main(argv) runs in-process, no new interpreter)."""
-    spec = importlib.util.spec_from_file_location(
-        f"datasets_{name}", osp.join(REPO, "datasets", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # so multiprocessing can pickle its functions by reference
-    spec.loader.exec_module(module)
-    return module
 
 
 def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -595,13 +585,13 @@ def test_sample_root_for():
 @pytest.mark.parametrize("name", ["make_lmdb", "extract_subimages", "make_degraded", "prepare_sample"])
 def test_script_help(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _script(name).main(["--help"])
+        dataset_script(name).main(["--help"])
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
 
 
 def test_make_degraded_matches_validation(tmp_path, gt_folder, capsys):
     (gt_folder / "b.png").rename(gt_folder / "b.bmp")  # names preserved, output always PNG
-    script = _script("make_degraded")
+    script = dataset_script("make_degraded")
     spec = tmp_path / "deg.yml"
     spec.write_text("degradations:\n" + "".join(f"  - {step}\n" for step in FULL).replace("'", ""))
     assert (
@@ -634,7 +624,7 @@ def test_make_lmdb_and_extract_subimages(tmp_path, capsys):
     big = tmp_path / "big"
     _write_images(big, {"p": (100, 130), "q": (60, 60)})
     sub = tmp_path / "sub"
-    assert _script("extract_subimages").main([str(big), str(sub), "--crop-size", "48", "--step", "24"]) == 0
+    assert dataset_script("extract_subimages").main([str(big), str(sub), "--crop-size", "48", "--step", "24"]) == 0
     names = sorted(os.listdir(sub))
     assert len(names) == 4 * 5 + 2 * 2 and names[0] == "p_s001.png"
     assert {cv2.imread(str(sub / n)).shape for n in names} == {(48, 48, 3)}
@@ -642,10 +632,10 @@ def test_make_lmdb_and_extract_subimages(tmp_path, capsys):
     lr = tmp_path / "lr"
     _write_images(lr, {"0001x4": (25, 33)})
     args = [str(lr), str(tmp_path / "lr_sub"), "--crop-size", "12", "--step", "6", "--strip-suffix", "x4"]
-    assert _script("extract_subimages").main([*args, "--n-thread", "2"]) == 0
+    assert dataset_script("extract_subimages").main([*args, "--n-thread", "2"]) == 0
     assert sorted(os.listdir(tmp_path / "lr_sub"))[:2] == ["0001_s001.png", "0001_s002.png"]
 
-    make_lmdb = _script("make_lmdb")
+    make_lmdb = dataset_script("make_lmdb")
     out = str(tmp_path / "sub.lmdb")
     assert make_lmdb.main([str(sub), out, "--n-thread", "2"]) == 0
     ds = DegradedImageDataset(_opt(out, "train", io_backend={"type": "lmdb"}))

@@ -9,16 +9,15 @@ and LMDB metadata only, so they take seconds even for large sets, and they name 
 from __future__ import annotations
 
 import os
-import re
 import struct
-from os import path as osp
 
 import cv2
 
-__all__ = ["image_hw", "lmdb_problems", "lmdb_shapes", "dataset_problems"]
+from serpent_arch.data.degraded_image_dataset import DegradedImageDataset
+from serpent_arch.data.storage import listing, lmdb_entries, lmdb_problems
 
-_LMDB_META_LINE = re.compile(r"^(?P<name>.+?) \((?P<shape>\d+(?:, ?\d+)*)\) \d+$")
-_MAX_LISTED = 5
+__all__ = ["image_hw", "dataset_problems"]
+
 
 
 def _png_hw(head: bytes) -> tuple[int, int] | None:
@@ -69,72 +68,10 @@ def image_hw(path: str) -> tuple[int, int] | None:
     return None if img is None else tuple(img.shape[:2])
 
 
-def lmdb_shapes(lmdb_dir: str) -> dict[str, tuple[int, int]]:
-    """Key -> (height, width) from an LMDB's meta_info.txt (``name.png (h,w,c) level`` lines)."""
-    shapes = {}
-    with open(osp.join(lmdb_dir, "meta_info.txt")) as f:
-        for line in f:
-            match = _LMDB_META_LINE.match(line.strip())
-            if match:
-                dims = [int(v) for v in match.group("shape").split(",")]
-                shapes[osp.splitext(match.group("name"))[0]] = (dims[0], dims[1])
-    return shapes
-
-
-def lmdb_problems(lmdb_dir: str, check_keys: bool = True) -> list[str]:
-    """What is wrong with an LMDB folder: no meta_info.txt or data.mdb, a truncated or foreign
-    data.mdb, or (``check_keys``) keys listed in meta_info.txt that the database lacks."""
-    import lmdb
-
-    meta, data_file = osp.join(lmdb_dir, "meta_info.txt"), osp.join(lmdb_dir, "data.mdb")
-    if not osp.isfile(data_file):
-        return [f"LMDB {lmdb_dir} has no data.mdb: not an LMDB folder"]
-    if not osp.isfile(meta):
-        return [f"LMDB {lmdb_dir} has no meta_info.txt listing its keys (datasets/make_lmdb.py writes it)"]
-    try:
-        env = lmdb.open(lmdb_dir, readonly=True, lock=False, readahead=False, meminit=False)
-    except lmdb.Error as err:
-        return [f"LMDB {lmdb_dir} cannot be opened: {err}"]
-    try:
-        # Reading a page beyond the end of a truncated data.mdb is a SIGBUS, not an exception.
-        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-        size = osp.getsize(data_file)
-        if size < needed:
-            return [f"LMDB {data_file} is truncated: {size} bytes, its header says {needed}; copy or rebuild it"]
-        if not check_keys:
-            return []
-        with env.begin() as txn:
-            stored = {bytes(key).decode("utf-8", "replace") for key in txn.cursor().iternext(values=False)}
-    except lmdb.Error as err:
-        return [f"LMDB {lmdb_dir} is damaged: {err}"]
-    finally:
-        env.close()
-    with open(meta) as f:
-        listed = [_meta_key(line) for line in f if line.strip()]
-    missing = [key for key in listed if key not in stored]
-    if missing:
-        return [
-            f"LMDB {lmdb_dir}: {len(missing)} of the {len(listed)} keys in meta_info.txt are not in the database "
-            f"({_listing(missing)}); rebuild it with datasets/make_lmdb.py"
-        ]
-    return []
-
-
-def _meta_key(line: str) -> str:
-    line = line.strip()
-    match = _LMDB_META_LINE.match(line)
-    return osp.splitext(match.group("name") if match else line.split()[0])[0]
-
-
-def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
-
-
 def _sizes(paths: list[str], lmdb_dir: str | None) -> tuple[dict[str, tuple[int, int]], list[str]]:
     """(height, width) per path (or LMDB key), and the paths that are not readable images."""
     if lmdb_dir is not None:
-        shapes = lmdb_shapes(lmdb_dir)
+        shapes = {e.key: e.hw for e in lmdb_entries(lmdb_dir) if e.hw is not None}
         return {p: shapes[p] for p in paths if p in shapes}, [p for p in paths if p not in shapes]
     sizes, unreadable = {}, []
     for p in paths:
@@ -153,8 +90,6 @@ def dataset_problems(where: str, dataset, is_train: bool) -> list[str]:
     validation) and BasicSR's ``PairedImageDataset`` (every GT is ``scale`` times its LQ; both at
     least the patch size for training). Other datasets are not checked.
     """
-    from serpent_arch.data.degraded_image_dataset import DegradedImageDataset
-
     opt = dataset.opt
     lmdb = (opt.get("io_backend") or {}).get("type") == "lmdb"
     if isinstance(dataset, DegradedImageDataset):
@@ -169,12 +104,12 @@ def dataset_problems(where: str, dataset, is_train: bool) -> list[str]:
         problems = []
         if unreadable and not dataset.skip_bad_samples:
             problems.append(
-                f"{where}: {len(unreadable)} GT file(s) are not readable images: {_listing(unreadable)} "
+                f"{where}: {len(unreadable)} GT file(s) are not readable images: {listing(unreadable)} "
                 "(remove them, or set skip_bad_samples: true for a training set)"
             )
         if small and not dataset.skip_bad_samples:
             what = f"gt_size {minimum}" if dataset.is_train else f"scale {minimum}"
-            problems.append(f"{where}: {len(small)} GT image(s) are smaller than {what}: {_listing(small)}")
+            problems.append(f"{where}: {len(small)} GT image(s) are smaller than {what}: {listing(small)}")
         return problems
     if type(dataset).__name__ == "PairedImageDataset":
         return _paired_problems(where, dataset, is_train and opt.get("phase") == "train", lmdb)
@@ -194,7 +129,7 @@ def _paired_problems(where: str, dataset, train: bool, lmdb: bool) -> list[str]:
     lq_sizes, lq_bad = _sizes(lq_paths, opt["dataroot_lq"] if lmdb else None)
     problems = []
     if gt_bad or lq_bad:
-        problems.append(f"{where}: not readable images: {_listing(gt_bad + lq_bad)}")
+        problems.append(f"{where}: not readable images: {listing(gt_bad + lq_bad)}")
     mismatched, small = [], []
     for gt, lq in zip(gt_paths, lq_paths, strict=True):
         if gt not in gt_sizes or lq not in lq_sizes:
@@ -210,8 +145,8 @@ def _paired_problems(where: str, dataset, train: bool, lmdb: bool) -> list[str]:
     if mismatched:
         problems.append(
             f"{where}: {len(mismatched)} GT/LQ pair(s) do not match scale {scale} (GT must be {scale}x the LQ"
-            f"{'' if train else ', up to the mod-crop remainder'}): {_listing(mismatched)}"
+            f"{'' if train else ', up to the mod-crop remainder'}): {listing(mismatched)}"
         )
     if small:
-        problems.append(f"{where}: {len(small)} image(s) smaller than gt_size {opt['gt_size']}: {_listing(small)}")
+        problems.append(f"{where}: {len(small)} image(s) smaller than gt_size {opt['gt_size']}: {listing(small)}")
     return problems

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from os import path as osp
 
 import numpy as np
@@ -16,18 +15,15 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 from torchvision.transforms.functional import normalize
 
-from serpent_arch.data.checks import lmdb_problems
 from serpent_arch.data.degradations import build_degradations, deterministic_rng
 from serpent_arch.data.sample import prepare_sample_set, sample_root_for
+from serpent_arch.data.storage import is_image_file, lmdb_entries, lmdb_problems
 
-__all__ = ["IMAGE_EXTENSIONS", "DegradedImageDataset"]
+__all__ = ["DegradedImageDataset"]
 
 logger = logging.getLogger("basicsr")
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _AUTO_PREPARE = ("sample",)
-# ``key.png (h,w,c) level`` as written by basicsr.utils.lmdb_util; the name may contain dots/spaces.
-_LMDB_META_LINE = re.compile(r"^(?P<name>.+?) \(\d+(?:, ?\d+)*\) \d+$")
 
 
 def _key_of(relative_name: str) -> str:
@@ -51,17 +47,7 @@ def _lmdb_keys(lmdb_root: str) -> list[str]:
     damage = lmdb_problems(lmdb_root, check_keys=False)  # a truncated file would crash the first read
     if damage:
         raise ValueError(f"dataroot_gt: {damage[0]}")
-    keys = []
-    with open(meta) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            # BasicSR's paths_from_lmdb cuts the name at its first '.', which breaks keys containing dots.
-            match = _LMDB_META_LINE.match(line)
-            name = match.group("name") if match else line.split()[0]
-            keys.append(osp.splitext(name)[0])
-    return keys
+    return [entry.key for entry in lmdb_entries(lmdb_root)]
 
 
 # One LMDB environment per database file and process, shared by all datasets: lmdb refuses to open
@@ -231,7 +217,7 @@ class DegradedImageDataset(data.Dataset):
         paths = sorted(
             p
             for p in paths_from_folder(self.gt_folder)
-            if p.lower().endswith(IMAGE_EXTENSIONS) and not osp.basename(p).startswith(".")
+            if is_image_file(p)
         )
         return [(_key_of(osp.relpath(p, self.gt_folder)), p) for p in paths]
 
