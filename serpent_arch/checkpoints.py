@@ -92,8 +92,7 @@ def state_mismatch(net: nn.Module, state: dict, strict: bool = True) -> str | No
 
 def variant_that_fits(net_opt: dict, state: dict) -> str | None:
     """For a Serpent option file that names only a variant, the other variant the weights fit, if any."""
-    from basicsr.archs import build_network
-
+    from serpent_arch.archs.build import NetworkOptionError, build_network
     from serpent_arch.archs.serpent_arch import VARIANTS
 
     if net_opt.get("type") != "Serpent" or any(net_opt.get(key) is not None for key in STRUCTURAL_KEYS):
@@ -102,8 +101,8 @@ def variant_that_fits(net_opt: dict, state: dict) -> str | None:
         if variant == (net_opt.get("variant") or "base"):
             continue
         try:
-            candidate = build_network({**net_opt, "variant": variant})
-        except (TypeError, ValueError):
+            candidate = build_network({**net_opt, "variant": variant}, meta=True)
+        except NetworkOptionError:
             continue
         if state_mismatch(candidate, state) is None:
             return variant

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import serpent_arch  # noqa: F401  (BasicSR fixes and registrations before BasicSR is imported)
+from serpent_arch.archs.build import NetworkOptionError, build_network
 from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
 from serpent_arch.data.storage import IMAGE_EXTENSIONS
 from serpent_arch.inference import self_ensemble_forward, tiled_forward
@@ -115,8 +116,6 @@ class LoadedNetwork:
 
 def load_network(opt_path: str, weights_path: str, param_key: str | None) -> LoadedNetwork:
     """Build ``network_g`` of the option file on the CPU and load the weights into it (strictly)."""
-    from basicsr.utils.registry import ARCH_REGISTRY
-
     from serpent_arch.options import OptionError, load_yaml
 
     try:
@@ -130,12 +129,9 @@ def load_network(opt_path: str, weights_path: str, param_key: str | None) -> Loa
     if not isinstance(scale, int) or scale < 1:
         raise InferError(f"option file {opt_path!r}: 'scale' must be a positive integer, got {scale!r}.")
     net_type = net_opt["type"]
-    if net_type not in ARCH_REGISTRY:
-        known = ", ".join(sorted(name for name, _ in ARCH_REGISTRY))
-        raise InferError(f"option file {opt_path!r}: network_g.type: unknown network {net_type!r}; known: {known}")
     try:
-        net = _build(net_opt)
-    except InferError as err:
+        net = build_network(net_opt)
+    except NetworkOptionError as err:
         raise InferError(f"option file {opt_path!r}: {err}") from err
     upscale = getattr(net, "upscale", None)
     if isinstance(upscale, int) and upscale != scale:
@@ -163,16 +159,6 @@ def load_network(opt_path: str, weights_path: str, param_key: str | None) -> Loa
     net.load_state_dict(state, strict=True)
     net.eval()
     return LoadedNetwork(net, net_type, scale, _input_channels(net), used_key)
-
-
-def _build(net_opt: dict) -> nn.Module:
-    from basicsr.utils.registry import ARCH_REGISTRY
-
-    args = {key: value for key, value in net_opt.items() if key != "type"}
-    try:
-        return ARCH_REGISTRY.get(net_opt["type"])(**args)
-    except (TypeError, ValueError) as err:
-        raise InferError(f"network_g: {err}") from err
 
 
 def _input_channels(net: nn.Module) -> int | None:

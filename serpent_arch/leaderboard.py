@@ -49,7 +49,6 @@ Exit status: 0 when a table was written; 2 when the results folder is missing or
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import math
@@ -71,8 +70,6 @@ SELF_ENSEMBLE_FORWARDS = 8  # 4 rotations x 2 flips
 # inputs. Test inputs are made deterministically (DegradedImageDataset seeds from the image key), so
 # the same inputs differ by float noise only, while noise levels or blur kernels apart differ by dBs.
 SAME_INPUT_REL_TOL = 2e-3
-# Option keys under which BasicSR networks name their input channels (Serpent and SwinIR: in_chans).
-INPUT_CHANNEL_KEYS = ("in_chans", "num_in_ch", "in_nc", "in_channels", "num_in_channels")
 DEFAULT_FLOPS_SIZE = (256, 256)
 MISSING = "-"
 
@@ -195,28 +192,21 @@ def count_network_gflops(network_opt: dict, size: tuple[int, int]) -> tuple[floa
     multiple of it; BasicSR's SwinIRModel pads the input up to one for testing, so the count does
     the same. Raises whatever building or counting raises; :class:`FlopsCache` makes that a footnote.
     """
-    import torch
-    from basicsr.utils.registry import ARCH_REGISTRY
-
+    from serpent_arch.archs.build import NetworkOptionError, build_network, input_channels, network_class
     from serpent_arch.benchmark.flops import count_flops
 
-    kwargs = copy.deepcopy(network_opt)
-    arch_type = kwargs.pop("type")
-    # Registry.get prints a line to stdout while trying a suffixed name: look the name up first.
-    if arch_type not in ARCH_REGISTRY and f"{arch_type}_basicsr" not in ARCH_REGISTRY:
-        raise KeyError(f"{arch_type} is not a registered BasicSR network (import the package that defines it)")
-    arch = ARCH_REGISTRY.get(arch_type if arch_type in ARCH_REGISTRY else f"{arch_type}_basicsr")
-    in_chans = next((int(kwargs[key]) for key in INPUT_CHANNEL_KEYS if key in kwargs), 3)
-    window = kwargs.get("window_size")
+    try:
+        network_class(network_opt)
+    except NetworkOptionError:  # a footnote, so without the registry's whole list
+        name = network_opt.get("type")
+        raise KeyError(f"{name} is not a registered BasicSR network (import the package that defines it)") from None
+    window = network_opt.get("window_size")
     if isinstance(window, int) and window > 1:
         size = tuple(math.ceil(side / window) * window for side in size)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constructor and meta-device chatter would drown the table
-        try:
-            with torch.device("meta"):  # no memory and no init cost, even for large networks
-                network = arch(**kwargs)
-        except Exception:  # constructors that read values (.item(), copies into buffers) need real tensors
-            network = arch(**kwargs)
+        warnings.simplefilter("ignore")  # constructor chatter would drown the table
+        network = build_network(network_opt, meta=True)
+        in_chans = input_channels(network_opt) or 3
         return count_flops(network, size, in_chans=in_chans).total / 1e9, size
 
 

@@ -8,7 +8,6 @@ the key. It only reads; BasicSR still parses the file itself.
 
 from __future__ import annotations
 
-import inspect
 import os
 from os import path as osp
 
@@ -54,7 +53,7 @@ def apply_force_yml(opt: dict, entries: list[str] | None) -> dict:
 def check_options(path: str, is_train: bool, force_yml: list[str] | None = None) -> dict:
     """Validate the option file at ``path`` (with ``--force_yml`` entries applied); return the
     parsed options or raise OptionError."""
-    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+    from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
     opt = apply_force_yml(load_yaml(path), force_yml)
     problems: list[str] = []
@@ -86,17 +85,23 @@ def check_options(path: str, is_train: bool, force_yml: list[str] | None = None)
             problems.append(f"path.{key}: {value!r} does not exist (relative paths start at {os.getcwd()})")
 
     channels = _check_datasets(opt, is_train, problems, DATASET_REGISTRY, scale)
-    network_ok = _check_network(opt.get("network_g"), channels, problems, ARCH_REGISTRY)
+    network_ok = _check_network(opt.get("network_g"), channels, problems)
     weights = paths.get("pretrain_network_g")
     if network_ok and weights and osp.isfile(osp.expanduser(weights)):
-        problems += _check_weights_fit(opt["network_g"], paths, ARCH_REGISTRY)
+        problems += _check_weights_fit(opt["network_g"], paths)
 
     if is_train:
         train = need(opt, "train", "", dict) or {}
         need(train, "total_iter", "train.", (int, float))
+        sections_ok = True
         for section in ("optim_g", "scheduler"):
-            if need(train, section, "train.", dict) is not None:
-                need(train[section], "type", f"train.{section}.", str)
+            if (
+                need(train, section, "train.", dict) is None
+                or need(train[section], "type", f"train.{section}.", str) is None
+            ):
+                sections_ok = False
+        if sections_ok and model_type in MODEL_REGISTRY:
+            problems += _optimization_problems(train, MODEL_REGISTRY.get(model_type))
         if train and not (train.get("pixel_opt") or train.get("perceptual_opt")):
             problems.append("'train' needs a loss: set train.pixel_opt (e.g. {type: L1Loss, loss_weight: 1.0})")
         from serpent_arch.training import NONFINITE_ACTIONS
@@ -171,9 +176,10 @@ def _check_datasets(opt, is_train, problems, registry, scale) -> int | None:
         if str(phase).split("_")[0] == "train":
             if not is_train:
                 continue
-            for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
-                if not isinstance(ds.get(key), int):
-                    problems.append(f"'{where}.{key}' must be an integer, got {ds.get(key)!r}")
+            for key, least in (("batch_size_per_gpu", 1), ("num_worker_per_gpu", 0)):
+                value = ds.get(key)
+                if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                    problems.append(f"'{where}.{key}' must be an integer >= {least}, got {value!r}")
         found = len(problems)
         for key in ("dataroot_gt", "dataroot_lq", "meta_info_file"):
             root = ds.get(key)
@@ -188,43 +194,71 @@ def _check_datasets(opt, is_train, problems, registry, scale) -> int | None:
     return channels
 
 
-def _check_network(net_opt, channels, problems, registry) -> bool:
-    """Check ``network_g``; True when it can be built."""
-    found = len(problems)
+def _check_network(net_opt, channels, problems) -> bool:
+    """Check ``network_g`` by building it on the meta device; True when it can be built."""
+    from serpent_arch.archs.build import (
+        INPUT_CHANNEL_KEYS,
+        NetworkOptionError,
+        build_network,
+        input_channels,
+        unknown_arguments,
+    )
+
     if not isinstance(net_opt, dict):
         problems.append("missing required key 'network_g' (a mapping with the network's type and arguments)")
         return False
-    net_type = net_opt.get("type")
-    if net_type is None:
+    if net_opt.get("type") is None:
         problems.append("missing required key 'network_g.type'")
         return False
-    if net_type not in registry:
-        problems.append(f"network_g.type: unknown network {net_type!r}; registered: {_names(registry)}")
+    try:
+        unknown = unknown_arguments(net_opt)
+        if unknown:
+            problems.extend(unknown)
+            return False
+        build_network(net_opt, meta=True)
+        in_chans = input_channels(net_opt)
+    except NetworkOptionError as err:
+        problems.append(str(err))
         return False
-    params = inspect.signature(registry.get(net_type)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key in net_opt:
-        if key != "type" and key not in params and not takes_any:
-            problems.append(f"network_g.{key}: not an argument of {net_type}; valid: {', '.join(params)}")
-    if net_type == "Serpent":
-        from serpent_arch.archs.serpent_arch import resolve_config
+    if channels is not None and in_chans is not None and in_chans != channels:
+        key = next((k for k in INPUT_CHANNEL_KEYS if k in net_opt), "in_chans")
+        problems.append(
+            f"network_g.{key} is {in_chans} but the datasets load {channels}-channel images "
+            "(datasets load RGB unless `color: y`); make them agree"
+        )
+        return False
+    return True
 
-        try:
-            resolve_config(
-                *(net_opt.get(k) for k in ("variant", "patch_size", "embed_dim", "depths", "depths_decoder"))
-            )
-        except ValueError as err:
-            problems.append(f"network_g: {err}")
-    in_key = next((k for k in ("in_chans", "num_in_ch", "in_nc") if k in params), None)
-    if channels is not None and in_key is not None:
-        default = params[in_key].default
-        in_chans = net_opt.get(in_key, default if default is not inspect.Parameter.empty else None)
-        if isinstance(in_chans, int) and in_chans != channels:
-            problems.append(
-                f"network_g.{in_key} is {in_chans} but the datasets load {channels}-channel images "
-                "(datasets load RGB unless `color: y`); make them agree"
-            )
-    return len(problems) == found
+
+def _optimization_problems(train: dict, model_cls) -> list[str]:
+    """Build ``train.optim_g`` and ``train.scheduler`` the way ``model_cls`` will, on one dummy
+    parameter, so an unknown name or a bad argument is reported before anything runs."""
+    import copy
+    import types
+
+    import torch
+
+    optim_opt = copy.deepcopy(train["optim_g"])
+    optim_type = optim_opt.pop("type")
+    dummy = [torch.nn.Parameter(torch.zeros(1))]
+    try:
+        optimizer = model_cls.get_optimizer(None, optim_type, dummy, **optim_opt)
+    except Exception as err:  # NotImplementedError, TypeError for a bad argument, ValueError ...
+        return [f"train.optim_g: {optim_type!r} cannot be built by {model_cls.__name__}: {_message(err)}"]
+    stand_in = types.SimpleNamespace(opt={"train": copy.deepcopy(train)}, optimizers=[optimizer], schedulers=[])
+    try:
+        model_cls.setup_schedulers(stand_in)
+    except Exception as err:
+        kind = train["scheduler"]["type"]
+        return [f"train.scheduler: {kind!r} cannot be built by {model_cls.__name__}: {_message(err)}"]
+    return []
+
+
+def _message(err: Exception) -> str:
+    text = str(err)
+    for prefix in ("train.optim_g.type: ", "train.scheduler.type: "):
+        text = text.removeprefix(prefix)
+    return text or type(err).__name__
 
 
 def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list[str]:
@@ -249,10 +283,9 @@ def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list
     return problems
 
 
-def _check_weights_fit(net_opt: dict, paths: dict, registry) -> list[str]:
+def _check_weights_fit(net_opt: dict, paths: dict) -> list[str]:
     """Whether ``path.pretrain_network_g`` holds weights that BasicSR can load into this ``network_g``."""
-    import torch
-
+    from serpent_arch.archs.build import build_network
     from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
 
     path = osp.expanduser(paths["pretrain_network_g"])
@@ -266,12 +299,7 @@ def _check_weights_fit(net_opt: dict, paths: dict, registry) -> list[str]:
             state, _ = read_state_dict(path, "params")  # BasicSR falls back to 'params' as well
     except CheckpointError as err:
         return [f"path.pretrain_network_g: {err}"]
-    args = {k: v for k, v in net_opt.items() if k != "type"}
-    try:
-        with torch.device("meta"):  # shapes only; nothing allocated
-            net = registry.get(net_opt["type"])(**args)
-    except Exception:
-        net = registry.get(net_opt["type"])(**args)
+    net = build_network(net_opt, meta=True)
     mismatch = state_mismatch(net, state, strict=paths.get("strict_load_g", True))
     if mismatch is None:
         return []

@@ -74,6 +74,15 @@ def _set(opt, dotted, value):
         (("del", "datasets.train.batch_size_per_gpu"), "datasets.train.batch_size_per_gpu' must be an integer"),
         (("set", "path.pretrain_network_g", "missing.pth"), "path.pretrain_network_g: 'missing.pth' does not exist"),
         (("set", "scale", 0), "'scale' must be a positive integer"),
+        # found by building the network on the meta device, the optimizer and scheduler on a dummy
+        # parameter, and by checking the loader sizes: each used to pass and fail after start-up
+        (("set", "network_g.upsampler", "pixelshuffle", "network_g.upscale", 5), "upsampler 'pixelshuffle' supports"),
+        (("set", "network_g.scan_backend", "cuda"), "SS2D: scan_backend must be one of auto"),
+        (("set", "train.optim_g.type", "Adamm"), "train.optim_g: 'Adamm' cannot be built by SerpentModel: unknown"),
+        (("set", "train.optim_g.betaz", [0.9, 0.99]), "train.optim_g: 'AdamW' cannot be built by SerpentModel"),
+        (("set", "train.scheduler.type", "Cosine"), "train.scheduler: 'Cosine' cannot be built by SerpentModel"),
+        (("set", "datasets.train.batch_size_per_gpu", 0), "datasets.train.batch_size_per_gpu' must be an integer >= 1"),
+        (("set", "datasets.train.num_worker_per_gpu", -1), "num_worker_per_gpu' must be an integer >= 0"),
     ],
 )
 def test_bad_option_is_named(tmp_path, edit, message):
@@ -81,7 +90,8 @@ def test_bad_option_is_named(tmp_path, edit, message):
     if edit[0] == "del":
         _del(opt, edit[1])
     else:
-        _set(opt, edit[1], edit[2])
+        for key, value in zip(edit[1::2], edit[2::2], strict=True):
+            _set(opt, key, value)
     with pytest.raises(OptionError) as err:
         check_options(_write(tmp_path, opt), is_train=True)
     assert message in str(err.value)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from serpent_arch.ops import selective_scan
+from serpent_arch.ops.selective_scan import BACKENDS
 
 SCAN_DIRECTIONS = (1, 2, 4)
 
@@ -75,6 +76,8 @@ class SS2D(nn.Module):
             raise ValueError(f"SS2D: scan_directions must be 1, 2 or 4, got {scan_directions}.")
         if d_conv < 1 or d_conv % 2 == 0:
             raise ValueError(f"SS2D: d_conv must be a positive odd kernel size, got {d_conv}.")
+        if scan_backend not in BACKENDS:  # else the first forward would fail
+            raise ValueError(f"SS2D: scan_backend must be one of {', '.join(BACKENDS)}, got {scan_backend!r}.")
         self.d_inner = d_inner = int(ssm_ratio * dim)
         self.d_state = d_state
         self.dt_rank = dt_rank = math.ceil(dim / 16) if dt_rank == "auto" else int(dt_rank)
