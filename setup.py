@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=["serpent_arch", "serpent_arch.*"]),
     package_data={"serpent_arch.ops": ["*.c"]},
     install_requires=[
-        "basicsr>=1.4.2",
+        "basicsr==1.4.2",  # the version serpent_arch.compat.PATCHES are tested with
         # Tested with torch 2.14.1 / torchvision 0.29.1.
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,5 +1,5 @@
-"""Reading BasicSR checkpoints and telling whether they fit a network, for the option checks
-of ``basicsr train/test`` and for ``basicsr infer``."""
+"""Reading BasicSR checkpoints and telling whether they fit a network (for the option checks of
+``basicsr train/test`` and for ``basicsr infer``), and writing them atomically."""
 
 from __future__ import annotations
 
@@ -107,3 +107,19 @@ def variant_that_fits(net_opt: dict, state: dict) -> str | None:
         if state_mismatch(candidate, state) is None:
             return variant
     return None
+
+
+def atomic_save(obj, f, *args, **kwargs) -> None:
+    """``torch.save`` that never leaves a partial file at ``f``: temporary file, fsync, rename."""
+    if not isinstance(f, (str, os.PathLike)):
+        return torch.save(obj, f, *args, **kwargs)
+    tmp = f"{os.fspath(f)}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle, *args, **kwargs)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, f)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "train":
         import basicsr.train
 
-        from serpent_arch import training
+        from serpent_arch import compat, training
 
-        training.install()
+        compat.apply("train")
         try:
             with training.stop_on_signals():
                 basicsr.train.train_pipeline(os.getcwd())

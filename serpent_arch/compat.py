@@ -1,54 +1,166 @@
-"""Compatibility fixes that let BasicSR 1.4.2 (the current PyPI release) run on current torch.
+"""The one layer where BasicSR is changed: every change, why, and a check of its target.
 
-Applied once, when ``serpent_arch`` is imported and before anything imports ``basicsr``.
-Every fix is a small, named patch of one BasicSR attribute; nothing of BasicSR is copied.
+BasicSR 1.4.2 (the current PyPI release, and the version these changes are tested with) does not
+run on current torch / torchvision, assumes CUDA in resume and distributed code, and resumes
+training inexactly. Nothing of BasicSR is copied; instead each change replaces one attribute of
+BasicSR (a function, a method, a class used by ``basicsr.train``) with a thin wrapper or a
+replacement, and all of them are listed in :data:`PATCHES`, each with its reason and the function
+that makes the replacement.
 
-1. ``torchvision.transforms.functional_tensor`` was removed from torchvision (0.17+), but
-   ``basicsr.data.degradations`` still imports ``rgb_to_grayscale`` from it, so
-   ``import basicsr`` fails. We register a tiny alias module that forwards to
-   ``torchvision.transforms.functional``.
-2. ``basicsr.train.load_resume_state`` calls ``torch.cuda.current_device()`` and maps the
-   state onto CUDA, so ``--auto_resume`` crashes on a CPU-only machine; it also relies on
-   ``torch.load``'s old ``weights_only=False`` default (training states hold optimizer and
-   scheduler objects). The replacement maps onto the device the run uses, and when the
-   newest state is unreadable (a run killed while saving) it falls back to the newest one
-   that loads and whose network checkpoint exists.
-3. ``basicsr.utils.options.init_dist`` hard-codes the NCCL backend and
-   ``torch.cuda.set_device``. The replacement picks NCCL when CUDA is available and gloo
-   otherwise, so ``--launcher pytorch`` also works on CPU.
-4. ``BaseModel.model_to_device`` passes ``torch.cuda.current_device()`` to
-   DistributedDataParallel; on CPU the model is wrapped without device ids.
-5. Option files written for a GPU (``num_gpu: 1``, ``prefetch_mode: cuda``) crash on a machine
-   without CUDA. ``parse_options`` is wrapped so that, when CUDA is absent, ``num_gpu`` is
-   lowered to the devices present and the CUDA prefetcher becomes the CPU one, with a warning.
-6. ``BaseModel.save_network`` / ``save_training_state`` write with ``torch.save`` straight to
-   the final path, so a run killed while saving leaves a truncated checkpoint that looks
-   complete. ``basicsr.models.base_model`` gets a ``torch`` whose ``save`` writes a temporary file
-   in the same folder, syncs it and renames it into place; everything else is torch itself.
-7. BasicSR's ``PairedImageDataset`` and ``SingleImageDataset`` fail on a corrupt image or a
-   missing LMDB key with ``'NoneType' object has no attribute 'astype'`` from inside
-   ``imfrombytes``, without naming the file. Their ``__getitem__`` is wrapped so the error names
-   the dataset, the item and its paths (the original exception is chained).
+Two stages: ``"import"`` patches are applied by ``import serpent_arch`` (they fix BasicSR for any
+use); ``"train"`` patches by ``basicsr train`` only (exact resume, clean interruption and the
+non-finite loss guard of :mod:`serpent_arch.training`). Before replacing anything, :func:`apply`
+checks every target of the stage: it must exist and take the parameters the wrapper relies on. A
+BasicSR whose targets differ stops ``import serpent_arch`` with :class:`BasicSRCompatError`,
+naming the BasicSR version and the patch, rather than giving a wrong result later.
+
+:func:`describe` renders the list as the README's table.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import inspect
 import logging
 import os
+import shutil
 import sys
 import types
 import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from os import path as osp
 
 import torch
 
-_APPLIED = False
+TESTED_BASICSR = "1.4.2"
 logger = logging.getLogger("basicsr")
 
 
-def _alias_functional_tensor() -> None:
+class BasicSRCompatError(ImportError):
+    """The installed BasicSR differs from what a patch expects."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One change to BasicSR.
+
+    ``target`` is the dotted path of the replaced attribute; ``make`` (``"module:function"``) maps
+    the original to its replacement; ``params`` are the parameter names the target must have.
+    """
+
+    target: str
+    reason: str
+    make: str
+    stage: str = "import"
+    params: tuple[str, ...] = ()
+
+
+PATCHES: tuple[Patch, ...] = (
+    Patch(
+        "torchvision.transforms.functional_tensor",
+        "removed in torchvision 0.17, still imported by basicsr.data.degradations, so `import basicsr` "
+        "fails; an alias module forwards rgb_to_grayscale to torchvision.transforms.functional",
+        "serpent_arch.compat:_alias_functional_tensor",
+    ),
+    Patch(
+        "basicsr.train.load_resume_state",
+        "--auto_resume called torch.cuda.current_device() (crash on CPU) and relied on torch.load's old "
+        "weights_only=False default; the replacement maps onto the run's device and skips a half-written "
+        "newest state or one whose network checkpoint is missing",
+        "serpent_arch.compat:_replace_load_resume_state",
+        params=("opt",),
+    ),
+    Patch(
+        "basicsr.utils.options.init_dist",
+        "hard-coded NCCL and torch.cuda.set_device; NCCL on CUDA, gloo on CPU",
+        "serpent_arch.compat:_replace_init_dist",
+        params=("launcher", "backend"),
+    ),
+    Patch(
+        "basicsr.train.parse_options",
+        "option files written for a GPU (num_gpu: 1, prefetch_mode: cuda) crash without CUDA; lowered "
+        "to the devices present, with a warning",
+        "serpent_arch.compat:_wrap_parse_options",
+        params=("root_path", "is_train"),
+    ),
+    Patch(
+        "basicsr.test.parse_options",
+        "as basicsr.train.parse_options, for basicsr test",
+        "serpent_arch.compat:_wrap_parse_options",
+        params=("root_path", "is_train"),
+    ),
+    Patch(
+        "basicsr.models.base_model.BaseModel.model_to_device",
+        "passes torch.cuda.current_device() to DistributedDataParallel; on CPU wrapped without device ids",
+        "serpent_arch.compat:_wrap_model_to_device",
+        params=("self", "net"),
+    ),
+    Patch(
+        "basicsr.models.base_model.BaseModel.save_network",
+        "torch.save straight to the final path: a run killed while saving left a truncated checkpoint "
+        "that looks complete; staged in a temporary folder, then synced and renamed into place",
+        "serpent_arch.compat:_wrap_save_network",
+        params=("self", "net", "net_label", "current_iter", "param_key"),
+    ),
+    Patch(
+        "basicsr.models.base_model.BaseModel.save_training_state",
+        "as save_network, for training states",
+        "serpent_arch.compat:_wrap_save_training_state",
+        params=("self", "epoch", "current_iter"),
+    ),
+    Patch(
+        "basicsr.data.paired_image_dataset.PairedImageDataset.__getitem__",
+        "a corrupt image or missing LMDB key failed with \"'NoneType' object has no attribute 'astype'\" "
+        "without naming the file; the error names the dataset, the item and its paths",
+        "serpent_arch.compat:_wrap_getitem_naming_files",
+        params=("self", "index"),
+    ),
+    Patch(
+        "basicsr.data.single_image_dataset.SingleImageDataset.__getitem__",
+        "as PairedImageDataset.__getitem__",
+        "serpent_arch.compat:_wrap_getitem_naming_files",
+        params=("self", "index"),
+    ),
+    Patch(
+        "basicsr.train.EnlargedSampler",
+        "restarts an interrupted epoch from its first batch; ResumableSampler yields the same order, "
+        "skips what a resumed run already trained on, and hands datasets position-keyed sample ids",
+        "serpent_arch.training:_replace_sampler",
+        stage="train",
+        params=("dataset", "num_replicas", "rank", "ratio"),
+    ),
+    Patch(
+        "basicsr.train.create_train_val_dataloader",
+        "the train loader is tracked (batches consumed, random state restored on resume)",
+        "serpent_arch.training:_wrap_create_train_val_dataloader",
+        stage="train",
+        params=("opt", "logger"),
+    ),
+    Patch(
+        "basicsr.train.build_model",
+        "the model gets the non-finite loss guard, validation with the random state forked, and a "
+        "checkpoint-and-stop after the step in which SIGTERM / SIGINT arrived",
+        "serpent_arch.training:_wrap_build_model",
+        stage="train",
+        params=("opt",),
+    ),
+    Patch(
+        "basicsr.data.worker_init_fn",
+        "DataLoader workers ignore SIGINT (the main process saves and stops on Ctrl-C)",
+        "serpent_arch.training:_wrap_worker_init_fn",
+        stage="train",
+        params=("worker_id", "num_workers", "rank", "seed"),
+    ),
+)
+
+_applied: set[str] = set()
+
+
+def _alias_functional_tensor(original=None) -> None:
     name = "torchvision.transforms.functional_tensor"
     if name in sys.modules:
         return
@@ -83,8 +195,9 @@ def _map_location():
 
 
 def remove_stale_temp_files(*folders: str) -> None:
-    """Delete the temporary files of saves that a killed process never finished (``*.tmp<pid>``
-    of a process that no longer runs); a save in progress elsewhere is left alone."""
+    """Delete the temporary files and staging folders of saves that a killed process never
+    finished (``*.tmp<pid>`` of a process that no longer runs); a save in progress elsewhere is
+    left alone."""
     for folder in folders:
         if not osp.isdir(folder):
             continue
@@ -92,8 +205,12 @@ def remove_stale_temp_files(*folders: str) -> None:
             stem, _, pid = entry.rpartition(".tmp")
             if not stem or not pid.isdigit() or _process_alive(int(pid)):
                 continue
+            target = osp.join(folder, entry)
             with contextlib.suppress(FileNotFoundError):  # another rank got there first
-                os.unlink(osp.join(folder, entry))
+                if osp.isdir(target):
+                    shutil.rmtree(target)
+                else:
+                    os.unlink(target)
                 logger.info(f"Removed {osp.join(folder, entry)}, left by a save that was interrupted.")
 
 
@@ -202,7 +319,6 @@ def _wrap_parse_options(original):
                 ds["prefetch_mode"] = "cpu"
         return opt, args
 
-    parse_options.serpent_compat = True
     return parse_options
 
 
@@ -219,41 +335,50 @@ def _wrap_model_to_device(original):
     return model_to_device
 
 
-class _AtomicSaveTorch(types.ModuleType):
-    """``torch`` for BasicSR's base_model module, except that ``save`` to a path is atomic."""
+def _wrap_save_atomically(folder_key: str):
+    """``BaseModel.save_network`` / ``save_training_state`` (``folder_key``: the ``path`` option they
+    write to) staged in a temporary folder beside the final one; each complete file is synced and
+    renamed into place, so a run killed while saving never leaves a truncated file under a final
+    name. BasicSR retries a failed write and then only warns; a file it left incomplete is dropped."""
 
-    def __init__(self):
-        super().__init__("torch")
+    def wrap(original):
+        @functools.wraps(original)
+        def save(self, *args, **kwargs):
+            paths = self.opt["path"]
+            if self.opt.get("rank", 0) != 0:  # BasicSR saves on rank 0 only
+                return original(self, *args, **kwargs)
+            final = paths[folder_key]
+            staging = osp.join(final, f"saving.tmp{os.getpid()}")
+            os.makedirs(staging, exist_ok=True)
+            paths[folder_key] = staging
+            try:
+                result = original(self, *args, **kwargs)
+            finally:
+                paths[folder_key] = final
+            try:
+                for name in sorted(os.listdir(staging)):
+                    _publish(osp.join(staging, name), osp.join(final, name))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return result
 
-    def __getattr__(self, name):
-        return getattr(torch, name)
+        return save
 
-    @staticmethod
-    def save(obj, f, *args, **kwargs):
-        return atomic_save(obj, f, *args, **kwargs)
+    return wrap
 
 
-def atomic_save(obj, f, *args, **kwargs) -> None:
-    """``torch.save`` that never leaves a partial file at ``f``: temporary file, fsync, rename."""
-    if not isinstance(f, (str, os.PathLike)):
-        return torch.save(obj, f, *args, **kwargs)
-    tmp = f"{os.fspath(f)}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle, *args, **kwargs)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, f)
-    finally:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-
-
-def _wrap_getitem_naming_files(dataset_cls) -> None:
-    original = dataset_cls.__getitem__
-    if getattr(original, "serpent_compat", False):
+def _publish(staged: str, final: str) -> None:
+    """Move a file written by ``torch.save`` into place if it is complete (its zip directory, which
+    torch writes last, is there); else drop it with a warning."""
+    if not zipfile.is_zipfile(staged):
+        logger.warning(f"Not keeping {final}: the save did not complete.")
         return
+    with open(staged, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(staged, final)
 
+
+def _wrap_getitem_naming_files(original):
     @functools.wraps(original)
     def __getitem__(self, index):
         try:
@@ -266,34 +391,108 @@ def _wrap_getitem_naming_files(dataset_cls) -> None:
             if isinstance(err, (AttributeError, TypeError)) and "NoneType" in str(err):
                 cause = "not a readable image (corrupt file, or a key missing from the LMDB)"
             raise RuntimeError(
-                f"{dataset_cls.__name__} {self.opt.get('name')!r}: cannot load item {index} ({paths}): {cause}"
+                f"{type(self).__name__} {self.opt.get('name')!r}: cannot load item {index} ({paths}): {cause}"
             ) from err
 
-    __getitem__.serpent_compat = True
-    dataset_cls.__getitem__ = __getitem__
+    return __getitem__
 
 
-def apply() -> None:
-    """Install all fixes; safe to call more than once."""
-    global _APPLIED
-    if _APPLIED:
+def _replace_with(replacement):
+    """A patch maker for targets replaced whole (the original is not called)."""
+    return lambda original: replacement
+
+
+def _replace_load_resume_state(original):
+    return load_resume_state
+
+
+def _replace_init_dist(original):
+    return init_dist
+
+
+_wrap_save_network = _wrap_save_atomically("models")
+_wrap_save_training_state = _wrap_save_atomically("training_states")
+
+
+def _resolve(target: str) -> tuple[object, str]:
+    """(owner, attribute) of a dotted target: the longest importable module prefix, then getattr."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:-1]:
+            owner = getattr(owner, name)
+        return owner, parts[-1]
+    raise ImportError(f"no module of {target} can be imported")
+
+
+def _maker(patch: Patch) -> Callable:
+    module, _, name = patch.make.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _target_problem(patch: Patch) -> str | None:
+    """Why ``patch`` cannot be applied to the installed BasicSR, or None."""
+    try:
+        owner, name = _resolve(patch.target)
+    except (ImportError, AttributeError) as err:
+        return f"cannot reach it: {err}"
+    if not hasattr(owner, name):
+        return f"{type(owner).__name__} {getattr(owner, '__name__', owner)} has no attribute {name!r}"
+    if patch.params:
+        try:
+            found = tuple(inspect.signature(getattr(owner, name)).parameters)
+        except (TypeError, ValueError) as err:
+            return f"its signature cannot be read: {err}"
+        missing = [p for p in patch.params if p not in found]
+        if missing:
+            return f"it takes ({', '.join(found)}), without {', '.join(missing)}"
+    return None
+
+
+def check(stage: str | None = None) -> list[str]:
+    """Problems of the installed BasicSR with the patches of ``stage`` (all when None), as lines."""
+    problems = []
+    for patch in PATCHES:
+        if stage is None or patch.stage == stage:
+            if patch.target == "torchvision.transforms.functional_tensor":
+                continue  # the alias creates its target
+            problem = _target_problem(patch)
+            if problem:
+                problems.append(f"{patch.target}: {problem}")
+    return problems
+
+
+def apply(stage: str = "import") -> None:
+    """Check, then apply, every patch of ``stage`` (once per process)."""
+    if stage in _applied:
         return
-    _alias_functional_tensor()
-    import basicsr.models.base_model
-    import basicsr.test
-    import basicsr.train
-    import basicsr.utils.options
-    from basicsr.models.base_model import BaseModel
+    if stage == "import":
+        _alias_functional_tensor(None)
+    problems = check(stage)
+    if problems:
+        import basicsr
 
-    basicsr.train.load_resume_state = load_resume_state
-    basicsr.utils.options.init_dist = init_dist
-    basicsr.train.parse_options = _wrap_parse_options(basicsr.train.parse_options)
-    basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
-    BaseModel.model_to_device = _wrap_model_to_device(BaseModel.model_to_device)
-    basicsr.models.base_model.torch = _AtomicSaveTorch()
-    from basicsr.data.paired_image_dataset import PairedImageDataset
-    from basicsr.data.single_image_dataset import SingleImageDataset
+        version = getattr(basicsr, "__version__", "unknown")
+        raise BasicSRCompatError(
+            f"serpent_arch: BasicSR {version} differs from what its compatibility patches expect "
+            f"(tested with BasicSR {TESTED_BASICSR}):\n  - " + "\n  - ".join(problems)
+            + f"\nInstall the tested version: pip install basicsr=={TESTED_BASICSR}"
+        )
+    for patch in PATCHES:
+        if patch.stage != stage or patch.target == "torchvision.transforms.functional_tensor":
+            continue
+        owner, name = _resolve(patch.target)
+        setattr(owner, name, _maker(patch)(getattr(owner, name)))
+    _applied.add(stage)
 
-    for dataset_cls in (PairedImageDataset, SingleImageDataset):
-        _wrap_getitem_naming_files(dataset_cls)
-    _APPLIED = True
+
+def describe() -> str:
+    """The patches as a markdown table (target, stage, reason, where)."""
+    lines = ["| BasicSR attribute | applied by | why | replacement |", "|---|---|---|---|"]
+    for patch in PATCHES:
+        stage = "`import serpent_arch`" if patch.stage == "import" else "`basicsr train`"
+        lines.append(f"| `{patch.target}` | {stage} | {patch.reason} | `{patch.make}` |")
+    return "\n".join(lines)

@@ -1,8 +1,9 @@
 """What ``basicsr train`` adds to BasicSR's training loop: exact resume, clean interruption, a
 guard against non-finite losses and a count of skipped bad samples.
 
-BasicSR's ``train_pipeline`` is used as it is; :func:`install` replaces four names in
-``basicsr.train`` and one in ``basicsr.data`` with thin wrappers (the loop itself is untouched):
+BasicSR's ``train_pipeline`` is used as it is; four names in ``basicsr.train`` and ``basicsr.data``
+get thin wrappers, applied by ``serpent_arch.compat.apply("train")`` with the other BasicSR patches
+(listed in ``serpent_arch.compat.PATCHES``; the loop itself is untouched):
 
 * ``EnlargedSampler`` becomes :class:`ResumableSampler`. It yields the same indices in the same
   order, can leave out the part of an epoch a resumed run has already trained on, and hands
@@ -12,14 +13,14 @@ BasicSR's ``train_pipeline`` is used as it is; :func:`install` replaces four nam
 * ``create_train_val_dataloader`` wraps the train loader in :class:`TrackedLoader`, which counts
   the batches consumed in the current epoch, restores the random state of a resumed run right
   before its first batch, and reports bad samples a dataset skipped (``bad_samples_skipped``).
-* ``load_resume_state`` keeps the ``data_position`` of the training state it returns.
 * ``basicsr.data.worker_init_fn`` also makes DataLoader workers ignore SIGINT (the main process
   handles Ctrl-C).
 * ``build_model`` guards the model: every optimizer step first checks the gradients
   (``train.on_nonfinite_loss``: ``stop`` (default) or ``skip``, with ``train.max_nonfinite_skips``
   consecutive skips allowed, default 10); validation runs with the random state forked, so it
   never changes what training draws; after every step a pending SIGTERM / SIGINT saves a
-  checkpoint at that iteration and ends the run (:class:`TrainingInterrupted`).
+  checkpoint at that iteration and ends the run (:class:`TrainingInterrupted`); and
+  ``resume_training(state)`` also continues the data from the state's ``data_position``.
 
 Why BasicSR alone does not resume exactly: it restarts the interrupted epoch from its first
 batch and does not save random states. ``SerpentModel`` stores :func:`data_position` (epoch,
@@ -191,17 +192,6 @@ def data_position() -> dict | None:
     }
 
 
-def _wrap_load_resume_state(original):
-    def load_resume_state(opt):
-        state = original(opt)
-        _run.resume_position = state.get("data_position") if state else None
-        if state and opt.get("rank", 0) == 0:
-            _forget_validations_after(opt["path"]["experiments_root"], state["iter"])
-        return state
-
-    return load_resume_state
-
-
 def _forget_validations_after(experiments_root: str, iteration: int) -> None:
     """Drop the validation records that a run resumed from ``iteration`` will write again."""
     path = osp.join(experiments_root, "val_metrics.jsonl")
@@ -224,25 +214,35 @@ def _wrap_create_train_val_dataloader(original):
         lookahead = 1 if opt["datasets"]["train"].get("prefetch_mode") == "cuda" else 0
         tracked = TrackedLoader(train_loader, sampler, lookahead)
         _run.sampler, _run.loader = sampler, tracked
-        position = _run.resume_position
-        if position:
-            rank, world = opt.get("rank", 0), opt.get("world_size", 1)
-            if position["world_size"] != world or position["batch_size"] != train_loader.batch_size:
-                log.warning(
-                    f"Resuming with world size {world} and batch size {train_loader.batch_size}, saved with "
-                    f"{position['world_size']} and {position['batch_size']}: epoch {position['epoch']} restarts "
-                    "from its first batch and random states are not restored."
-                )
-            else:
-                sampler.skip_in_epoch(position["epoch"], position["batches_done"] * train_loader.batch_size)
-                tracked.pending_rng = position["rng"][rank]
-                log.info(
-                    f"Resuming inside epoch {position['epoch']} after {position['batches_done']} batches, "
-                    "with the saved random states."
-                )
         return tracked, sampler, val_loaders, total_epochs, total_iters
 
     return create_train_val_dataloader
+
+
+def _resume_data_position(state: dict, opt: dict) -> None:
+    """Continue the data where the resumed run stopped: skip the batches of the interrupted epoch
+    it already trained on and restore its random states before its next batch (the loop calls
+    ``model.resume_training(state)`` after building the loaders, before its first batch)."""
+    if opt.get("rank", 0) == 0:
+        _forget_validations_after(opt["path"]["experiments_root"], state["iter"])
+    position = state.get("data_position")
+    if not position or _run.loader is None:
+        return
+    loader, sampler = _run.loader, _run.sampler
+    rank, world, batch_size = opt.get("rank", 0), opt.get("world_size", 1), loader.loader.batch_size
+    if position["world_size"] != world or position["batch_size"] != batch_size:
+        logger.warning(
+            f"Resuming with world size {world} and batch size {batch_size}, saved with "
+            f"{position['world_size']} and {position['batch_size']}: epoch {position['epoch']} restarts "
+            "from its first batch and random states are not restored."
+        )
+        return
+    sampler.skip_in_epoch(position["epoch"], position["batches_done"] * batch_size)
+    loader.pending_rng = position["rng"][rank]
+    logger.info(
+        f"Resuming inside epoch {position['epoch']} after {position['batches_done']} batches, "
+        "with the saved random states."
+    )
 
 
 def _latest_checkpoint(opt) -> str:
@@ -335,7 +335,7 @@ def _wrap_build_model(original):
             return model
         for optimizer in getattr(model, "optimizers", []):
             _guard_optimizer(optimizer, model)
-        optimize, validation = model.optimize_parameters, model.validation
+        optimize, validation, resume = model.optimize_parameters, model.validation, model.resume_training
 
         def optimize_parameters(current_iter):
             _run.current_iter = current_iter
@@ -350,8 +350,13 @@ def _wrap_build_model(original):
             with forked_rng():
                 return validation(*args, **kwargs)
 
+        def resume_training(state):
+            resume(state)
+            _resume_data_position(state, opt)
+
         model.optimize_parameters = optimize_parameters
         model.validation = validation_without_rng_change
+        model.resume_training = resume_training
         return model
 
     return build_model
@@ -378,21 +383,9 @@ def _on_signal(signum, frame):
     )
 
 
-def install() -> None:
-    """Wrap BasicSR's training entry points (once per process)."""
-    import basicsr.data
-    import basicsr.train
-
-    if getattr(basicsr.train, "_serpent_training", False):
-        return
-    basicsr.train.EnlargedSampler = ResumableSampler
-    basicsr.train.load_resume_state = _wrap_load_resume_state(basicsr.train.load_resume_state)
-    basicsr.train.create_train_val_dataloader = _wrap_create_train_val_dataloader(
-        basicsr.train.create_train_val_dataloader
-    )
-    basicsr.train.build_model = _wrap_build_model(basicsr.train.build_model)
-    basicsr.data.worker_init_fn = _wrap_worker_init_fn(basicsr.data.worker_init_fn)
-    basicsr.train._serpent_training = True
+def _replace_sampler(original):
+    """The ``basicsr.train.EnlargedSampler`` patch (listed in ``serpent_arch.compat.PATCHES``)."""
+    return ResumableSampler
 
 
 @contextlib.contextmanager

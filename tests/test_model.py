@@ -81,14 +81,7 @@ def test_tiled_validation_and_scale_check():
         tiled_forward(model.net_g, x, scale=2, tile=24, overlap=24)
 
 
-class _Unpicklable:
-    def __reduce__(self):
-        raise RuntimeError("refuses to be pickled")
-
-
-def test_checkpoints_are_written_atomically(tmp_path):
-    import basicsr.models.base_model as base_model
-
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
     model = _model()
     model.opt["path"] = {"models": str(tmp_path), "training_states": str(tmp_path)}
     model.save_network(model.net_g, "net_g", 5)
@@ -96,11 +89,23 @@ def test_checkpoints_are_written_atomically(tmp_path):
     saved = torch.load(path)["params"]
     assert set(saved) == set(model.net_g.state_dict())
     before = path.read_bytes()
-    # A save that fails half-way (here: an unpicklable object) leaves the old file and no temporary.
-    with pytest.raises(RuntimeError, match="refuses to be pickled"):
-        base_model.torch.save({"params": saved, "oops": _Unpicklable()}, str(path))
+
+    # A save that dies half-way (part of the file written, then an error; BasicSR retries and then
+    # only warns) leaves the old file, no staging folder and no temporary file.
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as handle:
+            handle.truncate(len(before) // 2)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr("basicsr.models.base_model.time.sleep", lambda seconds: None)
+    model.save_network(model.net_g, "net_g", 5)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_5.pth"]
+    assert model.opt["path"]["models"] == str(tmp_path)
 
 
 def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
@@ -111,6 +116,8 @@ def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
     (tmp_path / f"net_g_8.pth.tmp{dead.pid}").write_bytes(b"half")  # its writer is gone
     (tmp_path / f"net_g_9.pth.tmp{os.getpid()}").write_bytes(b"in progress")  # a live writer
     (tmp_path / "net_g_4.pth").write_bytes(b"done")
+    (tmp_path / f"saving.tmp{dead.pid}").mkdir()  # the staging folder of a killed save_network
+    (tmp_path / f"saving.tmp{dead.pid}" / "net_g_8.pth").write_bytes(b"half")
     remove_stale_temp_files(str(tmp_path), str(tmp_path / "absent"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net_g_4.pth", f"net_g_9.pth.tmp{os.getpid()}"]
 

@@ -31,7 +31,7 @@ from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from serpent_arch import training
-from serpent_arch.compat import atomic_save
+from serpent_arch.checkpoints import atomic_save
 from serpent_arch.inference import self_ensemble_forward, tiled_forward
 
 
