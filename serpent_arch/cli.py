@@ -14,9 +14,11 @@ Serpent or for BasicSR's own networks.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
+import tempfile
 
 COMMANDS = {
     "train": "train a network with BasicSR's training pipeline",
@@ -47,46 +49,43 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _prepare_builtin_data(opt_path: str) -> None:
+def _prepare_builtin_data(opt: dict) -> None:
     """Build the built-in sample set before anything checks or reads the datasets that use it."""
     from serpent_arch.data.sample import prepare_sample_set, sample_root_for
-    from serpent_arch.options import load_yaml
 
-    opt = load_yaml(opt_path)
     for ds in (opt.get("datasets") or {}).values():
         if isinstance(ds, dict) and ds.get("auto_prepare") == "sample" and ds.get("dataroot_gt"):
             if not os.path.exists(ds["dataroot_gt"]):
                 prepare_sample_set(sample_root_for(ds["dataroot_gt"]), scale=int(opt.get("scale", 4)))
 
 
-def _without_missing_test_sets(opt_path: str, force_yml: list[str] | None) -> str:
+def _without_missing_test_sets(opt_path: str, raw: dict, opt: dict, folder: str) -> tuple[str, set[str]]:
     """A benchmark option file lists every set of its task; evaluate those that are present.
 
-    Returns ``opt_path``, or a copy without the missing ``test_*`` sets (with a warning naming
-    them). When none is present the option check reports them all.
+    ``raw`` is the file as written, ``opt`` with the ``--force_yml`` overrides applied. Returns
+    ``opt_path``, or the path of a copy in ``folder`` without the missing ``test_*`` sets (with a
+    warning naming them; the overrides stay on the command line, for BasicSR to apply), and the
+    phases left out. When none is present the option check reports them all.
     """
-    import tempfile
-
     import yaml
 
-    from serpent_arch.options import apply_force_yml, load_yaml, missing_test_sets
+    from serpent_arch.options import missing_test_sets
 
-    missing = missing_test_sets(apply_force_yml(load_yaml(opt_path), force_yml))
-    opt = load_yaml(opt_path)  # the overrides stay on the command line, for BasicSR to apply
+    missing = missing_test_sets(opt)
     tests = [phase for phase in opt.get("datasets") or {} if str(phase).startswith("test")]
     if not missing or len(missing) == len(tests):
-        return opt_path
+        return opt_path, set()
     print(
         "basicsr test: warning: skipping test sets whose data is not here (datasets/README.md says how to "
         "prepare them):\n  " + "\n  ".join(missing),
         file=sys.stderr,
     )
     skipped = {entry.split(" ")[0] for entry in missing}
-    opt["datasets"] = {phase: ds for phase, ds in opt["datasets"].items() if phase not in skipped}
-    path = os.path.join(tempfile.mkdtemp(prefix="basicsr_test_"), os.path.basename(opt_path))
+    kept = dict(raw, datasets={phase: ds for phase, ds in raw["datasets"].items() if phase not in skipped})
+    path = os.path.join(folder, os.path.basename(opt_path))
     with open(path, "w") as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
-    return path
+        yaml.safe_dump(kept, f, sort_keys=False)
+    return path, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,20 +106,28 @@ def main(argv: list[str] | None = None) -> int:
     args = _basicsr_parser(command).parse_args(rest)  # exits with a usage message on bad flags
 
     import serpent_arch  # noqa: F401  (BasicSR fixes and registrations, before BasicSR runs)
-    from serpent_arch.options import OptionError, check_options
+    from serpent_arch.options import OptionError, apply_force_yml, check_options, load_yaml
 
-    try:
-        _prepare_builtin_data(args.opt)
-        if command == "test":
-            opt_path = _without_missing_test_sets(args.opt, args.force_yml)
-            if opt_path != args.opt:
-                rest = [opt_path if i and rest[i - 1] == "-opt" else arg for i, arg in enumerate(rest)]
-                args.opt = opt_path
-        check_options(args.opt, is_train=command == "train", force_yml=args.force_yml)
-    except (OptionError, ValueError, FileExistsError) as err:
-        print(f"basicsr {command}: error: {err}", file=sys.stderr)
-        return 2
+    with tempfile.TemporaryDirectory(prefix="basicsr_test_") as scratch:
+        try:
+            raw = load_yaml(args.opt)
+            opt = apply_force_yml(copy.deepcopy(raw), args.force_yml)
+            _prepare_builtin_data(opt)
+            if command == "test":
+                opt_path, skipped = _without_missing_test_sets(args.opt, raw, opt, scratch)
+                if skipped:
+                    rest = [opt_path if i and rest[i - 1] == "-opt" else arg for i, arg in enumerate(rest)]
+                    args.opt = opt_path
+                    opt["datasets"] = {phase: ds for phase, ds in opt["datasets"].items() if phase not in skipped}
+            check_options(args.opt, is_train=command == "train", opt=opt)  # BasicSR reads the file itself
+        except (OptionError, ValueError, FileExistsError) as err:
+            print(f"basicsr {command}: error: {err}", file=sys.stderr)
+            return 2
+        return _run_pipeline(command, rest)
 
+
+def _run_pipeline(command: str, rest: list[str]) -> int:
+    """BasicSR's own train or test pipeline on the (checked) command line ``rest``."""
     sys.argv = [f"basicsr {command}", *rest]  # BasicSR parses the command line itself
     if command == "train":
         import basicsr.train

@@ -50,12 +50,13 @@ def apply_force_yml(opt: dict, entries: list[str] | None) -> dict:
     return opt
 
 
-def check_options(path: str, is_train: bool, force_yml: list[str] | None = None) -> dict:
-    """Validate the option file at ``path`` (with ``--force_yml`` entries applied); return the
-    parsed options or raise OptionError."""
+def check_options(path: str, is_train: bool, force_yml: list[str] | None = None, opt: dict | None = None) -> dict:
+    """Validate the option file at ``path`` (with ``--force_yml`` entries applied), or ``opt``, the
+    options already read from it with the overrides applied; return the options or raise OptionError."""
     from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
-    opt = apply_force_yml(load_yaml(path), force_yml)
+    if opt is None:
+        opt = apply_force_yml(load_yaml(path), force_yml)
     problems: list[str] = []
 
     def need(mapping, key, where, kind=None):
