@@ -38,7 +38,7 @@ import serpent_arch  # noqa: F401  (BasicSR fixes and registrations before Basic
 from serpent_arch.archs.build import NetworkOptionError, build_network
 from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
 from serpent_arch.data.storage import IMAGE_EXTENSIONS
-from serpent_arch.inference import self_ensemble_forward, tiled_forward
+from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPARE_GAP = 4  # white pixels between the panels of a comparison image

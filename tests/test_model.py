@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import serpent_arch  # noqa: F401
-from serpent_arch.inference import tiled_forward
+from serpent_arch.forward_passes import tiled_forward
 from serpent_arch.models import SerpentModel
 
 
@@ -123,7 +123,7 @@ def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
 
 
 def test_self_ensemble_averages_the_eight_flips_and_rotations():
-    from serpent_arch.inference import _dihedral, _dihedral_inverse, self_ensemble_forward
+    from serpent_arch.forward_passes import _dihedral, _dihedral_inverse, self_ensemble_forward
 
     x = torch.rand(1, 3, 5, 7)
     variants = [_dihedral(x, k) for k in range(8)]

@@ -32,7 +32,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from serpent_arch import training
 from serpent_arch.checkpoints import atomic_save
-from serpent_arch.inference import self_ensemble_forward, tiled_forward
+from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
 
 
 @MODEL_REGISTRY.register()

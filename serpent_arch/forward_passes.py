@@ -1,4 +1,5 @@
-"""Whole-image and tiled inference, shared by validation, testing and the command line."""
+"""Test-time forward passes: whole-image, tiled (for images of any size) and the x8 self-ensemble;
+shared by validation, `basicsr test` and `basicsr infer`."""
 
 from __future__ import annotations
 
