@@ -762,6 +762,3 @@ def main(argv: list[str]) -> int:
     print(f"wrote {md_path} and {csv_path}", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
