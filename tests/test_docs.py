@@ -1,8 +1,10 @@
 """docs/draw_architecture.py: the diagram in docs/architecture.md is drawn from the network the code
 builds, so the script has to keep working as the network changes."""
 
+import re
+
 import pytest
-from e2e_util import repo_script
+from e2e_util import REPO, repo_script
 
 from serpent_arch.archs import VARIANTS
 
@@ -43,3 +45,20 @@ def test_unknown_variant_is_a_usage_error(tmp_path, capsys):
         draw_architecture.main(["--variant", "huge", "--out", str(tmp_path / "x.png")])
     assert stop.value.code == 2
     assert "unknown variant 'huge'" in capsys.readouterr().err
+
+
+def test_module_table_names_every_module_and_only_existing_ones():
+    """docs/architecture.md, section 5: every module of the package has a row (or its folder does),
+    and every path the table names exists."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text.split("## 5. Where each piece lives", 1)[1]
+    named = set(re.findall(r"`((?:serpent_arch|datasets|options|docs|tests)/[^`]*)`", table))
+    assert named, "no paths found in section 5"
+    assert [path for path in named if not (REPO / path).exists()] == []
+    modules = [
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "serpent_arch").rglob("*.py")
+        if path.name != "__init__.py" or path.parent.name == "serpent_arch"
+    ]
+    unlisted = [m for m in modules if m not in named and not any(m.startswith(n) for n in named if n.endswith("/"))]
+    assert unlisted == []
