@@ -32,17 +32,23 @@ def basicsr(cwd, *args, check=True):
     return proc
 
 
-def dataset_script(name: str):
-    """Import datasets/<name>.py as a module, as running it would (its folder on ``sys.path``);
-    its main(argv) then runs in-process."""
-    folder = str(REPO / "datasets")
+def repo_script(path: str):
+    """Import the script at ``path`` (relative to the repository) as a module, as running it would
+    (its folder on ``sys.path``); its main(argv) then runs in-process."""
+    script = REPO / path
+    folder = str(script.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(f"datasets_{name}", REPO / "datasets" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{script.parent.name}_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # so multiprocessing can pickle its functions by reference
     spec.loader.exec_module(module)
     return module
+
+
+def dataset_script(name: str):
+    """datasets/<name>.py as a module (see :func:`repo_script`)."""
+    return repo_script(f"datasets/{name}.py")
 
 
 def make_workdir(root):

@@ -80,7 +80,7 @@ def test_swinir_baseline_configuration(single_thread):
     model = NETWORKS["swinir"]()
     params = sum(p.numel() for p in model.parameters()) / 1e6
     assert params == pytest.approx(11.5, abs=0.1)
-    # SERPENT.md: 400 GFLOPs at 128x128 by torch's counter
+    # docs/architecture.md, section 1 (Variants): 400 GFLOPs at 128x128 by torch's counter
     assert count_flops(model, 128).total / 1e9 == pytest.approx(400, rel=0.01)
 
 

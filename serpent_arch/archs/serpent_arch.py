@@ -1,6 +1,6 @@
 """The Serpent network: a U-shaped hierarchy of 2-D selective state space blocks.
 
-Layout (SERPENT.md): patch embedding -> encoder stages of Serpent blocks with patch merging
+Layout (docs/architecture.md, section 1): patch embedding -> encoder stages of Serpent blocks with patch merging
 -> decoder stages with patch expanding and skips -> reconstruction at full resolution with a
 global residual from the (upsampled) input. Tokens travel channels-last, (B, H, W, C).
 """
