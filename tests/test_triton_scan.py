@@ -260,6 +260,26 @@ def test_cpu_tensors_only_in_the_interpreter():
 
 
 @interpreter
+def test_device_probe(interpreted, monkeypatch):
+    """The once-per-device check behind auto on CUDA, run here on CPU through the interpreter."""
+    probe = interpreted._probe.__wrapped__  # uncached
+    assert probe(torch.device("cpu")) == (True, "")
+    real = interpreted.selective_scan_triton
+    monkeypatch.setattr(interpreted, "selective_scan_triton", lambda *a, **k: real(*a, **k) * 1.01)
+    assert probe(torch.device("cpu")) == (False, "the Triton kernels disagree with the reference on cpu (out)")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX .version 8.7 does not support .target sm_120")
+
+    monkeypatch.setattr(interpreted, "selective_scan_triton", broken)
+    ok, reason = probe(torch.device("cpu"))
+    assert (
+        not ok
+        and reason == "the Triton kernels failed on cpu: RuntimeError: PTX .version 8.7 does not support .target sm_120"
+    )
+
+
+@interpreter
 def test_interpreter_listed_last_on_cpu(interpreted):
     names = available_backends("cpu")
     assert names[-1] == "triton" and names[-2] == "reference"
@@ -328,3 +348,38 @@ def test_kernels_compile_for_sm90():
         src = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
         binary = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
         assert len(binary.asm["cubin"]) > 0
+
+
+# --- the GPU benchmark, smoke-tested on CPU ---------------------------------------------------
+
+TINY = {"batch": 1, "dim": 4, "L": 12, "N": 2, "groups": 2}
+TINY_AGREEMENT = {"batch": 1, "dim": 4, "L": 5, "N": 2, "groups": 2}
+
+
+@compiler
+def test_gpu_benchmark_skips_what_cannot_run(tmp_path, monkeypatch):
+    from serpent_arch.benchmark import scan_cuda
+
+    report = scan_cuda.bench_cuda_scan("cpu", ("triton", "torch"), TINY, repeats=1, agreement_size=TINY_AGREEMENT)
+    assert list(report["rows"]) == ["torch"] and report["baseline"] == "torch"
+    assert "needs CUDA tensors" in report["skipped"]["triton"]
+    assert report["agreement"]["torch"] < 1e-5
+    monkeypatch.setattr(scan_cuda, "QUICK", TINY)
+    monkeypatch.setattr(scan_cuda, "AGREEMENT", TINY_AGREEMENT)
+    table = scan_cuda.main(["--device", "cpu", "--quick", "--repeats", "1", "--out", str(tmp_path)])
+    assert "| torch |" in table and "| triton | skipped: selective_scan: backend 'triton' is unavailable" in table
+    assert (tmp_path / "scan_cuda_benchmark_quick.md").read_text() == table
+
+
+@interpreter
+def test_gpu_benchmark_times_triton_and_its_tiles(interpreted, monkeypatch):
+    from serpent_arch.benchmark import scan_cuda
+
+    monkeypatch.setattr(scan_cuda, "TRITON_TILES", ((1, 16, 2),))
+    report = scan_cuda.bench_cuda_scan("cpu", ("triton", "torch"), TINY, repeats=1, sweep=True,
+                                       agreement_size=TINY_AGREEMENT)  # fmt: skip
+    assert list(report["rows"]) == ["triton", "triton d1 c16 w2", "torch"] and report["baseline"] == "triton"
+    for label, row in report["rows"].items():
+        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] >= 0 and row["err_vs_baseline"] < 1e-5, label
+        assert report["agreement"][label] < 1e-5, label
+    assert "torch fwd+bwd / triton fwd+bwd" in scan_cuda.render(report, repeats=1)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
+    "scan_cuda": "serpent_arch.benchmark.scan_cuda",
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
 }

@@ -23,10 +23,12 @@ Arithmetic is float32 whatever the input dtype (float16 / bfloat16 / float32); `
 gradients of u, delta, z are stored in their tensors' dtypes. float64 is not supported (use the
 ``torch`` or ``cpu_kernel`` backend for ``gradcheck``).
 
-Triton's interpreter: with ``TRITON_INTERPRET=1`` in the environment when this module is first
-imported, ``@triton.jit`` builds interpreted kernels that run on CPU tensors (slowly, one numpy
-operation per tile operation). :func:`availability` then accepts CPU tensors, which is how the
-tests check these kernels on a machine without a GPU. The variable is read once, at import.
+Triton's interpreter: with ``TRITON_INTERPRET=1`` in the environment before ``triton`` is first
+imported (in practice: set when launching Python), ``@triton.jit`` builds interpreted kernels that
+run on CPU tensors (slowly, one numpy operation per tile operation). :func:`availability` then
+accepts CPU tensors, which is how the tests check these kernels on a machine without a GPU. Setting
+the variable later in a running process has no effect: Triton's own ``triton.language`` helpers
+were built for the compiler at its import.
 """
 
 from __future__ import annotations
@@ -390,13 +392,14 @@ def _probe(device: torch.device) -> tuple[bool, str]:
     from .selective_scan import selective_scan_ref  # late: selective_scan imports this module lazily
 
     gen = torch.Generator().manual_seed(0)
-    shapes = {"u": (1, 4, 9), "delta": (1, 4, 9), "A": (4, 2), "B": (1, 2, 2, 9), "C": (1, 2, 2, 9), "D": (4,),
-              "z": (1, 4, 9), "delta_bias": (4,)}  # fmt: skip
+    # two chunks of the default tile, two groups, every optional input
+    shapes = {"u": (1, 4, 40), "delta": (1, 4, 40), "A": (4, 2), "B": (1, 2, 2, 40), "C": (1, 2, 2, 40), "D": (4,),
+              "z": (1, 4, 40), "delta_bias": (4,)}  # fmt: skip
     inputs = {k: torch.randn(s, generator=gen).to(device) for k, s in shapes.items()}
     inputs["A"] = -inputs["A"].abs()
     try:
         fast = {k: v.clone().requires_grad_() for k, v in inputs.items()}
-        out = selective_scan_triton(**fast, delta_softplus=True, chunk=4)
+        out = selective_scan_triton(**fast, delta_softplus=True)
         out.sum().backward()
         ref = {k: v.clone().requires_grad_() for k, v in inputs.items()}
         ref_out = selective_scan_ref(**ref, delta_softplus=True)
@@ -422,7 +425,7 @@ def availability(device: torch.device, dtype: torch.dtype = torch.float32) -> tu
         return True, ""
     if device.type != "cuda":
         return False, (
-            f"it needs CUDA tensors, got tensors on {device} (for CPU tensors set TRITON_INTERPRET=1 in the "
-            "environment before the first use, which runs the kernels in Triton's slow interpreter)"
+            f"it needs CUDA tensors, got tensors on {device} (for CPU tensors launch Python with "
+            "TRITON_INTERPRET=1 in the environment, which runs the kernels in Triton's slow interpreter)"
         )
     return _probe(torch.device(device.type, device.index if device.index is not None else torch.cuda.current_device()))

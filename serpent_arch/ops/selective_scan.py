@@ -23,7 +23,7 @@ Backends (chosen by :func:`resolve_backend`):
 
 * ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel; needs ``pip install -e .[cuda]`` and CUDA tensors.
 * ``"triton"``: fused Triton kernels compiled at run time (see ``_triton_scan.py``); CUDA tensors, or
-  CPU tensors through Triton's interpreter when ``TRITON_INTERPRET=1`` was set before first use.
+  CPU tensors through Triton's interpreter when Python was launched with ``TRITON_INTERPRET=1``.
 * ``"cpu_kernel"``: OpenMP C kernel compiled on first use (see ``_cpu_kernel.py``); CPU tensors.
 * ``"torch"``: chunked log-depth scan in plain PyTorch (see ``_torch_scan.py``); any device.
 * ``"reference"``: the per-step Python loop with plain autograd; slow, kept as the ground truth.
@@ -63,8 +63,8 @@ def _mamba_ssm_import() -> tuple[Callable | None, str]:
 def _triton_import():
     """``(serpent_arch.ops._triton_scan, "")`` if Triton imports, else ``(None, reason)``; cached.
 
-    Imported on demand: importing triton costs time, and whether its kernels are interpreted is
-    fixed by ``TRITON_INTERPRET`` at this import.
+    Imported on demand: importing triton costs time, and nothing needs it off CUDA unless
+    ``TRITON_INTERPRET=1`` (read by triton at its first import) asks for its interpreter.
     """
     try:
         from . import _triton_scan
