@@ -280,10 +280,19 @@ def test_device_probe(interpreted, monkeypatch):
 
 
 @interpreter
-def test_interpreter_listed_last_on_cpu(interpreted):
+def test_auto_never_picks_the_interpreter(interpreted, monkeypatch):
     names = available_backends("cpu")
-    assert names[-1] == "triton" and names[-2] == "reference"
-    assert resolve_backend("auto", torch.zeros(1)) != "triton", "auto never picks the interpreter"
+    assert names[-1] == "triton" and names[-2] == "reference", "listed, as the slowest"
+    assert resolve_backend("auto", torch.zeros(1)) != "triton"
+    # on a GPU machine launched with TRITON_INTERPRET=1, auto must not take the interpreter either
+    monkeypatch.setattr(ss_module, "_mamba_ssm_import", lambda: (None, "ModuleNotFoundError: mamba"))
+    ss_module._warn_once.cache_clear()
+    assert resolve_backend("auto", _cuda_like()) == "torch"
+    assert interpreted.availability(torch.device("cuda", 0), allow_interpreter=False) == (
+        False,
+        "TRITON_INTERPRET=1 is set, so Triton would run its slow CPU interpreter",
+    )
+    ss_module._warn_once.cache_clear()
 
 
 def test_triton_not_installed(monkeypatch):
@@ -305,7 +314,7 @@ def test_auto_on_cuda_prefers_mamba_then_triton_then_torch(monkeypatch, caplog, 
     fn = (lambda *a, **k: None) if mamba else None
     monkeypatch.setattr(ss_module, "_mamba_ssm_import", lambda: (fn, "" if mamba else "ModuleNotFoundError: mamba"))
     monkeypatch.setattr(ss_module, "_triton_availability",
-                        lambda device, dtype: (True, "") if triton_ok else (False, "no driver"))  # fmt: skip
+                        lambda device, dtype, auto: (True, "") if triton_ok else (False, "no driver"))  # fmt: skip
     ss_module._warn_once.cache_clear()
     ss_module._info_once.cache_clear()
     with caplog.at_level(logging.INFO, logger=ss_module.__name__):

@@ -414,14 +414,19 @@ def _probe(device: torch.device) -> tuple[bool, str]:
     return True, ""
 
 
-def availability(device: torch.device, dtype: torch.dtype = torch.float32) -> tuple[bool, str]:
+def availability(
+    device: torch.device, dtype: torch.dtype = torch.float32, allow_interpreter: bool = True
+) -> tuple[bool, str]:
     """``(True, "")`` if this backend can run tensors of ``dtype`` on ``device``, else ``(False, reason)``.
 
     On CUDA the kernels are compiled and checked once per device (a tiny forward + backward).
+    With ``allow_interpreter=False`` (automatic choice) interpreted kernels count as unavailable.
     """
     if dtype == torch.float64:
         return False, "float64 inputs are not supported (the kernels compute in float32)"
     if interpreted():
+        if not allow_interpreter:
+            return False, "TRITON_INTERPRET=1 is set, so Triton would run its slow CPU interpreter"
         return True, ""
     if device.type != "cuda":
         return False, (

@@ -73,11 +73,11 @@ def _triton_import():
     return _triton_scan, ""
 
 
-def _triton_availability(device: torch.device, dtype: torch.dtype) -> tuple[bool, str]:
+def _triton_availability(device: torch.device, dtype: torch.dtype, auto: bool = False) -> tuple[bool, str]:
     module, reason = _triton_import()
     if module is None:
         return False, f"triton cannot be imported ({reason})"
-    return module.availability(device, dtype)
+    return module.availability(device, dtype, allow_interpreter=not auto)
 
 
 @functools.cache
@@ -120,7 +120,7 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
             mamba_ssm, mamba_reason = _mamba_ssm_import()
             if mamba_ssm is not None:
                 return "mamba_ssm"
-            ok, reason = _triton_availability(device, dtype)
+            ok, reason = _triton_availability(device, dtype, auto=True)
             if ok:
                 _info_once(f"selective_scan: mamba_ssm unavailable ({mamba_reason}); using the 'triton' backend")
                 return "triton"
