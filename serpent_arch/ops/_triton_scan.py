@@ -92,13 +92,16 @@ def _scan_fwd_kernel(
     SAVE_CKPT: tl.constexpr, SAVE_LAST: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    """Grid (cdiv(dpg, BLOCK_D), batch * G). out: (batch, dim, L); last: (batch, dim, N) float32;
+    """Grid (batch * G * cdiv(dpg, BLOCK_D),). out: (batch, dim, L); last: (batch, dim, N) float32;
     ckpt: (batch, nchunks, dim, N) float32, the state before each chunk."""
-    pid_bg = tl.program_id(1)
+    # one grid axis (the others are limited to 65535 programs); neighbouring programs are channel
+    # blocks of one (batch, group), so they read the same B and C tiles at about the same time
+    n_dblocks = tl.cdiv(dpg, BLOCK_D)
+    pid_bg = tl.program_id(0) // n_dblocks
     b = (pid_bg // G).to(tl.int64)  # int64 offsets: batch * dim * L may exceed 2**31
     g = pid_bg % G
     dim = G * dpg
-    d_loc = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_loc = (tl.program_id(0) % n_dblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d_loc < dpg
     d = (g * dpg + d_loc).to(tl.int64)
     n = tl.arange(0, BLOCK_N)
@@ -162,11 +165,12 @@ def _scan_bwd_kernel(
     """Grid as the forward. gu, gdelta, gz: contiguous (batch, dim, L) in the inputs' dtypes;
     gB, gC: zeroed contiguous (batch, G, N, L) float32 (accumulated atomically over channel
     blocks); gA: (batch, dim, N), gD, gbias: (batch, dim) float32 per-batch partial sums."""
-    pid_bg = tl.program_id(1)
+    n_dblocks = tl.cdiv(dpg, BLOCK_D)
+    pid_bg = tl.program_id(0) // n_dblocks
     b = (pid_bg // G).to(tl.int64)
     g = pid_bg % G
     dim = G * dpg
-    d_loc = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_loc = (tl.program_id(0) % n_dblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d_loc < dpg
     d = (g * dpg + d_loc).to(tl.int64)
     n = tl.arange(0, BLOCK_N)
@@ -303,7 +307,7 @@ class TritonSelectiveScanFn(torch.autograd.Function):
         out = torch.empty((batch, dim, L), dtype=u.dtype, device=u.device)
         last = torch.empty((batch, dim, N), **f32) if return_last_state else None
         ckpt = torch.empty((batch, nchunks, dim, N), **f32) if save_ckpt else None
-        grid = (triton.cdiv(dpg, BLOCK_D), batch * G)
+        grid = (batch * G * triton.cdiv(dpg, BLOCK_D),)
         # unused optional pointers get a real tensor: the kernel never reads them (constexpr flags)
         _scan_fwd_kernel[grid](
             u, delta, A32, B, C, D32 if D is not None else A32, z if z is not None else u,
@@ -342,7 +346,7 @@ class TritonSelectiveScanFn(torch.autograd.Function):
         gA = torch.empty((batch, dim, N), **f32)
         gD = None if D is None else torch.empty((batch, dim), **f32)
         gbias = None if delta_bias is None else torch.empty((batch, dim), **f32)
-        grid = (triton.cdiv(dpg, BLOCK_D), batch * G)
+        grid = (batch * G * triton.cdiv(dpg, BLOCK_D),)
         _scan_bwd_kernel[grid](
             u, delta, A32, B, C, D32 if D is not None else A32, z if z is not None else u,
             bias32 if delta_bias is not None else A32, gout, ckpt,
