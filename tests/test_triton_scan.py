@@ -32,6 +32,7 @@ import torch
 from test_selective_scan import assert_close, make_inputs, run
 
 from serpent_arch.ops import available_backends, resolve_backend, selective_scan
+from serpent_arch.ops._memory import TensorMemoryTracker
 
 triton = pytest.importorskip("triton")
 triton_scan = importlib.import_module("serpent_arch.ops._triton_scan")
@@ -218,6 +219,21 @@ def test_large_steps_stay_finite(interpreted):
         assert torch.isfinite(grads[name]).all(), name
         rtol = 2e-3 if name in ("A", "delta", "delta_bias") else 1e-4
         assert_close(grads[name], ref_grads[name], f"grad {name}", rtol=rtol)
+
+
+@interpreter
+def test_no_whole_sequence_state_tensor(interpreted):
+    """Forward + backward allocate O(batch*dim*L) tensors (inputs' gradients, chunk checkpoints),
+    never one of the size of the states (batch, dim, L, N)."""
+    batch, dim, L, N = 1, 4, 256, 16
+    inputs = {k: v.requires_grad_() for k, v in make_inputs(batch, dim, L, N, 1, seed=17).items()}
+    with TensorMemoryTracker() as mem:
+        out = selective_scan(**inputs, delta_softplus=True, backend="triton")
+        out.backward(torch.ones_like(out))
+    state_bytes = batch * dim * L * N * 4
+    # gradients of u, delta, z, B, C alone take (3 + 2N/dim)*batch*dim*L floats; checkpoints N/32 of that
+    assert mem.peak_bytes < state_bytes, (mem.peak_bytes, state_bytes)
+    assert mem.peak_bytes >= 5 * batch * dim * L * 4, "the tracker saw the gradients being allocated"
 
 
 @interpreter
