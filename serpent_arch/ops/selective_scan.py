@@ -105,9 +105,8 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
     float64), else ``triton`` when its kernels compile and agree with the reference on that device
     (checked once per device), else ``cpu_kernel`` for CPU tensors when the C kernel is available,
     else ``torch``; falling back from ``cpu_kernel`` or ``triton`` logs a warning once per reason.
-    Explicitly requesting a
-    backend that cannot run raises ``RuntimeError`` saying why; an unknown name raises
-    ``ValueError``.
+    Explicitly requesting a backend that cannot run raises ``RuntimeError`` saying why; an unknown
+    name raises ``ValueError``.
     """
     if backend not in BACKENDS:
         names = ", ".join(BACKENDS)
