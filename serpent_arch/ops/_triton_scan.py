@@ -238,10 +238,11 @@ def _scan_bwd_kernel(
         gh = gh + a_rev * carry[:, :, None]
         carry = tl.sum(tl.where((i == 0)[None, None, :], dA * gh, 0.0), axis=2)
 
+        # relaxed: the sums need no ordering with other memory operations, only atomicity
         gC = tl.sum(gy[:, None, :] * hs, axis=0)  # (BLOCK_N, CHUNK)
-        tl.atomic_add(gC_ptr + gBC_rows + t[None, :], gC, mask=nt_mask)
+        tl.atomic_add(gC_ptr + gBC_rows + t[None, :], gC, mask=nt_mask, sem="relaxed")
         gB = tl.sum(gh * (dt * u)[:, None, :], axis=0)
-        tl.atomic_add(gB_ptr + gBC_rows + t[None, :], gB, mask=nt_mask)
+        tl.atomic_add(gB_ptr + gBC_rows + t[None, :], gB, mask=nt_mask, sem="relaxed")
 
         # dA_t h_{t-1} = h_t - dBu_t: no shifted copy of the states needed
         gh_dAh = gh * (hs - dBu)
