@@ -13,6 +13,7 @@ COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
     "scan_cuda": "serpent_arch.benchmark.scan_cuda",
+    "triton_build": "serpent_arch.benchmark.triton_build",
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
 }

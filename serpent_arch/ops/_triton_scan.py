@@ -39,9 +39,9 @@ import torch
 import triton
 import triton.language as tl
 
-# Defaults from compiling for sm_90 with Triton's bundled ptxas (no GPU at hand to time them): at
-# N = 16 a 4 x 16 x 32 tile with 4 warps needs 128 registers per thread forward and 246 backward
-# without spilling, while 4 x 16 x 64 spills in the backward.
+# Defaults from compiling for sm_90 with Triton's bundled ptxas (no GPU at hand to time them;
+# `python -m serpent_arch.benchmark triton_build`): at N = 16 a 4 x 16 x 32 tile with 4 warps
+# fits in registers forward and backward, while 4 x 16 x 64 spills in the backward.
 DEFAULT_BLOCK_D = 4
 DEFAULT_CHUNK = 32
 DEFAULT_NUM_WARPS = 4
