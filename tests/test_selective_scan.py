@@ -346,7 +346,7 @@ def test_b_and_c_groups_must_agree():
 
 
 def test_unknown_backend():
-    expected = r"unknown backend 'cuda'; expected one of auto, mamba_ssm, cpu_kernel, torch, reference"
+    expected = r"unknown backend 'cuda'; expected one of auto, mamba_ssm, triton, cpu_kernel, torch, reference"
     with pytest.raises(ValueError, match=expected):
         selective_scan(**_valid(), backend="cuda")
 

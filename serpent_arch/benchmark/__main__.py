@@ -12,6 +12,8 @@ from collections.abc import Sequence
 COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
+    "scan_cuda": "serpent_arch.benchmark.scan_cuda",
+    "triton_build": "serpent_arch.benchmark.triton_build",
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
 }

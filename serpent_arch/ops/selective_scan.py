@@ -13,18 +13,22 @@ Shapes: u, delta, z: (batch, dim, L); A: (dim, N), real; B, C: (batch, groups, N
 
 Precision: computation is float32 for float16 / bfloat16 / float32 inputs; if any of u, delta, A,
 B, C is float64 the fallback backends (cpu_kernel, torch, reference) compute in float64 instead,
-which is what makes ``torch.autograd.gradcheck`` usable (mamba_ssm has no float64 support).
+which is what makes ``torch.autograd.gradcheck`` usable (mamba_ssm and triton have no float64
+support).
 ``out`` has u's dtype; ``last_state`` (batch, dim, N) has the compute dtype; gradients have each
-input's dtype. ``last_state`` is not differentiable in the mamba_ssm, cpu_kernel and torch
+input's dtype. ``last_state`` is not differentiable in the mamba_ssm, triton, cpu_kernel and torch
 backends (as in mamba-ssm); only ``reference`` backpropagates through it.
 
 Backends (chosen by :func:`resolve_backend`):
 
 * ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel; needs ``pip install -e .[cuda]`` and CUDA tensors.
+* ``"triton"``: fused Triton kernels compiled at run time (see ``_triton_scan.py``); CUDA tensors, or
+  CPU tensors through Triton's interpreter when Python was launched with ``TRITON_INTERPRET=1``.
 * ``"cpu_kernel"``: OpenMP C kernel compiled on first use (see ``_cpu_kernel.py``); CPU tensors.
 * ``"torch"``: chunked log-depth scan in plain PyTorch (see ``_torch_scan.py``); any device.
 * ``"reference"``: the per-step Python loop with plain autograd; slow, kept as the ground truth.
-* ``"auto"``: mamba_ssm on CUDA if importable, else cpu_kernel on CPU if it compiles, else torch.
+* ``"auto"``: on CUDA mamba_ssm if importable, else triton if its kernels run on that device; on CPU
+  cpu_kernel if it compiles; else torch.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from ._torch_scan import selective_scan_torch
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "mamba_ssm", "cpu_kernel", "torch", "reference")
+BACKENDS = ("auto", "mamba_ssm", "triton", "cpu_kernel", "torch", "reference")
 
 
 @functools.cache
@@ -53,6 +57,32 @@ def _mamba_ssm_import() -> tuple[Callable | None, str]:
     except Exception as exc:  # ImportError, but also OSError / RuntimeError from a broken CUDA build
         return None, f"{type(exc).__name__}: {exc}"
     return selective_scan_fn, ""
+
+
+@functools.cache
+def _triton_import():
+    """``(serpent_arch.ops._triton_scan, "")`` if Triton imports, else ``(None, reason)``; cached.
+
+    Imported on demand: importing triton costs time, and nothing needs it off CUDA unless
+    ``TRITON_INTERPRET=1`` (read by triton at its first import) asks for its interpreter.
+    """
+    try:
+        from . import _triton_scan
+    except Exception as exc:  # ImportError, or a Triton install broken for this torch
+        return None, f"{type(exc).__name__}: {exc}"
+    return _triton_scan, ""
+
+
+def _triton_availability(device: torch.device, dtype: torch.dtype, auto: bool = False) -> tuple[bool, str]:
+    module, reason = _triton_import()
+    if module is None:
+        return False, f"triton cannot be imported ({reason})"
+    return module.availability(device, dtype, allow_interpreter=not auto)
+
+
+@functools.cache
+def _info_once(message: str) -> None:
+    logger.info(message)
 
 
 @functools.cache
@@ -72,10 +102,11 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
         The concrete backend name (never ``"auto"``).
 
     ``"auto"`` picks ``mamba_ssm`` for CUDA tensors when mamba-ssm imports (and the dtype is not
-    float64), else ``cpu_kernel`` for CPU tensors when the C kernel is available, else ``torch``;
-    falling back from ``cpu_kernel`` logs a warning once per reason. Explicitly requesting a
-    backend that cannot run raises ``RuntimeError`` saying why; an unknown name raises
-    ``ValueError``.
+    float64), else ``triton`` when its kernels compile and agree with the reference on that device
+    (checked once per device), else ``cpu_kernel`` for CPU tensors when the C kernel is available,
+    else ``torch``; falling back from ``cpu_kernel`` or ``triton`` logs a warning once per reason.
+    Explicitly requesting a backend that cannot run raises ``RuntimeError`` saying why; an unknown
+    name raises ``ValueError``.
     """
     if backend not in BACKENDS:
         names = ", ".join(BACKENDS)
@@ -84,8 +115,18 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
     dtype = tensor.dtype if tensor is not None else torch.float32
 
     if backend == "auto":
-        if device.type == "cuda" and dtype != torch.float64 and _mamba_ssm_import()[0] is not None:
-            return "mamba_ssm"
+        if device.type == "cuda" and dtype != torch.float64:
+            mamba_ssm, mamba_reason = _mamba_ssm_import()
+            if mamba_ssm is not None:
+                return "mamba_ssm"
+            ok, reason = _triton_availability(device, dtype, auto=True)
+            if ok:
+                _info_once(f"selective_scan: mamba_ssm unavailable ({mamba_reason}); using the 'triton' backend")
+                return "triton"
+            _warn_once(
+                f"selective_scan: mamba_ssm unavailable ({mamba_reason}) and triton unavailable ({reason}); "
+                "using the slower 'torch' backend"
+            )
         if device.type == "cpu":
             ok, reason = _cpu_kernel.availability()
             if ok:
@@ -107,6 +148,10 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
             )
         if dtype == torch.float64:
             raise RuntimeError("selective_scan: backend 'mamba_ssm' does not support float64 inputs")
+    elif backend == "triton":
+        ok, reason = _triton_availability(device, dtype)
+        if not ok:
+            raise RuntimeError(f"selective_scan: backend 'triton' is unavailable: {reason}")
     elif backend == "cpu_kernel":
         if device.type != "cpu":
             raise RuntimeError(f"selective_scan: backend 'cpu_kernel' needs CPU tensors, got {device}")
@@ -120,7 +165,11 @@ def available_backends(device: str | torch.device = "cpu") -> list[str]:
     """Concrete backends that can run on ``device`` here (float32 inputs), fastest first."""
     probe = torch.empty(0, device=device)
     names = []
-    for name in ("mamba_ssm", "cpu_kernel", "torch", "reference"):
+    # off CUDA, triton can only run in Triton's interpreter: the slowest of all
+    order = ("mamba_ssm", "triton", "cpu_kernel", "torch", "reference")
+    if probe.device.type != "cuda":
+        order = ("cpu_kernel", "torch", "reference", "triton")
+    for name in order:
         try:
             names.append(resolve_backend(name, probe))
         except RuntimeError:
@@ -257,7 +306,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         delta_bias: optional (dim,) added to delta.
         delta_softplus: apply softplus to ``delta + delta_bias``.
         return_last_state: also return the final state.
-        backend: ``"auto"``, ``"mamba_ssm"``, ``"cpu_kernel"``, ``"torch"`` or ``"reference"``.
+        backend: ``"auto"``, ``"mamba_ssm"``, ``"triton"``, ``"cpu_kernel"``, ``"torch"`` or ``"reference"``.
 
     Returns:
         out (batch, dim, L) in u's dtype, or ``(out, last_state)`` with last_state
@@ -277,4 +326,6 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     C4 = C if C.ndim == 4 else C.unsqueeze(1)
     if name == "cpu_kernel":
         return selective_scan_cpu(u, delta, A, B4, C4, *args)
+    if name == "triton":
+        return _triton_import()[0].selective_scan_triton(u, delta, A, B4, C4, *args)
     return selective_scan_torch(u, delta, A, B4, C4, *args)
