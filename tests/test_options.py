@@ -74,6 +74,8 @@ def _set(opt, dotted, value):
         (("del", "datasets.train.batch_size_per_gpu"), "datasets.train.batch_size_per_gpu' must be an integer"),
         (("set", "path.pretrain_network_g", "missing.pth"), "path.pretrain_network_g: 'missing.pth' does not exist"),
         (("set", "scale", 0), "'scale' must be a positive integer"),
+        (("set", "train.amp", "bfloat16"), "'train.amp' must be bf16, fp16 or false (float32), got 'bfloat16'"),
+        (("set", "val", {"val_freq": 10, "amp": True}), "'val.amp' must be bf16, fp16 or false (float32), got True"),
     ],
 )
 def test_bad_option_is_named(tmp_path, edit, message):
