@@ -2,6 +2,7 @@
 
 import csv
 import importlib
+import re
 
 import pytest
 
@@ -41,3 +42,13 @@ def test_without_cuda_it_says_so(capsys):
         pytest.skip("CUDA is here")
     assert gpu.main(["--out", "unused"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quickstart_part_runs_the_real_command(tmp_path):
+    out = tmp_path / "gpu"
+    argv = ["--device", "cpu", "--small", "--out", str(out), "--skip", "agreement", "train", "efficiency"]
+    assert gpu.main([*argv, "--quickstart-iters", "2"]) == 0
+    report = (out / "gpu_check.md").read_text()
+    assert "- exit status 0" in report and "- log line: `selective scan: " in report and " on cpu (" in report
+    assert re.search(r"every 1 iterations and at the end: \d+\.\d+, .* dB \(bicubic: \d+\.\d+ dB\)", report), report

@@ -273,13 +273,15 @@ def quickstart_run(out_dir: Path, iters: int, timeout_s: float) -> list[str]:
     log = proc.stdout + proc.stderr
     (out_dir / "quickstart_run.log").write_text(log, encoding="utf-8")
     scan = next((line.split("INFO: ", 1)[-1] for line in log.splitlines() if "selective scan: " in line), "?")
-    psnr = re.findall(r"# psnr: ([0-9.]+)", log)
+    psnr = re.findall(r"# psnr: ([0-9.]+)\tBest", log)
+    baseline = re.findall(r"# psnr: ([0-9.]+) \(network", log)
     lines = [
         f"- command (in {work}): `{shown}`",
         f"- exit status {proc.returncode}, wall time {seconds:.0f} s for {iters} iterations (with start-up, sample "
         "set preparation and validations)",
         f"- log line: `{scan}`",
-        f"- validation PSNR (Y, sample_val) at iterations {val_freq} and after: {', '.join(psnr) or '?'} dB",
+        f"- validation PSNR (Y, sample_val) every {val_freq} iterations and at the end: {', '.join(psnr) or '?'} dB "
+        f"(bicubic: {baseline[0] if baseline else '?'} dB)",
     ]
     if proc.returncode != 0:
         lines.append("- last lines of the log:\n\n```\n" + "\n".join(log.splitlines()[-15:]) + "\n```")
