@@ -172,7 +172,7 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
             ok, reason = mamba_ssm_status(device)
             if ok:
                 return "mamba_ssm"
-            _warn_once(f"selective_scan on {device}: {_mamba_ssm_problem(reason)}. Using the slower 'torch' backend.")
+            _warn_once(f"selective_scan on {device}: {_mamba_ssm_problem(reason)}. Using a slower backend instead.")
         if device.type == "cpu":
             ok, reason = _cpu_kernel.availability()
             if ok:
