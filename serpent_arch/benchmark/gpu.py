@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
 import os
 import platform
@@ -195,6 +196,7 @@ class TrainRow:
     steps: int = 0
     final_loss: float = math.nan
     note: str = ""
+    why: str = ""  # the "selective scan: ..." explanation of this backend on the device
 
 
 def train_throughput(backend: str, precision: str, sizes: Sizes, device: torch.device, budget_s: float) -> TrainRow:
@@ -202,6 +204,7 @@ def train_throughput(backend: str, precision: str, sizes: Sizes, device: torch.d
     from serpent_arch.models import SerpentModel
 
     row = TrainRow(backend, precision, sizes.variant, sizes.train_size, sizes.train_batch)
+    row.why = backend_report.explain(backend, device)[1]
     torch.manual_seed(0)
     model = None
     try:
@@ -246,7 +249,7 @@ def train_throughput(backend: str, precision: str, sizes: Sizes, device: torch.d
 # ------------------------------------------------------------------------------- 4. quick start
 
 
-def quickstart_run(out_dir: Path, iters: int, timeout_s: float) -> list[str]:
+def quickstart_run(out_dir: Path, iters: int, timeout_s: float, device: torch.device) -> list[str]:
     """``basicsr train`` of options/serpent_sr.yml, shortened to ``iters``; markdown lines about it."""
     work = out_dir / "quickstart_run"
     work.mkdir(parents=True, exist_ok=True)
@@ -263,6 +266,10 @@ def quickstart_run(out_dir: Path, iters: int, timeout_s: float) -> list[str]:
     cmd = [sys.executable, "-m", "serpent_arch.cli", "train", "-opt", str(REPO / "options" / "serpent_sr.yml")]
     cmd += ["--force_yml", *force]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if device.type == "cuda":  # one GPU: with num_gpu: auto BasicSR would wrap the net in DataParallel
+        env["CUDA_VISIBLE_DEVICES"] = str(device.index or 0)
+    else:  # a dry run on the CPU stays there
+        env["CUDA_VISIBLE_DEVICES"] = ""
     shown = f"basicsr train -opt options/serpent_sr.yml --force_yml {' '.join(force)}"
     start = time.perf_counter()
     try:
@@ -368,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         md.append("")
 
     if "train" not in args.skip:
+        from basicsr.utils import get_root_logger
+
+        get_root_logger().setLevel(logging.WARNING)  # SerpentModel prints the network for every row
         rows = []
         for backend in available_scan_backends(device):
             for precision in ("fp32", "bf16"):
@@ -386,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.steps} | {r.note} |"
             for r in rows
         ]
+        md += [""] + [f"- {r.backend}: {r.why}" for r in rows if r.precision == "fp32"]
         md.append("")
 
     if "efficiency" not in args.skip:
@@ -410,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "quickstart" not in args.skip:
         md += ["## 4. The quick start through `basicsr train`", ""]
-        md += quickstart_run(out, args.quickstart_iters, timeout_s=300) + [""]
+        md += quickstart_run(out, args.quickstart_iters, timeout_s=300, device=device) + [""]
 
     elapsed = time.perf_counter() - started
     md.insert(4, f"- wall time of the whole check: {elapsed:.0f} s")
