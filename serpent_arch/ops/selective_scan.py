@@ -123,6 +123,8 @@ def mamba_ssm_status(device: torch.device | str) -> tuple[bool, str]:
     if device.type != "cuda":
         return False, f"mamba_ssm needs CUDA tensors, got tensors on {device}"
     fn, reason = _mamba_ssm_import()
+    if fn is None and "selective_scan_cuda" in reason:  # 2.3.2.post1 built without its kernel
+        return False, f"mamba-ssm is installed without its CUDA kernel ({reason})"
     if fn is None:
         return False, f"mamba-ssm cannot be imported ({reason})"
     index = _cuda_index(device)
