@@ -41,9 +41,17 @@ def unsupported(device: torch.device, dtype: torch.dtype | None) -> str | None:
         return None
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         return "this GPU does not support bfloat16; use fp16 (with loss scaling) or fp32"
-    if not torch.amp.is_autocast_available(device.type):
+    is_available = getattr(torch.amp, "is_autocast_available", None)  # torch >= 2.4
+    if not (is_available(device.type) if is_available else device.type in ("cuda", "cpu")):
         return f"torch has no autocast for {device.type}"
     return None
+
+
+def grad_scaler(device: torch.device, enabled: bool):
+    """``torch.amp.GradScaler`` for ``device`` (torch >= 2.3), else the CUDA-only older one."""
+    if hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled and device.type == "cuda")
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

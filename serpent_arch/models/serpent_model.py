@@ -55,7 +55,7 @@ class SerpentModel(SRModel):
             if problem:
                 raise ValueError(f"{key}: {amp.name_of(dtype)} on {self.device}: {problem}")
         # only fp16 needs loss scaling; a disabled scaler passes everything through
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = amp.grad_scaler(self.device, enabled=self.amp_dtype == torch.float16)
         logger = get_root_logger()
         logger.info(scan_log_line(self.get_bare_model(self.net_g), self.device))
         if self.amp_dtype or self.val_amp_dtype:
