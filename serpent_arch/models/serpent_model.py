@@ -71,7 +71,7 @@ class SerpentModel(SRModel):
         self.optimizer_g.zero_grad()
         with amp.autocast(self.device, self.amp_dtype):
             self.output = self.net_g(self.lq)
-            l_total, loss_dict = 0, OrderedDict()
+            loss_dict = OrderedDict()
             if self.cri_pix:
                 loss_dict["l_pix"] = self.cri_pix(self.output, self.gt)
             if self.cri_perceptual:
