@@ -86,6 +86,27 @@ def test_bf16_outputs_agree_with_fp32():
     assert 0 < diff.max() < 2e-2 and diff.mean() < 2e-3, (diff.max(), diff.mean())
 
 
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_every_backend_scans_in_float32_under_autocast(low):
+    """The contract: autocast around a scan changes nothing inside it (outputs and gradients)."""
+    from serpent_arch.benchmark.gpu import GRAD_NAMES, scan_inputs
+    from serpent_arch.ops import available_backends, selective_scan
+
+    for backend in available_backends("cpu"):
+        results = []
+        for autocast_on in (False, True):
+            args = {
+                k: v.requires_grad_() for k, v in scan_inputs((2, 8, 70, 4, 2), torch.device("cpu"), "fp32").items()
+            }
+            with torch.autocast("cpu", dtype=low, enabled=autocast_on):
+                out = selective_scan(**args, delta_softplus=True, backend=backend)
+            out.sum().backward()
+            results.append([out.detach()] + [args[k].grad for k in GRAD_NAMES])
+        assert results[1][0].dtype == torch.float32
+        for a, b in zip(*results, strict=True):
+            assert torch.equal(a, b), backend
+
+
 def test_residual_stream_and_layer_norms_are_float32_under_autocast():
     torch.manual_seed(0)
     net = Serpent(**{k: v for k, v in NET.items() if k != "type"}).eval()

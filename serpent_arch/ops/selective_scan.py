@@ -325,6 +325,13 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, h.reshape(batch, dim, N)) if return_last_state else out
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # torch < 2.4 takes no argument; devices without autocast (meta)
+        return False
+
+
 def _float_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float()
 
@@ -351,6 +358,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u)
+    if _autocast_enabled(u.device.type):
+        # the scan computes in float32 whatever a backend does inside (matmuls would run in half)
+        with torch.autocast(u.device.type, enabled=False):
+            return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, name)
     args = (D, z, delta_bias, bool(delta_softplus), bool(return_last_state))
     if name == "mamba_ssm":
         fn, _ = _mamba_ssm_import()
