@@ -87,3 +87,13 @@ def test_fp16_training_with_loss_scaling():
         model.optimize_parameters(step)
         losses.append(float(model.log_dict["l_pix"]))
     assert sum(losses[-5:]) < sum(losses[:5])
+
+
+@pytest.mark.parametrize("backend", cuda_backends() or ["torch"])
+def test_cuda_backend_scans_in_float32_under_autocast(backend):
+    args = gpu.scan_inputs((2, 64, 500, 16, 4), CUDA, "fp32")
+    outs = []
+    for autocast_on in (False, True):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast_on):
+            outs.append(gpu.selective_scan(**args, delta_softplus=True, backend=backend))
+    assert outs[1].dtype == torch.float32 and torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
