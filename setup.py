@@ -1,4 +1,12 @@
-"""Serpent for BasicSR: install with `pip install -e .` (add `[cuda]` for mamba-ssm's kernel)."""
+"""Serpent for BasicSR: install with `pip install -e .`.
+
+mamba-ssm's CUDA scan kernel is a separate step (README, "GPU install"), not an extra: its build
+imports torch, so it needs `pip install --no-build-isolation`, and releases after 2.3.2.post1 build
+the kernel only with `MAMBA_KEEP_CUDA_BUILD=TRUE`; an extra can pass neither, and a failed kernel
+build would fail this whole install. Without the kernel everything runs, with the slower scan:
+
+    MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation mamba-ssm
+"""
 
 from setuptools import find_packages, setup
 
@@ -25,7 +33,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "cuda": ["mamba-ssm"],
+        # no "cuda" extra: see the docstring (`pip install -e ".[cuda]"` now only warns that it is gone)
         "test": ["pytest>=7", "ruff"],
     },
     entry_points={"console_scripts": ["basicsr = serpent_arch.cli:main"]},

@@ -5,6 +5,7 @@
     basicsr test  -opt options/serpent_sr_test.yml
     basicsr infer -opt OPTIONS.yml --weights NET.pth -i IMAGES -o OUT_DIR [flags]
     basicsr leaderboard [results/] [flags]
+    basicsr doctor
 
 The current directory is the root: experiments/, results/ and tb_logger/ are created under it,
 and relative data paths in option files start there. Any BasicSR option file works, for
@@ -25,9 +26,10 @@ COMMANDS = {
     "test": "evaluate a trained network with BasicSR's test pipeline",
     "infer": "restore your own images (a file or a folder) with a trained network",
     "leaderboard": "collect the metrics of every test run under results/ into one table",
+    "doctor": "versions, devices and selective-scan backends of this machine (for bug reports)",
 }
 # Commands that are not BasicSR pipelines: module serpent_arch.<name> with main(argv) -> exit code.
-OWN_COMMANDS = ("infer", "leaderboard")
+OWN_COMMANDS = ("infer", "leaderboard", "doctor")
 
 
 def _basicsr_parser(command: str) -> argparse.ArgumentParser:

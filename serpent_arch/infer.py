@@ -35,10 +35,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import serpent_arch  # noqa: F401  (BasicSR fixes and registrations before BasicSR is imported)
+from serpent_arch import amp
 from serpent_arch.archs.build import NetworkOptionError, build_network
 from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
 from serpent_arch.data.storage import IMAGE_EXTENSIONS
 from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
+from serpent_arch.ops.backend_report import scan_log_line
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 COMPARE_GAP = 4  # white pixels between the panels of a comparison image
@@ -90,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=tuple(PRECISIONS),
         default="fp32",
-        help="autocast precision on CUDA; on CPU fp16/bf16 fall back to fp32 with a warning",
+        help="fp16/bf16: autocast, as val.amp in option files (GPU or CPU); the scan stays float32",
     )
     parser.add_argument(
         "--gt", default=None, metavar="GT", help="ground-truth image or folder, matched by stem: PSNR reported"
@@ -370,13 +372,11 @@ def _pick_device(name: str) -> torch.device:
 
 
 def _pick_amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, as ``val.amp`` would run it (serpent_arch.amp): on CUDA and on the CPU."""
     amp_dtype = PRECISIONS[precision]
-    if amp_dtype is not None and device.type != "cuda":
-        # Not an error: a script written for a GPU machine should still run on a CPU one.
-        print(f"{PROG}: warning: --precision {precision} applies on CUDA only; running in fp32 on the CPU.")
-        return None
-    if amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        raise InferError("--precision bf16: this GPU does not support bfloat16; use fp16 or fp32.")
+    problem = amp.unsupported(device, amp_dtype)
+    if problem:
+        raise InferError(f"--precision {precision}: {problem}.")
     return amp_dtype
 
 
@@ -499,6 +499,7 @@ def _run(args) -> int:
         f"{PROG}: {loaded.net_type} ({params:.2f}M parameters) x{loaded.scale}, weights {args.weights} {key}, "
         f"{device.type} {args.precision if amp_dtype else 'fp32'}; {len(images)} image(s) -> {out_dir}"
     )
+    print(f"{PROG}: {scan_log_line(loaded.net, device)}")
     failed, results, first_input_of = 0, [], {}
     start = time.perf_counter()
     progress = tqdm(images, desc="infer", unit="img", dynamic_ncols=True, file=sys.stderr)

@@ -13,6 +13,8 @@ from os import path as osp
 
 import yaml
 
+from serpent_arch import amp
+
 
 class OptionError(ValueError):
     """An option file that BasicSR cannot run; the message lists every problem found."""
@@ -112,6 +114,9 @@ def check_options(path: str, is_train: bool, force_yml: list[str] | None = None,
                 f"'train.on_nonfinite_loss' must be one of {', '.join(NONFINITE_ACTIONS)}, "
                 f"got {train['on_nonfinite_loss']!r}"
             )
+        problem = amp.option_problem(train, "amp", "train.amp")
+        if problem:
+            problems.append(problem)
         skips = train.get("max_nonfinite_skips", 10)
         if isinstance(skips, bool) or not isinstance(skips, int) or skips < 0:
             problems.append(f"'train.max_nonfinite_skips' must be an integer >= 0, got {skips!r}")
@@ -129,6 +134,9 @@ def check_options(path: str, is_train: bool, force_yml: list[str] | None = None,
     if isinstance(val, dict):
         for name, metric in (val.get("metrics") or {}).items():
             need(metric, "type", f"val.metrics.{name}.", str)
+        problem = amp.option_problem(val, "amp", "val.amp")
+        if problem:
+            problems.append(problem)
         tile = val.get("tile")
         if tile is not None and (not isinstance(tile, int) or tile < 0):
             problems.append(f"'val.tile' must be a positive integer (input pixels) or null, got {tile!r}")

@@ -295,6 +295,51 @@ def _guard_optimizer(optimizer, model) -> None:
         )
 
     optimizer.step = guarded_step
+    optimizer.serpent_model = model
+
+
+# fp16 gradients that overflow make GradScaler skip the step and halve the loss scale, which is how
+# it finds its scale; a long run of them means the loss itself is broken (scale 2**16 -> 2**-4)
+MAX_FP16_OVERFLOWS = 20
+
+
+def scaled_step(scaler, optimizer, loss: torch.Tensor) -> None:
+    """``optimizer.step()`` after a backward of ``scaler.scale(loss)``, the non-finite guard included.
+
+    Without loss scaling (bf16) this is the guarded step. With it (fp16) the gradients are unscaled
+    first: finite ones go to the guarded step; non-finite ones from a finite loss are an fp16
+    overflow, skipped as GradScaler does (not counted by ``train.on_nonfinite_loss``, unless
+    :data:`MAX_FP16_OVERFLOWS` come in a row); a non-finite loss goes to the guard, which stops or
+    skips exactly as in float32.
+    """
+    if not scaler.is_enabled():
+        optimizer.step()
+        return
+    scale = scaler.get_scale()
+    scaler.unscale_(optimizer)
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if _all_finite(grads) or not bool(torch.isfinite(loss.detach()).all()):
+        optimizer.step()  # finite: the update; non-finite loss: the guard's decision
+        optimizer.serpent_fp16_overflows = 0
+    else:
+        overflows = getattr(optimizer, "serpent_fp16_overflows", 0) + 1
+        optimizer.serpent_fp16_overflows = overflows
+        optimizer.zero_grad(set_to_none=True)
+        logger.info(
+            f"iteration {_run.current_iter}: fp16 gradients overflowed; step skipped, loss scale {scale:g} halved."
+        )
+        if overflows >= MAX_FP16_OVERFLOWS:
+            raise NonFiniteLossError(
+                f"iteration {_run.current_iter}: fp16 gradients overflowed in {overflows} steps in a row although the "
+                f"loss is finite (loss scale now {scale / 2:g}); fp16 cannot represent them. Use train.amp: bf16 or "
+                f"false. The last checkpoint is {_latest_checkpoint_or_none(optimizer)}."
+            )
+    scaler.update()
+
+
+def _latest_checkpoint_or_none(optimizer) -> str:
+    model = getattr(optimizer, "serpent_model", None)
+    return _latest_checkpoint(model.opt) if model is not None else "unknown"
 
 
 def _all_finite(tensors) -> bool:

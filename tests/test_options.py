@@ -83,6 +83,8 @@ def _set(opt, dotted, value):
         (("set", "train.scheduler.type", "Cosine"), "train.scheduler: 'Cosine' cannot be built by SerpentModel"),
         (("set", "datasets.train.batch_size_per_gpu", 0), "datasets.train.batch_size_per_gpu' must be an integer >= 1"),
         (("set", "datasets.train.num_worker_per_gpu", -1), "num_worker_per_gpu' must be an integer >= 0"),
+        (("set", "train.amp", "bfloat16"), "'train.amp' must be bf16, fp16 or false (float32), got 'bfloat16'"),
+        (("set", "val", {"val_freq": 10, "amp": True}), "'val.amp' must be bf16, fp16 or false (float32), got True"),
     ],
 )
 def test_bad_option_is_named(tmp_path, edit, message):

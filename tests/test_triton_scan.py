@@ -327,8 +327,8 @@ def _cuda_like(dtype=torch.float32):
     [(True, True, "mamba_ssm"), (False, True, "triton"), (False, False, "torch")],
 )
 def test_auto_on_cuda_prefers_mamba_then_triton_then_torch(monkeypatch, caplog, mamba, triton_ok, expected):
-    fn = (lambda *a, **k: None) if mamba else None
-    monkeypatch.setattr(ss_module, "_mamba_ssm_import", lambda: (fn, "" if mamba else "ModuleNotFoundError: mamba"))
+    reason = "" if mamba else "mamba-ssm cannot be imported (ModuleNotFoundError: mamba)"
+    monkeypatch.setattr(ss_module, "mamba_ssm_status", lambda device: (mamba, reason))
     monkeypatch.setattr(ss_module, "_triton_availability",
                         lambda device, dtype, auto: (True, "") if triton_ok else (False, "no driver"))  # fmt: skip
     ss_module._warn_once.cache_clear()
@@ -337,7 +337,8 @@ def test_auto_on_cuda_prefers_mamba_then_triton_then_torch(monkeypatch, caplog, 
         assert resolve_backend("auto", _cuda_like()) == expected
     messages = " ".join(r.getMessage() for r in caplog.records)
     if expected == "triton":
-        assert "mamba_ssm unavailable (ModuleNotFoundError: mamba); using the 'triton' backend" in messages
+        assert "cannot run: mamba-ssm cannot be imported (ModuleNotFoundError: mamba)" in messages
+        assert "selective_scan on cuda:0: using the 'triton' backend" in messages
     if expected == "torch":
         assert "triton unavailable (no driver); using the slower 'torch' backend" in messages
     assert resolve_backend("auto", _cuda_like(torch.float64)) == "torch", "neither fast backend takes float64"

@@ -129,6 +129,8 @@ class Stage(nn.Module):
         self.use_checkpoint = use_checkpoint
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):  # under autocast: keep the residual stream float32
+            x = x.float()
         for block in self.blocks:
             if self.use_checkpoint and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)

@@ -1,4 +1,4 @@
-"""``python -m serpent_arch.benchmark {network,scan,train,quickstart} [args...]``: run one benchmark's ``main``."""
+"""``python -m serpent_arch.benchmark {network,scan,train,quickstart,gpu} [args...]``: run one benchmark's ``main``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ COMMANDS = {
     "triton_build": "serpent_arch.benchmark.triton_build",
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
+    "gpu": "serpent_arch.benchmark.gpu",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

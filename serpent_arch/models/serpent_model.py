@@ -11,6 +11,10 @@ BasicSR's):
   same metrics, so the gain of the network is visible (``val.report_baseline``, default true);
 - training states also hold the data position and random states (``data_position``, see
   ``serpent_arch.training``), so ``--auto_resume`` continues exactly where the run stopped;
+- mixed precision: ``train.amp`` / ``val.amp``: ``bf16``, ``fp16`` or ``false`` (default), see
+  :mod:`serpent_arch.amp`; fp16 training scales the loss with ``torch.amp.GradScaler``, whose
+  state is part of the training state;
+- the first log lines say which selective-scan backend runs on the model's device, and why;
 - metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
   ``results/NAME/metrics.json`` when testing, one record per dataset with what a results table
   needs (network options, parameter count, scale, image count, metric options, self-ensemble).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from os import path as osp
 
 import torch
@@ -30,14 +35,59 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from serpent_arch import training
+from serpent_arch import amp, training
 from serpent_arch.checkpoints import atomic_save
 from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
+from serpent_arch.ops.backend_report import scan_log_line
 
 
 @MODEL_REGISTRY.register()
 class SerpentModel(SRModel):
     """Single-image restoration / super-resolution model for Serpent (and any BasicSR network)."""
+
+    def __init__(self, opt):
+        is_train = bool(opt.get("is_train"))
+        self.amp_dtype = amp.dtype_of((opt.get("train") or {}).get("amp", False)) if is_train else None
+        self.val_amp_dtype = amp.dtype_of((opt.get("val") or {}).get("amp", False))
+        super().__init__(opt)
+        for key, dtype in (("train.amp", self.amp_dtype), ("val.amp", self.val_amp_dtype)):
+            problem = amp.unsupported(self.device, dtype)
+            if problem:
+                raise ValueError(f"{key}: {amp.name_of(dtype)} on {self.device}: {problem}")
+        # only fp16 needs loss scaling; a disabled scaler passes everything through
+        self.scaler = amp.grad_scaler(self.device, enabled=self.amp_dtype == torch.float16)
+        logger = get_root_logger()
+        logger.info(scan_log_line(self.get_bare_model(self.net_g), self.device))
+        if self.amp_dtype or self.val_amp_dtype:
+            parts = [f"train {amp.name_of(self.amp_dtype)}"] if is_train else []
+            parts.append(f"validation {amp.name_of(self.val_amp_dtype)}")
+            scaling = " (loss scaling)" if self.scaler.is_enabled() else ""
+            logger.info(f"mixed precision: {', '.join(parts)}{scaling}")
+
+    def optimize_parameters(self, current_iter):
+        if self.amp_dtype is None:
+            return super().optimize_parameters(current_iter)
+        # SRModel's step, with the forward and the losses under autocast and, for fp16, the loss scaled
+        self.optimizer_g.zero_grad()
+        with amp.autocast(self.device, self.amp_dtype):
+            self.output = self.net_g(self.lq)
+            loss_dict = OrderedDict()
+            if self.cri_pix:
+                loss_dict["l_pix"] = self.cri_pix(self.output, self.gt)
+            if self.cri_perceptual:
+                loss_dict["l_percep"], loss_dict["l_style"] = self.cri_perceptual(self.output, self.gt)
+            loss_dict = OrderedDict((k, v.float()) for k, v in loss_dict.items() if v is not None)
+            l_total = sum(loss_dict.values())
+        self.scaler.scale(l_total).backward()
+        training.scaled_step(self.scaler, self.optimizer_g, l_total)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if resume_state.get("amp_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(resume_state["amp_scaler"])
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         optimizer_cls = getattr(torch.optim, str(optim_type), None)
@@ -62,6 +112,7 @@ class SerpentModel(SRModel):
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
             "data_position": position,
+            "amp_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
 
@@ -75,8 +126,16 @@ class SerpentModel(SRModel):
         net.eval()
         val_opt = self.opt.get("val") or {}
 
+        def net_forward(x):
+            if self.val_amp_dtype is None:
+                return net(x)
+            # float32 out, so that tile blending and the ensemble mean never accumulate in half precision
+            with amp.autocast(self.device, self.val_amp_dtype):
+                return net(x).float()
+
         def forward(x):
-            return tiled_forward(net, x, self._scale, tile=val_opt.get("tile"), overlap=val_opt.get("tile_overlap", 32))
+            tile, overlap = val_opt.get("tile"), val_opt.get("tile_overlap", 32)
+            return tiled_forward(net_forward, x, self._scale, tile=tile, overlap=overlap)
 
         self.output = self_ensemble_forward(forward, self.lq) if val_opt.get("self_ensemble") else forward(self.lq)
         if was_training:

@@ -160,6 +160,7 @@ def _build_and_load() -> ctypes.CDLL:
         except (CpuKernelUnavailable, OSError, subprocess.SubprocessError) as exc:
             errors.append(str(exc))
             continue
+        lib.serpent_build = " ".join((os.path.basename(compiler), *flags))  # for logs and basicsr doctor
         if not lib.ss_has_openmp():
             logger.warning("serpent_arch cpu_kernel: compiled without OpenMP, the kernel runs on one thread")
         return lib

@@ -400,9 +400,9 @@ def _probe(device: torch.device) -> tuple[bool, str]:
     # two chunks of the default tile, two groups, every optional input
     shapes = {"u": (1, 4, 40), "delta": (1, 4, 40), "A": (4, 2), "B": (1, 2, 2, 40), "C": (1, 2, 2, 40), "D": (4,),
               "z": (1, 4, 40), "delta_bias": (4,)}  # fmt: skip
-    inputs = {k: torch.randn(s, generator=gen).to(device) for k, s in shapes.items()}
-    inputs["A"] = -inputs["A"].abs()
     try:
+        inputs = {k: torch.randn(s, generator=gen).to(device) for k, s in shapes.items()}
+        inputs["A"] = -inputs["A"].abs()
         fast = {k: v.clone().requires_grad_() for k, v in inputs.items()}
         out = selective_scan_triton(**fast, delta_softplus=True)
         out.sum().backward()
@@ -438,4 +438,6 @@ def availability(
             f"it needs CUDA tensors, got tensors on {device} (for CPU tensors launch Python with "
             "TRITON_INTERPRET=1 in the environment, which runs the kernels in Triton's slow interpreter)"
         )
+    if not torch.cuda.is_available():
+        return False, "CUDA is not available here (no driver or no GPU)"
     return _probe(torch.device(device.type, device.index if device.index is not None else torch.cuda.current_device()))

@@ -21,20 +21,28 @@ backends (as in mamba-ssm); only ``reference`` backpropagates through it.
 
 Backends (chosen by :func:`resolve_backend`):
 
-* ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel; needs ``pip install -e .[cuda]`` and CUDA tensors.
+* ``"mamba_ssm"``: mamba-ssm's fused CUDA kernel; needs mamba-ssm built with its CUDA extension
+  (:data:`MAMBA_SSM_INSTALL`, README "GPU install") and CUDA tensors.
 * ``"triton"``: fused Triton kernels compiled at run time (see ``_triton_scan.py``); CUDA tensors, or
   CPU tensors through Triton's interpreter when Python was launched with ``TRITON_INTERPRET=1``.
 * ``"cpu_kernel"``: OpenMP C kernel compiled on first use (see ``_cpu_kernel.py``); CPU tensors.
 * ``"torch"``: chunked log-depth scan in plain PyTorch (see ``_torch_scan.py``); any device.
 * ``"reference"``: the per-step Python loop with plain autograd; slow, kept as the ground truth.
-* ``"auto"``: on CUDA mamba_ssm if importable, else triton if its kernels run on that device; on CPU
-  cpu_kernel if it compiles; else torch.
+* ``"auto"``: on CUDA mamba_ssm if its kernel runs, else triton if its kernels run on that device;
+  on CPU cpu_kernel if it compiles; else torch.
+
+"mamba-ssm imports" does not mean its kernel runs: releases after 2.3.2.post1 build the CUDA
+extension only with ``MAMBA_KEEP_CUDA_BUILD=TRUE`` and otherwise import fine but raise
+``RuntimeError: selective_scan_cuda is not installed`` at the first call. So ``mamba_ssm`` counts as
+usable on a device only after a tiny forward and backward there ran and agreed with the reference
+(:func:`mamba_ssm_status`, once per process and device); triton likewise (``_triton_scan.availability``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 
 import torch
@@ -48,6 +56,11 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "mamba_ssm", "triton", "cpu_kernel", "torch", "reference")
 
+# What gives mamba-ssm's CUDA kernel (README "GPU install" has the prerequisites): torch must be the
+# CUDA build already installed (hence no build isolation), and newer releases skip the extension
+# unless MAMBA_KEEP_CUDA_BUILD=TRUE (2.3.2.post1 ignores the variable and builds it anyway).
+MAMBA_SSM_INSTALL = "MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation mamba-ssm"
+
 
 @functools.cache
 def _mamba_ssm_import() -> tuple[Callable | None, str]:
@@ -57,6 +70,79 @@ def _mamba_ssm_import() -> tuple[Callable | None, str]:
     except Exception as exc:  # ImportError, but also OSError / RuntimeError from a broken CUDA build
         return None, f"{type(exc).__name__}: {exc}"
     return selective_scan_fn, ""
+
+
+_mamba_ssm_checked: dict[int, tuple[Callable | None, str]] = {}  # CUDA device index -> status
+
+
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _probe_device(device: torch.device) -> torch.device:
+    """Where the probe's tensors live: ``device`` itself (a seam for the CPU tests)."""
+    return device
+
+
+def _check_mamba_ssm_kernel(fn: Callable, device: torch.device) -> str:
+    """Run ``fn`` forward and backward on a tiny problem on ``device``; "" if it agrees with the
+    reference, else the reason it cannot be used."""
+    gen = torch.Generator().manual_seed(0)
+    batch, dim, L, N = 1, 4, 16, 4
+    shapes = {"u": (batch, dim, L), "delta": (batch, dim, L), "B": (batch, 1, N, L), "C": (batch, 1, N, L),
+              "D": (dim,), "z": (batch, dim, L), "delta_bias": (dim,)}  # fmt: skip
+    at = _probe_device(device)
+    # the first scan may come inside no_grad / inference_mode / autocast; the probe needs none of them
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(at.type, enabled=False):
+        args = {k: torch.randn(*shape, generator=gen).to(at).requires_grad_() for k, shape in shapes.items()}
+        args["A"] = (-torch.linspace(0.5, 2.0, dim * N)).reshape(dim, N).to(at).requires_grad_()
+        try:
+            out = fn(**args, delta_softplus=True)
+            out.sum().backward()
+            if at.type == "cuda":
+                torch.cuda.synchronize(at)
+        except Exception as exc:  # RuntimeError "selective_scan_cuda is not installed", no kernel image, ...
+            text = str(exc).strip()
+            # the first sentence: mamba-ssm's own message goes on with a line of install advice
+            first = re.split(r"(?<=\.)\s", text.splitlines()[0])[0] if text else ""
+            return f"its kernel does not run on {device} ({type(exc).__name__}: {first})"
+        grads = [args[k].grad for k in sorted(args)]
+        for t in args.values():
+            t.grad = None
+        expected = selective_scan_ref(**args, delta_softplus=True)
+        expected.sum().backward()
+    for name, got, ref in [("output", out, expected)] + [
+        (f"d{k}", g, args[k].grad) for k, g in zip(sorted(args), grads, strict=True)
+    ]:
+        if got is None or not torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=1e-4):
+            return f"its kernel runs on {device} but its {name} disagrees with the reference"
+    return ""
+
+
+def mamba_ssm_status(device: torch.device | str) -> tuple[bool, str]:
+    """``(True, "")`` when mamba-ssm's kernel runs correctly on CUDA ``device``, else
+    ``(False, reason)``. The check (import, then a tiny forward and backward compared with the
+    reference) runs once per process and device; the result is cached."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False, f"mamba_ssm needs CUDA tensors, got tensors on {device}"
+    fn, reason = _mamba_ssm_import()
+    if fn is None and "selective_scan_cuda" in reason:  # 2.3.2.post1 built without its kernel
+        return False, f"mamba-ssm is installed without its CUDA kernel ({reason})"
+    if fn is None:
+        return False, f"mamba-ssm cannot be imported ({reason})"
+    index = _cuda_index(device)
+    if index not in _mamba_ssm_checked:
+        problem = _check_mamba_ssm_kernel(fn, torch.device("cuda", index))
+        _mamba_ssm_checked[index] = (None, problem) if problem else (fn, "")
+    fn, reason = _mamba_ssm_checked[index]
+    return fn is not None, reason and f"mamba-ssm is installed but {reason}"
+
+
+def _mamba_ssm_problem(reason: str) -> str:
+    """The same words for auto's warning and for the error of an explicit ``mamba_ssm``."""
+    install = f"install its CUDA kernel with `{MAMBA_SSM_INSTALL}` (README: GPU install)"
+    return f"backend 'mamba_ssm' cannot run: {reason}; {install}"
 
 
 @functools.cache
@@ -101,12 +187,12 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
     Returns:
         The concrete backend name (never ``"auto"``).
 
-    ``"auto"`` picks ``mamba_ssm`` for CUDA tensors when mamba-ssm imports (and the dtype is not
-    float64), else ``triton`` when its kernels compile and agree with the reference on that device
-    (checked once per device), else ``cpu_kernel`` for CPU tensors when the C kernel is available,
-    else ``torch``; falling back from ``cpu_kernel`` or ``triton`` logs a warning once per reason.
-    Explicitly requesting a backend that cannot run raises ``RuntimeError`` saying why; an unknown
-    name raises ``ValueError``.
+    ``"auto"`` picks ``mamba_ssm`` for CUDA tensors when its kernel runs on that device (and the
+    dtype is not float64), else ``triton`` when its kernels compile and agree with the reference on
+    that device (checked once per device), else ``cpu_kernel`` for CPU tensors when the C kernel is
+    available, else ``torch``; falling back logs a warning once per reason, naming it (and, for
+    mamba_ssm, the install command of its kernel). Explicitly requesting a backend that cannot run
+    raises ``RuntimeError`` saying why; an unknown name raises ``ValueError``.
     """
     if backend not in BACKENDS:
         names = ", ".join(BACKENDS)
@@ -116,17 +202,15 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
 
     if backend == "auto":
         if device.type == "cuda" and dtype != torch.float64:
-            mamba_ssm, mamba_reason = _mamba_ssm_import()
-            if mamba_ssm is not None:
+            ok, reason = mamba_ssm_status(device)
+            if ok:
                 return "mamba_ssm"
+            _warn_once(f"selective_scan on {device}: {_mamba_ssm_problem(reason)}. Using a slower backend instead.")
             ok, reason = _triton_availability(device, dtype, auto=True)
             if ok:
-                _info_once(f"selective_scan: mamba_ssm unavailable ({mamba_reason}); using the 'triton' backend")
+                _info_once(f"selective_scan on {device}: using the 'triton' backend")
                 return "triton"
-            _warn_once(
-                f"selective_scan: mamba_ssm unavailable ({mamba_reason}) and triton unavailable ({reason}); "
-                "using the slower 'torch' backend"
-            )
+            _warn_once(f"selective_scan on {device}: triton unavailable ({reason}); using the slower 'torch' backend")
         if device.type == "cpu":
             ok, reason = _cpu_kernel.availability()
             if ok:
@@ -135,12 +219,6 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
         return "torch"
 
     if backend == "mamba_ssm":
-        fn, reason = _mamba_ssm_import()
-        if fn is None:
-            raise RuntimeError(
-                "selective_scan: backend 'mamba_ssm' requested but mamba_ssm cannot be imported "
-                f"({reason}); install it with `pip install -e .[cuda]` or use backend='auto'"
-            )
         if device.type != "cuda":
             raise RuntimeError(
                 f"selective_scan: backend 'mamba_ssm' needs CUDA tensors, got tensors on {device}; "
@@ -148,6 +226,9 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
             )
         if dtype == torch.float64:
             raise RuntimeError("selective_scan: backend 'mamba_ssm' does not support float64 inputs")
+        ok, reason = mamba_ssm_status(device)
+        if not ok:
+            raise RuntimeError(f"selective_scan: {_mamba_ssm_problem(reason)}")
     elif backend == "triton":
         ok, reason = _triton_availability(device, dtype)
         if not ok:
@@ -288,6 +369,13 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     return (out, h.reshape(batch, dim, N)) if return_last_state else out
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # torch < 2.4 takes no argument; devices without autocast (meta)
+        return False
+
+
 def _float_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float()
 
@@ -314,10 +402,17 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """
     _check_inputs(u, delta, A, B, C, D, z, delta_bias)
     name = resolve_backend(backend, u)
+    if _autocast_enabled(u.device.type):
+        # the scan computes in float32 whatever a backend does inside (matmuls would run in half)
+        with torch.autocast(u.device.type, enabled=False):
+            return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, name)
     args = (D, z, delta_bias, bool(delta_softplus), bool(return_last_state))
     if name == "mamba_ssm":
         fn, _ = _mamba_ssm_import()
-        # mamba-ssm's kernel only accepts float32 weights; autograd casts the gradients back
+        # mamba-ssm's kernel takes float32 weights, delta and z in u's dtype and B, C in u's dtype or
+        # float32 (mixed dtypes happen under autocast); autograd casts the gradients back
+        delta, z = delta.to(u.dtype), None if z is None else z.to(u.dtype)
+        B, C = (t if t.dtype in (u.dtype, torch.float32) else t.to(u.dtype) for t in (B, C))
         return fn(u, delta, A.float(), B, C, _float_or_none(D), z, _float_or_none(delta_bias),
                   bool(delta_softplus), bool(return_last_state))  # fmt: skip
     if name == "reference":
