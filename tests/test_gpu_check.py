@@ -15,7 +15,12 @@ def test_dry_run_on_cpu(tmp_path):
     argv = ["gpu", "--device", "cpu", "--small", "--out", str(out), "--skip", "quickstart", "--train-budget", "5"]
     assert benchmark_main(argv) == 0
     report = (out / "gpu_check.md").read_text()
-    for heading in ("## 1. Scan backends", "## 2. Training steps of Serpent tiny", "## 3. Efficiency"):
+    for heading in (
+        "## 1. Scan backends",
+        "## 2. Scan speed",
+        "## 3. Training steps of Serpent tiny",
+        "## 4. Efficiency",
+    ):
         assert heading in report
     agreement = list(csv.DictReader((out / "gpu_agreement.csv").open()))
     backends = gpu.available_scan_backends(gpu.torch.device("cpu"))
@@ -47,7 +52,7 @@ def test_without_cuda_it_says_so(capsys):
 @pytest.mark.slow
 def test_quickstart_part_runs_the_real_command(tmp_path):
     out = tmp_path / "gpu"
-    argv = ["--device", "cpu", "--small", "--out", str(out), "--skip", "agreement", "train", "efficiency"]
+    argv = ["--device", "cpu", "--small", "--out", str(out), "--skip", "agreement", "scan", "train", "efficiency"]
     assert gpu.main([*argv, "--quickstart-iters", "2"]) == 0
     report = (out / "gpu_check.md").read_text()
     assert "- exit status 0" in report and "- log line: `selective scan: " in report and " on cpu (" in report

@@ -1,22 +1,25 @@
 """The GPU check: ``python -m serpent_arch.benchmark gpu --out DIR`` (about 5-8 minutes on one H100/H200).
 
-Four parts, written to ``DIR/gpu_check.md`` (with the device, versions and the command) and CSVs:
+Five parts, written to ``DIR/gpu_check.md`` (with the device, versions and the command) and CSVs:
 
 1. Agreement (``gpu_agreement.csv``): every selective-scan backend available on the device against
    ``reference``, forward and all 8 gradients, on a Serpent-shaped scan, with float32 inputs and
    with the bfloat16 inputs autocast produces (the reference then runs on the same bf16 values
    in float32). Error = max |backend - reference| / max |reference| per tensor.
-2. Training throughput (``gpu_train.csv``): ``SerpentModel`` steps (forward, L1 loss, backward,
+2. Scan speed (:mod:`serpent_arch.benchmark.scan_cuda`): forward and forward + backward time and
+   peak memory of mamba_ssm, triton and torch at batch 8, dim 768, L 4096, N 16, 4 groups, with
+   the targets of the Triton backend (within 2x of mamba-ssm, >= 10x faster than torch) checked.
+3. Training throughput (``gpu_train.csv``): ``SerpentModel`` steps (forward, L1 loss, backward,
    AdamW) of Serpent ``base`` on 256x256 inputs (restoration, output 256x256), batch 8, for every
    backend, with ``train.amp`` false and bf16: iterations per second (CUDA events around the timed
    steps, after warm-up steps) and peak ``torch.cuda.max_memory_allocated``.
-3. Efficiency (``network_cuda*.md/csv``, from :mod:`serpent_arch.benchmark.network`): Serpent
+4. Efficiency (``network_cuda*.md/csv``, from :mod:`serpent_arch.benchmark.network`): Serpent
    variants and SwinIR at 256, 512 and 1024, latency by CUDA events and peak memory, fp32 and bf16,
    with the SwinIR / Serpent ratios.
-4. One short ``basicsr train`` of the quick start (options/serpent_sr.yml, 1000 iterations) through
+5. One short ``basicsr train`` of the quick start (options/serpent_sr.yml, 1000 iterations) through
    the real command, on the GPU: its scan-backend log line, speed and final validation PSNR.
 
-``--device cpu --small`` runs the same code on tiny sizes (the test suite does, without part 4).
+``--device cpu --small`` runs the same code on tiny sizes (the test suite does, without part 5).
 """
 
 from __future__ import annotations
@@ -331,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks/gpu"), help="output folder")
     parser.add_argument("--device", default="cuda", help="cuda[:i] (default) or cpu (for a dry run)")
     parser.add_argument("--small", action="store_true", help="tiny sizes everywhere (a dry run of the script)")
-    parser.add_argument("--skip", nargs="+", default=[], choices=["agreement", "train", "efficiency", "quickstart"])
+    parser.add_argument(
+        "--skip", nargs="+", default=[], choices=["agreement", "scan", "train", "efficiency", "quickstart"]
+    )
     parser.add_argument("--quickstart-iters", type=int, default=1000, help="iterations of the basicsr train run")
     parser.add_argument("--train-budget", type=float, default=20.0, help="seconds of timed steps per training row")
     return parser
@@ -374,6 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         ]
         md.append("")
 
+    if "scan" not in args.skip:
+        from serpent_arch.benchmark import scan_cuda
+
+        repeats = 3 if args.small else 10
+        size = scan_cuda.QUICK if args.small else scan_cuda.TARGET
+        report = scan_cuda.bench_cuda_scan(device, size=size, repeats=repeats, agreement_size=None)
+        md += ["## 2. Scan speed", "", scan_cuda.render(report, repeats), ""]
+
     if "train" not in args.skip:
         from basicsr.utils import get_root_logger
 
@@ -385,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"train {backend} {precision}: {rows[-1].it_per_s:.2f} it/s {rows[-1].note}", flush=True)
         _write_csv(out / "gpu_train.csv", [asdict(r) for r in rows])
         md += [
-            f"## 2. Training steps of Serpent {sizes.variant}, {sizes.train_size}x{sizes.train_size}, "
+            f"## 3. Training steps of Serpent {sizes.variant}, {sizes.train_size}x{sizes.train_size}, "
             f"batch {sizes.train_batch}",
             "",
             "| backend | train.amp | it/s | images/s | peak memory (MiB) | timed steps | note |",
@@ -402,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if "efficiency" not in args.skip:
         from serpent_arch.benchmark import network
 
-        md += ["## 3. Efficiency (restoration, batch 1, inference)", ""]
+        md += ["## 4. Efficiency (restoration, batch 1, inference)", ""]
         for amp_flag in ([], ["--amp", "bf16"]):
             net_argv = ["--device", str(device), "--networks", *sizes.networks]
             net_argv += ["--sizes", *map(str, sizes.net_sizes), "--pair", *sizes.pair, "--repeats", str(sizes.repeats)]
@@ -420,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             md.append("")
 
     if "quickstart" not in args.skip:
-        md += ["## 4. The quick start through `basicsr train`", ""]
+        md += ["## 5. The quick start through `basicsr train`", ""]
         md += quickstart_run(out, args.quickstart_iters, timeout_s=300, device=device) + [""]
 
     elapsed = time.perf_counter() - started
