@@ -136,9 +136,9 @@ def _run_pipeline(command: str, rest: list[str]) -> int:
 
         from serpent_arch import compat, training
 
-        compat.apply("train")
+        run = training.TrainingRun()
         try:
-            with training.stop_on_signals():
+            with compat.applied("train", run=run), run.stop_on_signals():
                 basicsr.train.train_pipeline(os.getcwd())
         except training.TrainingInterrupted as stop:
             print(f"basicsr train: {stop}", file=sys.stderr)

@@ -8,8 +8,9 @@ replacement, and all of them are listed in :data:`PATCHES`, each with its reason
 that makes the replacement.
 
 Two stages: ``"import"`` patches are applied by ``import serpent_arch`` (they fix BasicSR for any
-use); ``"train"`` patches by ``basicsr train`` only (exact resume, clean interruption and the
-non-finite loss guard of :mod:`serpent_arch.training`). Before replacing anything, :func:`apply`
+use); ``"train"`` patches by ``basicsr train`` only, for the duration of its run and bound to it
+(:func:`applied`; exact resume, clean interruption and the non-finite loss guard of
+:mod:`serpent_arch.training`). Before replacing anything, :func:`apply`
 checks every target of the stage: it must exist and take the parameters the wrapper relies on. A
 BasicSR whose targets differ stops ``import serpent_arch`` with :class:`BasicSRCompatError`,
 naming the BasicSR version and the patch, rather than giving a wrong result later.
@@ -465,12 +466,8 @@ def check(stage: str | None = None) -> list[str]:
     return problems
 
 
-def apply(stage: str = "import") -> None:
-    """Check, then apply, every patch of ``stage`` (once per process)."""
-    if stage in _applied:
-        return
-    if stage == "import":
-        _alias_functional_tensor(None)
+def _replace_all(stage: str, context: dict) -> list[tuple[object, str, object]]:
+    """Check, then replace, every target of ``stage``; returns (owner, name, original) of each."""
     problems = check(stage)
     if problems:
         import basicsr
@@ -481,12 +478,38 @@ def apply(stage: str = "import") -> None:
             f"(tested with BasicSR {TESTED_BASICSR}):\n  - " + "\n  - ".join(problems)
             + f"\nInstall the tested version: pip install basicsr=={TESTED_BASICSR}"
         )
+    replaced = []
     for patch in PATCHES:
         if patch.stage != stage or patch.target == "torchvision.transforms.functional_tensor":
             continue
         owner, name = _resolve(patch.target)
-        setattr(owner, name, _maker(patch)(getattr(owner, name)))
+        original = getattr(owner, name)
+        setattr(owner, name, _maker(patch)(original, **context))
+        replaced.append((owner, name, original))
+    return replaced
+
+
+def apply(stage: str = "import") -> None:
+    """Check, then apply, every patch of ``stage`` for the rest of the process (once)."""
+    if stage in _applied:
+        return
+    if stage == "import":
+        _alias_functional_tensor(None)
+    _replace_all(stage, {})
     _applied.add(stage)
+
+
+@contextlib.contextmanager
+def applied(stage: str, **context):
+    """Apply the patches of ``stage`` for the duration of a block, their makers called with
+    ``context`` (the ``train`` stage: ``run``, the :class:`serpent_arch.training.TrainingRun`);
+    the originals come back afterwards."""
+    replaced = _replace_all(stage, context)
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(replaced):
+            setattr(owner, name, original)
 
 
 def describe() -> str:

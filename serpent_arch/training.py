@@ -23,7 +23,7 @@ get thin wrappers, applied by ``serpent_arch.compat.apply("train")`` with the ot
   ``resume_training(state)`` also continues the data from the state's ``data_position``.
 
 Why BasicSR alone does not resume exactly: it restarts the interrupted epoch from its first
-batch and does not save random states. ``SerpentModel`` stores :func:`data_position` (epoch,
+batch and does not save random states. ``SerpentModel`` stores :meth:`TrainingRun.data_position` (epoch,
 batches done, the random states of every rank) in each training state, and the wrappers above
 use it, so a run killed and resumed ends with the same weights as one that never stopped (with
 ``DegradedImageDataset``, any number of workers; with other datasets, ``num_worker_per_gpu: 0``).
@@ -74,19 +74,91 @@ class NonFiniteLossError(RuntimeError):
     """A training step produced non-finite gradients and ``train.on_nonfinite_loss`` is ``stop``."""
 
 
-class _Run:
-    """State of the one training run in this process."""
+class TrainingRun:
+    """The state of one ``basicsr train`` run, owned by the command and passed to the wrappers of
+    the ``train`` stage (``serpent_arch.compat.applied("train", run=...)``), which hand it to the
+    model as ``model.training_run``: the tracked loader and sampler, the current iteration, and a
+    stop signal received."""
 
     def __init__(self):
-        self.sampler = None
+        self.sampler: ResumableSampler | None = None
         self.loader: TrackedLoader | None = None
-        self.resume_position: dict | None = None
         self.current_iter = 0
         self.signum = 0
         self.signal_count = 0
 
+    def data_position(self) -> dict | None:
+        """Where the train loader is, and the random state of every rank (collective under DDP)."""
+        if self.loader is None:
+            return None
+        states = [rng_state()]
+        if _dist_ready():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, rng_state())
+        return {
+            "epoch": int(self.sampler.epoch),
+            "batches_done": self.loader.consumed - self.loader.lookahead,
+            "batch_size": self.loader.loader.batch_size,
+            "world_size": len(states),
+            "rng": states,
+        }
 
-_run = _Run()
+    def resume_data_position(self, state: dict, opt: dict) -> None:
+        """Continue the data where the resumed run stopped: skip the batches of the interrupted epoch
+        it already trained on and restore its random states before its next batch (the loop calls
+        ``model.resume_training(state)`` after building the loaders, before its first batch)."""
+        if opt.get("rank", 0) == 0:
+            _forget_validations_after(opt["path"]["experiments_root"], state["iter"])
+        position = state.get("data_position")
+        if not position or self.loader is None:
+            return
+        loader, sampler = self.loader, self.sampler
+        rank, world, batch_size = opt.get("rank", 0), opt.get("world_size", 1), loader.loader.batch_size
+        if position["world_size"] != world or position["batch_size"] != batch_size:
+            logger.warning(
+                f"Resuming with world size {world} and batch size {batch_size}, saved with "
+                f"{position['world_size']} and {position['batch_size']}: epoch {position['epoch']} restarts "
+                "from its first batch and random states are not restored."
+            )
+            return
+        sampler.skip_in_epoch(position["epoch"], position["batches_done"] * batch_size)
+        loader.pending_rng = position["rng"][rank]
+        logger.info(
+            f"Resuming inside epoch {position['epoch']} after {position['batches_done']} batches, "
+            "with the saved random states."
+        )
+
+    def stop_signal(self, model) -> int:
+        """The stop signal received (0 if none); under DDP the largest over all ranks."""
+        signum = self.signum
+        if _dist_ready():  # every rank must stop at the same iteration, or the others wait forever
+            flag = torch.tensor([signum], dtype=torch.int64, device=model.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signum
+
+    def _on_signal(self, signum, frame):
+        self.signal_count += 1
+        if signum == signal.SIGINT and self.signal_count > 1:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self.signum = signum
+        logger.warning(
+            f"{signal.Signals(signum).name} received: finishing the current iteration, then saving a checkpoint "
+            "(press Ctrl-C again to stop without one)."
+        )
+
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        """While training: SIGTERM / SIGINT ask for a checkpoint and a clean stop after the current
+        step. The previous handlers come back afterwards (for callers that train in-process)."""
+        handlers = (signal.SIGTERM, signal.SIGINT)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in handlers}
+        self.signum = self.signal_count = 0
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 class ResumableSampler(EnlargedSampler):
@@ -174,24 +246,6 @@ def _dist_ready() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def data_position() -> dict | None:
-    """Where the train loader is, and the random state of every rank (collective under DDP)."""
-    if _run.loader is None:
-        return None
-    states = [rng_state()]
-    if _dist_ready():
-        states = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(states, rng_state())
-    loader = _run.loader
-    return {
-        "epoch": int(_run.sampler.epoch),
-        "batches_done": loader.consumed - loader.lookahead,
-        "batch_size": loader.loader.batch_size,
-        "world_size": len(states),
-        "rng": states,
-    }
-
-
 def _forget_validations_after(experiments_root: str, iteration: int) -> None:
     """Drop the validation records that a run resumed from ``iteration`` will write again."""
     path = osp.join(experiments_root, "val_metrics.jsonl")
@@ -207,42 +261,16 @@ def _forget_validations_after(experiments_root: str, iteration: int) -> None:
         os.replace(tmp, path)
 
 
-def _wrap_create_train_val_dataloader(original):
+def _wrap_create_train_val_dataloader(original, run: TrainingRun):
     def create_train_val_dataloader(opt, log):
         train_loader, sampler, val_loaders, total_epochs, total_iters = original(opt, log)
         sampler.seed = int(opt.get("manual_seed") or 0)
         lookahead = 1 if opt["datasets"]["train"].get("prefetch_mode") == "cuda" else 0
         tracked = TrackedLoader(train_loader, sampler, lookahead)
-        _run.sampler, _run.loader = sampler, tracked
+        run.sampler, run.loader = sampler, tracked
         return tracked, sampler, val_loaders, total_epochs, total_iters
 
     return create_train_val_dataloader
-
-
-def _resume_data_position(state: dict, opt: dict) -> None:
-    """Continue the data where the resumed run stopped: skip the batches of the interrupted epoch
-    it already trained on and restore its random states before its next batch (the loop calls
-    ``model.resume_training(state)`` after building the loaders, before its first batch)."""
-    if opt.get("rank", 0) == 0:
-        _forget_validations_after(opt["path"]["experiments_root"], state["iter"])
-    position = state.get("data_position")
-    if not position or _run.loader is None:
-        return
-    loader, sampler = _run.loader, _run.sampler
-    rank, world, batch_size = opt.get("rank", 0), opt.get("world_size", 1), loader.loader.batch_size
-    if position["world_size"] != world or position["batch_size"] != batch_size:
-        logger.warning(
-            f"Resuming with world size {world} and batch size {batch_size}, saved with "
-            f"{position['world_size']} and {position['batch_size']}: epoch {position['epoch']} restarts "
-            "from its first batch and random states are not restored."
-        )
-        return
-    sampler.skip_in_epoch(position["epoch"], position["batches_done"] * batch_size)
-    loader.pending_rng = position["rng"][rank]
-    logger.info(
-        f"Resuming inside epoch {position['epoch']} after {position['batches_done']} batches, "
-        "with the saved random states."
-    )
 
 
 def _latest_checkpoint(opt) -> str:
@@ -256,8 +284,10 @@ def _latest_checkpoint(opt) -> str:
     return max(found)[1] if found else "none yet"
 
 
-def _guard_optimizer(optimizer, model) -> None:
-    """Check the gradients before every ``optimizer.step``; stop or skip the step when not finite."""
+def _guard_optimizer(optimizer, model, run: TrainingRun | None = None) -> None:
+    """Check the gradients before every ``optimizer.step``; stop or skip the step when not finite
+    (messages name ``run``'s current iteration)."""
+    run = run or TrainingRun()
     train_opt = model.opt["train"]
     action = train_opt.get("on_nonfinite_loss", "stop")
     max_skips = int(train_opt.get("max_nonfinite_skips", 10))
@@ -273,13 +303,13 @@ def _guard_optimizer(optimizer, model) -> None:
             params = [p for group in optimizer.param_groups for p in group["params"]]
             if not _all_finite(params):  # finite gradients, but the update overflowed
                 raise NonFiniteLossError(
-                    f"iteration {_run.current_iter}: the update made the weights non-finite "
+                    f"iteration {run.current_iter}: the update made the weights non-finite "
                     f"({_nonfinite_names(model, lambda p: p)}); the loss is not finite from here on, and the "
                     f"step cannot be undone, so training stopped. {_how_to_go_on(model, skip=False)}"
                 )
             return result
         where = _nonfinite_names(model, lambda p: p.grad)
-        it = _run.current_iter
+        it = run.current_iter
         if action == "skip" and skipped < max_skips:
             skipped += 1
             optimizer.zero_grad(set_to_none=True)
@@ -303,7 +333,7 @@ def _guard_optimizer(optimizer, model) -> None:
 MAX_FP16_OVERFLOWS = 20
 
 
-def scaled_step(scaler, optimizer, loss: torch.Tensor) -> None:
+def scaled_step(scaler, optimizer, loss: torch.Tensor, iteration: int) -> None:
     """``optimizer.step()`` after a backward of ``scaler.scale(loss)``, the non-finite guard included.
 
     Without loss scaling (bf16) this is the guarded step. With it (fp16) the gradients are unscaled
@@ -326,11 +356,11 @@ def scaled_step(scaler, optimizer, loss: torch.Tensor) -> None:
         optimizer.serpent_fp16_overflows = overflows
         optimizer.zero_grad(set_to_none=True)
         logger.info(
-            f"iteration {_run.current_iter}: fp16 gradients overflowed; step skipped, loss scale {scale:g} halved."
+            f"iteration {iteration}: fp16 gradients overflowed; step skipped, loss scale {scale:g} halved."
         )
         if overflows >= MAX_FP16_OVERFLOWS:
             raise NonFiniteLossError(
-                f"iteration {_run.current_iter}: fp16 gradients overflowed in {overflows} steps in a row although the "
+                f"iteration {iteration}: fp16 gradients overflowed in {overflows} steps in a row although the "
                 f"loss is finite (loss scale now {scale / 2:g}); fp16 cannot represent them. Use train.amp: bf16 or "
                 f"false. The last checkpoint is {_latest_checkpoint_or_none(optimizer)}."
             )
@@ -364,31 +394,23 @@ def _how_to_go_on(model, skip: bool) -> str:
     )
 
 
-def _stop_signal(model) -> int:
-    signum = _run.signum
-    if _dist_ready():  # every rank must stop at the same iteration, or the others wait forever
-        flag = torch.tensor([signum], dtype=torch.int64, device=model.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        signum = int(flag.item())
-    return signum
-
-
-def _wrap_build_model(original):
+def _wrap_build_model(original, run: TrainingRun):
     def build_model(opt):
         model = original(opt)
         if not opt.get("is_train", False):
             return model
+        model.training_run = run
         for optimizer in getattr(model, "optimizers", []):
-            _guard_optimizer(optimizer, model)
+            _guard_optimizer(optimizer, model, run)
         optimize, validation, resume = model.optimize_parameters, model.validation, model.resume_training
 
         def optimize_parameters(current_iter):
-            _run.current_iter = current_iter
+            run.current_iter = current_iter
             optimize(current_iter)
-            signum = _stop_signal(model)
+            signum = run.stop_signal(model)
             if signum:
                 logger.info(f"{signal.Signals(signum).name}: saving the checkpoint of iteration {current_iter}.")
-                model.save(_run.sampler.epoch, current_iter)
+                model.save(run.sampler.epoch, current_iter)
                 raise TrainingInterrupted(signum, current_iter, opt["path"]["experiments_root"])
 
         def validation_without_rng_change(*args, **kwargs):
@@ -397,7 +419,7 @@ def _wrap_build_model(original):
 
         def resume_training(state):
             resume(state)
-            _resume_data_position(state, opt)
+            run.resume_data_position(state, opt)
 
         model.optimize_parameters = optimize_parameters
         model.validation = validation_without_rng_change
@@ -407,7 +429,7 @@ def _wrap_build_model(original):
     return build_model
 
 
-def _wrap_worker_init_fn(original):
+def _wrap_worker_init_fn(original, run: TrainingRun):
     def worker_init_fn(worker_id, *args, **kwargs):
         # Ctrl-C in a terminal reaches the whole process group. The main process finishes its step,
         # saves and stops; a worker killed by the same SIGINT would make it fail on its next batch.
@@ -417,30 +439,6 @@ def _wrap_worker_init_fn(original):
     return worker_init_fn
 
 
-def _on_signal(signum, frame):
-    _run.signal_count += 1
-    if signum == signal.SIGINT and _run.signal_count > 1:
-        raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
-    _run.signum = signum
-    logger.warning(
-        f"{signal.Signals(signum).name} received: finishing the current iteration, then saving a checkpoint "
-        "(press Ctrl-C again to stop without one)."
-    )
-
-
-def _replace_sampler(original):
+def _replace_sampler(original, run: TrainingRun):
     """The ``basicsr.train.EnlargedSampler`` patch (listed in ``serpent_arch.compat.PATCHES``)."""
     return ResumableSampler
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """While training: SIGTERM / SIGINT ask for a checkpoint and a clean stop after the current step.
-    The previous handlers come back afterwards (for callers that train in-process)."""
-    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
-    _run.signum = _run.signal_count = 0
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

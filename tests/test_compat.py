@@ -45,3 +45,14 @@ def test_a_changed_target_stops_with_the_version_and_the_patch(monkeypatch):
 
 def test_readme_lists_every_patch():
     assert compat.describe() in README.read_text(encoding="utf-8")
+
+
+def test_train_stage_is_bound_to_one_run_and_undone_afterwards():
+    from serpent_arch import training
+
+    before = basicsr.train.build_model, basicsr.train.EnlargedSampler
+    run = training.TrainingRun()
+    with compat.applied("train", run=run):
+        assert basicsr.train.EnlargedSampler is training.ResumableSampler
+        assert basicsr.train.build_model is not before[0]
+    assert (basicsr.train.build_model, basicsr.train.EnlargedSampler) == before

@@ -79,7 +79,7 @@ class SerpentModel(SRModel):
             loss_dict = OrderedDict((k, v.float()) for k, v in loss_dict.items() if v is not None)
             l_total = sum(loss_dict.values())
         self.scaler.scale(l_total).backward()
-        training.scaled_step(self.scaler, self.optimizer_g, l_total)
+        training.scaled_step(self.scaler, self.optimizer_g, l_total, current_iter)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
@@ -103,7 +103,8 @@ class SerpentModel(SRModel):
 
         Not master-only like BasicSR's: gathering every rank's random state is collective.
         """
-        position = training.data_position() if current_iter != -1 else None
+        run = getattr(self, "training_run", None)  # set by basicsr train (serpent_arch.training)
+        position = run.data_position() if run is not None and current_iter != -1 else None
         if current_iter == -1 or self.opt.get("rank", 0) != 0:
             return
         state = {
