@@ -5,6 +5,11 @@
  *   EXP       exp used in the hot loops (vectorizable ss_expf for float, libm exp for double)
  * and expecting FN(ss_softplus), FN(ss_sigmoid) to exist.
  * No include guard on purpose: the file is included once per element type.
+ *
+ * Loops marked "vec: <name>" are the hot ones: tests/test_vectorization.py reads gcc's
+ * vectorization report for the line of each marker (the loop's `for`, or its `#pragma omp simd`,
+ * where gcc reports such loops) and fails when one is not vectorized at full width on an x86
+ * family. Keep each marker on that line when editing.
  */
 
 /* ------------------------------------------------------------------------------------------------
@@ -70,7 +75,8 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
             /* a separate loop without branches, so that it vectorizes */
             if (softplus)
                 for (int j = 0; j < tb; ++j)
-                    for (int c = 0; c < SS_CW; ++c) dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
+                    for (int c = 0; c < SS_CW; ++c) /* vec: fwd-softplus */
+                        dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
 
             for (int j = 0; j < tb; ++j) {
                 const REAL *Bt = Bg + (t0 + j) * N;
@@ -84,7 +90,7 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     const REAL bn = Bt[n], cn = Ct[n];
                     REAL *restrict hn = h + n * SS_CW;
                     const REAL *restrict An = At + n * SS_CW;
-                    for (int c = 0; c < SS_CW; ++c) {
+                    for (int c = 0; c < SS_CW; ++c) { /* vec: fwd-recurrence */
                         hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
                         y[c] += hn[c] * cn;
                     }
@@ -102,7 +108,8 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     for (int j = 0; j < tb; ++j) ub[j][c] = z[off + j];
                 }
                 for (int j = 0; j < tb; ++j)
-                    for (int c = 0; c < SS_CW; ++c) yb[j][c] *= ub[j][c] * FN(ss_sigmoid)(ub[j][c]);
+                    for (int c = 0; c < SS_CW; ++c) /* vec: fwd-gate */
+                        yb[j][c] *= ub[j][c] * FN(ss_sigmoid)(ub[j][c]);
             }
             for (int c = 0; c < nc; ++c) {
                 const int64_t off = (b * dim + c0 + c) * L + t0;
@@ -169,11 +176,20 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
             const REAL bias = delta_bias ? delta_bias[d] : (REAL)0;
             const REAL Dd = D ? D[d] : (REAL)0;
 
-            for (int64_t t = 0; t < L; ++t) {
-                const REAL x = dr[t] + bias;
-                dtr[t] = softplus ? FN(ss_softplus)(x) : x;
-                /* torch's softplus backward: identity above the threshold, sigmoid below */
-                sgr[t] = (!softplus || x > (REAL)20) ? (REAL)1 : FN(ss_sigmoid)(x);
+            if (softplus) {
+                for (int64_t t = 0; t < L; ++t) { /* vec: bwd-softplus */
+                    const REAL x = dr[t] + bias;
+                    dtr[t] = FN(ss_softplus)(x);
+                    /* torch's softplus backward: identity above the threshold, sigmoid below;
+                     * a blend rather than a select, which gcc would turn into a branch */
+                    const REAL m = (REAL)(x > (REAL)20);
+                    sgr[t] = m + ((REAL)1 - m) * FN(ss_sigmoid)(x);
+                }
+            } else {
+                for (int64_t t = 0; t < L; ++t) {
+                    dtr[t] = dr[t] + bias;
+                    sgr[t] = 1;
+                }
             }
 
             for (int64_t n = 0; n < N; ++n) h[n] = 0;
@@ -181,7 +197,7 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 const REAL dt = dtr[t], dtu = dt * ur[t];
                 const REAL *restrict Bt = Bg + t * N;
                 REAL *restrict ht = hs + t * N;
-                for (int64_t n = 0; n < N; ++n) {
+                for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
                     h[n] = EXP(dt * Ad[n]) * h[n] + dtu * Bt[n];
                     ht[n] = h[n];
                 }
@@ -194,11 +210,11 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     const REAL *restrict ht = hs + t * N;
                     const REAL *restrict Ct = Cg + t * N;
                     REAL y = 0;
-#pragma omp simd reduction(+ : y)
+#pragma omp simd reduction(+ : y) /* vec: bwd-output */
                     for (int64_t n = 0; n < N; ++n) y += ht[n] * Ct[n];
                     gyr[t] = y + Dd * ur[t];
                 }
-                for (int64_t t = 0; t < L; ++t) {
+                for (int64_t t = 0; t < L; ++t) { /* vec: bwd-gate */
                     const REAL sig = FN(ss_sigmoid)(zr[t]);
                     gzr[t] = gor[t] * gyr[t] * sig * ((REAL)1 + zr[t] * ((REAL)1 - sig));
                     gyr[t] = gor[t] * zr[t] * sig;
@@ -222,7 +238,7 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 REAL g_dt = 0, gBsum = 0;
                 if (t > 0) {
                     const REAL *restrict hp = hs + (t - 1) * N;
-#pragma omp simd reduction(+ : g_dt, gBsum)
+#pragma omp simd reduction(+ : g_dt, gBsum) /* vec: bwd-step */
                     for (int64_t n = 0; n < N; ++n) {
                         const REAL gh = gy * Ct[n] + ghc[n];
                         const REAL dA = EXP(dt * Ad[n]);
