@@ -54,8 +54,15 @@ static inline float ss_expf(float x)
     /* round to nearest with the 1.5 * 2^23 trick (vectorizes without SSE4.1 roundps); kb lies in
      * [2^23, 2^24) where the spacing is 1, so its low mantissa bits are k itself: reading them
      * avoids a float-to-int conversion, which is undefined for NaN in C */
+#ifndef __FAST_MATH__
     const float kb = xc * 1.44269504088896341f + 12582912.0f;
     const float k = kb - 12582912.0f;
+#else
+    /* -ffast-math (only the benchmark's yardstick build) would fold (a + c) - c into a and break
+     * the rounding; rintf is a vroundps there, and then NaN cannot reach the conversion */
+    const float k = __builtin_rintf(xc * 1.44269504088896341f);
+    const float kb = (float)((int32_t)k + 0x400000) + 8388608.0f; /* same bits as above */
+#endif
     float r = xc - k * 0.693145751953125f;   /* ln2 split: exact high part ... */
     r = r - k * 1.42860682030941723e-06f;    /* ... and the low remainder */
     float p = 2 * 0.0013836845755577087f;
