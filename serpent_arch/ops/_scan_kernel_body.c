@@ -133,12 +133,13 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
  *
  * Per row (one channel at a time, loops over n vectorized):
  *   1. dt_t (and sigmoid(delta_t + bias) for the softplus derivative) for all t,
- *   2. forward recomputation, keeping every state h_t (L*N values),
+ *   2. forward recomputation, keeping every state h_t and every exp(dt_t A) (2 L*N values: the
+ *      exponentials are a third of the work, so they are computed once),
  *   3. gy_t = gout_t * silu(z_t) and gz_t, which needs y_t, recomputed from h_t,
  *   4. reverse walk over t carrying ghc[n] = exp(dt_{t+1} A[n]) gh_{t+1}[n].
  * All scratch lives in the calling thread's slice of `work`. gB_part, gC_part must be zeroed.
  * ----------------------------------------------------------------------------------------------*/
-int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return L * N + 3 * L + 3 * N; }
+int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 3 * L + 3 * N; }
 
 void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
                 const REAL *D, const REAL *z, const REAL *delta_bias, int softplus,
@@ -160,7 +161,8 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
         REAL *gBp = gB_part + ((b * groups + g) * parts + p) * L * N;
         REAL *gCp = gC_part + ((b * groups + g) * parts + p) * L * N;
         REAL *restrict hs = work + (int64_t)SS_THREAD_ID() * FN(ss_bwd_work_per_thread)(L, N);
-        REAL *restrict dtr = hs + L * N;  /* dt_t */
+        REAL *restrict das = hs + L * N;  /* exp(dt_t A[n]), kept from the recomputation */
+        REAL *restrict dtr = das + L * N; /* dt_t */
         REAL *restrict sgr = dtr + L;     /* d softplus / d(delta + bias) */
         REAL *restrict gyr = sgr + L;     /* y_t, then gy_t */
         REAL *restrict h = gyr + L;
@@ -197,9 +199,12 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 const REAL dt = dtr[t], dtu = dt * ur[t];
                 const REAL *restrict Bt = Bg + t * N;
                 REAL *restrict ht = hs + t * N;
+                REAL *restrict dat = das + t * N;
                 for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
-                    h[n] = EXP(dt * Ad[n]) * h[n] + dtu * Bt[n];
+                    const REAL dA = EXP(dt * Ad[n]);
+                    h[n] = dA * h[n] + dtu * Bt[n];
                     ht[n] = h[n];
+                    dat[n] = dA;
                 }
             }
 
@@ -238,10 +243,11 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 REAL g_dt = 0, gBsum = 0;
                 if (t > 0) {
                     const REAL *restrict hp = hs + (t - 1) * N;
+                    const REAL *restrict dat = das + t * N;
 #pragma omp simd reduction(+ : g_dt, gBsum) /* vec: bwd-step */
                     for (int64_t n = 0; n < N; ++n) {
                         const REAL gh = gy * Ct[n] + ghc[n];
-                        const REAL dA = EXP(dt * Ad[n]);
+                        const REAL dA = dat[n];
                         const REAL dAh = dA * hp[n];
                         gCt[n] += gy * ht[n];
                         gBt[n] += gh * dtu;
