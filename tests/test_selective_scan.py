@@ -122,6 +122,9 @@ CASES = [
     pytest.param(1, 8, 3 * CHUNK + 5, 2, 4, True, False, False, True, False, id="L3chunk+5-g4"),
     pytest.param(2, 40, 70, 3, 2, True, True, True, True, True, id="dim40-partial-simd-block"),
     pytest.param(1, 4, 7, 1, 1, True, True, True, False, True, id="N1-g1-4d"),
+    # N = 16 takes the C kernel's specialised backward (constant trip count)
+    pytest.param(2, 24, 33, 16, 2, True, True, True, True, True, id="N16-g2"),
+    pytest.param(1, 8, 20, 16, 1, False, True, False, True, False, id="N16-3d-noz"),
 ]
 
 
@@ -159,7 +162,7 @@ FORCED_MARCH = [
 
 
 @pytest.mark.parametrize("march", FORCED_MARCH)
-@pytest.mark.parametrize("case", ["L7-all-g2", "dim40-partial-simd-block", "L3chunk+5-3d"])
+@pytest.mark.parametrize("case", ["L7-all-g2", "dim40-partial-simd-block", "L3chunk+5-3d", "N16-g2"])
 def test_forced_march_build_matches_reference(march, case):
     """The kernel built as an AVX2 (haswell) or SSE4.2 machine builds it, SERPENT_CPU_MARCH's
     build, against the reference: forward and every gradient on fresh random inputs."""

@@ -25,6 +25,12 @@
 #define SS_CW 16
 #define SS_TB 64
 
+#if defined(__GNUC__) || defined(__clang__)
+#define SS_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define SS_ALWAYS_INLINE
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #define SS_THREAD_ID() omp_get_thread_num()

@@ -139,6 +139,83 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
  *   4. reverse walk over t carrying ghc[n] = exp(dt_{t+1} A[n]) gh_{t+1}[n].
  * All scratch lives in the calling thread's slice of `work`. gB_part, gC_part must be zeroed.
  * ----------------------------------------------------------------------------------------------*/
+/* Backward pieces for one channel row, always inlined so that the caller's N == 16 branch gets a
+ * copy with a constant trip count. */
+static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute)(const REAL *restrict dtr, const REAL *restrict ur,
+                                                         const REAL *restrict Bg, const REAL *restrict Ad,
+                                                         REAL *restrict hs, REAL *restrict das,
+                                                         REAL *restrict h, int64_t L, const int64_t N)
+{
+    for (int64_t n = 0; n < N; ++n) h[n] = 0;
+    for (int64_t t = 0; t < L; ++t) {
+        const REAL dt = dtr[t], dtu = dt * ur[t];
+        const REAL *restrict Bt = Bg + t * N;
+        REAL *restrict ht = hs + t * N;
+        REAL *restrict dat = das + t * N;
+        for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
+            const REAL dA = EXP(dt * Ad[n]);
+            h[n] = dA * h[n] + dtu * Bt[n];
+            ht[n] = h[n];
+            dat[n] = dA;
+        }
+    }
+}
+
+static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse)(
+    const REAL *restrict dtr, const REAL *restrict sgr, const REAL *restrict ur, const REAL *restrict gyr,
+    const REAL *restrict Bg, const REAL *restrict Cg, const REAL *restrict Ad, const REAL *restrict hs,
+    const REAL *restrict das, REAL *restrict gBp, REAL *restrict gCp, REAL *restrict ghc, REAL *restrict gAl,
+    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L, const int64_t N)
+{
+    for (int64_t n = 0; n < N; ++n) {
+        ghc[n] = 0;
+        gAl[n] = 0;
+    }
+    REAL gD_acc = 0, gbias_acc = 0;
+    for (int64_t t = L - 1; t >= 0; --t) {
+        const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
+        const REAL *restrict Bt = Bg + t * N;
+        const REAL *restrict Ct = Cg + t * N;
+        const REAL *restrict ht = hs + t * N;
+        REAL *restrict gBt = gBp + t * N;
+        REAL *restrict gCt = gCp + t * N;
+        REAL g_dt = 0, gBsum = 0;
+        if (t > 0) {
+            const REAL *restrict hp = hs + (t - 1) * N;
+            const REAL *restrict dat = das + t * N;
+#pragma omp simd reduction(+ : g_dt, gBsum) /* vec: bwd-step */
+            for (int64_t n = 0; n < N; ++n) {
+                const REAL gh = gy * Ct[n] + ghc[n];
+                const REAL dA = dat[n];
+                const REAL dAh = dA * hp[n];
+                gCt[n] += gy * ht[n];
+                gBt[n] += gh * dtu;
+                g_dt += gh * (dAh * Ad[n] + Bt[n] * ut);
+                gAl[n] += gh * dAh * dt;
+                gBsum += gh * Bt[n];
+                ghc[n] = gh * dA;
+            }
+        } else {
+            /* t = 0: h_{-1} = 0, so the dA terms vanish and no carry is needed */
+#pragma omp simd reduction(+ : g_dt, gBsum)
+            for (int64_t n = 0; n < N; ++n) {
+                const REAL gh = gy * Ct[n] + ghc[n];
+                gCt[n] += gy * ht[n];
+                gBt[n] += gh * dtu;
+                g_dt += gh * Bt[n] * ut;
+                gBsum += gh * Bt[n];
+            }
+        }
+        gD_acc += gy * ut;
+        gur[t] = gy * Dd + gBsum * dt;
+        const REAL gd = g_dt * sgr[t];
+        gdr[t] = gd;
+        gbias_acc += gd;
+    }
+    *gD_out = gD_acc;
+    *gbias_out = gbias_acc;
+}
+
 int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 3 * L + 3 * N; }
 
 void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
@@ -194,19 +271,12 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 }
             }
 
-            for (int64_t n = 0; n < N; ++n) h[n] = 0;
-            for (int64_t t = 0; t < L; ++t) {
-                const REAL dt = dtr[t], dtu = dt * ur[t];
-                const REAL *restrict Bt = Bg + t * N;
-                REAL *restrict ht = hs + t * N;
-                REAL *restrict dat = das + t * N;
-                for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
-                    const REAL dA = EXP(dt * Ad[n]);
-                    h[n] = dA * h[n] + dtu * Bt[n];
-                    ht[n] = h[n];
-                    dat[n] = dA;
-                }
-            }
+            /* N = 16 (every Serpent and Mamba default) gets its own copy with a constant trip
+             * count: the n loops become straight vector code and the carries stay in registers */
+            if (N == 16)
+                FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 16);
+            else
+                FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, N);
 
             if (z) {
                 const REAL *zr = z + row * L;
@@ -228,51 +298,13 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 memcpy(gyr, gor, (size_t)L * sizeof(REAL));
             }
 
-            for (int64_t n = 0; n < N; ++n) {
-                ghc[n] = 0;
-                gAl[n] = 0;
-            }
-            REAL gD_acc = 0, gbias_acc = 0;
-            for (int64_t t = L - 1; t >= 0; --t) {
-                const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
-                const REAL *restrict Bt = Bg + t * N;
-                const REAL *restrict Ct = Cg + t * N;
-                const REAL *restrict ht = hs + t * N;
-                REAL *restrict gBt = gBp + t * N;
-                REAL *restrict gCt = gCp + t * N;
-                REAL g_dt = 0, gBsum = 0;
-                if (t > 0) {
-                    const REAL *restrict hp = hs + (t - 1) * N;
-                    const REAL *restrict dat = das + t * N;
-#pragma omp simd reduction(+ : g_dt, gBsum) /* vec: bwd-step */
-                    for (int64_t n = 0; n < N; ++n) {
-                        const REAL gh = gy * Ct[n] + ghc[n];
-                        const REAL dA = dat[n];
-                        const REAL dAh = dA * hp[n];
-                        gCt[n] += gy * ht[n];
-                        gBt[n] += gh * dtu;
-                        g_dt += gh * (dAh * Ad[n] + Bt[n] * ut);
-                        gAl[n] += gh * dAh * dt;
-                        gBsum += gh * Bt[n];
-                        ghc[n] = gh * dA;
-                    }
-                } else {
-                    /* t = 0: h_{-1} = 0, so the dA terms vanish and no carry is needed */
-#pragma omp simd reduction(+ : g_dt, gBsum)
-                    for (int64_t n = 0; n < N; ++n) {
-                        const REAL gh = gy * Ct[n] + ghc[n];
-                        gCt[n] += gy * ht[n];
-                        gBt[n] += gh * dtu;
-                        g_dt += gh * Bt[n] * ut;
-                        gBsum += gh * Bt[n];
-                    }
-                }
-                gD_acc += gy * ut;
-                gu[row * L + t] = gy * Dd + gBsum * dt;
-                const REAL gd = g_dt * sgr[t];
-                gdelta[row * L + t] = gd;
-                gbias_acc += gd;
-            }
+            REAL gD_acc, gbias_acc;
+            if (N == 16)
+                FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gu + row * L,
+                                   gdelta + row * L, &gD_acc, &gbias_acc, L, 16);
+            else
+                FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gu + row * L,
+                                   gdelta + row * L, &gD_acc, &gbias_acc, L, N);
             memcpy(gA_part + row * N, gAl, (size_t)N * sizeof(REAL));
             if (gD_part) gD_part[row] = gD_acc;
             if (gbias_part) gbias_part[row] = gbias_acc;
