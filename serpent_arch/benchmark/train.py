@@ -124,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         *(f"- `{label}`: `{flags}`" for label, flags in builds.items()),
         f"- {datetime.datetime.now().isoformat(timespec='seconds')}; median of {args.repeats} blocks of "
         f"{args.iters} iterations per backend, blocks interleaved across backends",
-        "",
         "- CPU s / iteration: CPU time of this process (all its threads) per iteration, median of the "
         "blocks: the work an iteration costs, also when other jobs share the machine",
         "",
