@@ -5,8 +5,9 @@ Build: ``_scan_kernel.c`` (which includes ``_scan_kernel_body.c``) is compiled w
 ``~/.cache/serpent_arch/``). The library name contains a hash of the sources and of the flags, so
 editing the kernel recompiles it, and it is written to a temporary file and moved into place with
 ``os.replace``, so concurrent processes never load a half-written library. Flags are tried from
-fastest to most portable: ``-O3 -fno-trapping-math -fopenmp -march=native``, then without
-``-march``, then without OpenMP (serial, still correct). When nothing compiles, or
+fastest to most portable: ``-O3 -fno-trapping-math -fopenmp -march=native`` (plus
+``-mprefer-vector-width=512`` on x86), then without ``-march``, then without OpenMP (serial,
+still correct). When nothing compiles, or
 ``SERPENT_DISABLE_CPU_KERNEL=1``, the backend reports itself unavailable with the reason.
 
 ``-fno-trapping-math`` is what lets gcc vectorize the hot loops below AVX-512: with trapping math
@@ -66,7 +67,9 @@ _ABI_VERSION = 3
 OPT_FLAGS = ("-O3", "-fno-trapping-math")
 # x86: vectors as wide as the target has. gcc's tuning otherwise stays at 256 bits on AVX-512
 # CPUs and at 128 bits for znver1; on this project's AVX-512 machine the forward ran 1.2x faster
-# with 512-bit vectors and a znver1 build 1.25x faster with 256-bit ones (benchmark.scan --march)
+# with 512-bit vectors and a znver1 build 1.25x faster with 256-bit ones (forward of the scan
+# benchmark's target size, one thread; a real Zen 1 splits 256-bit operations, so there it is
+# about a wash)
 X86_FLAGS = ("-mprefer-vector-width=512",)
 _COMMON_FLAGS = ("-shared", "-fPIC")
 MARCH_ENV = "SERPENT_CPU_MARCH"
