@@ -68,7 +68,7 @@ OPT_FLAGS = ("-O3", "-fno-trapping-math")
 # x86: vectors as wide as the target has. gcc's tuning otherwise stays at 256 bits on AVX-512
 # CPUs and at 128 bits for znver1; on this project's AVX-512 machine the forward ran 1.2x faster
 # with 512-bit vectors and a znver1 build 1.25x faster with 256-bit ones (forward of the scan
-# benchmark's target size, one thread; a real Zen 1 splits 256-bit operations, so there it is
+X
 # about a wash)
 X86_FLAGS = ("-mprefer-vector-width=512",)
 _COMMON_FLAGS = ("-shared", "-fPIC")
