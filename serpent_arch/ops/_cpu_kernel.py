@@ -68,8 +68,8 @@ OPT_FLAGS = ("-O3", "-fno-trapping-math")
 # x86: vectors as wide as the target has. gcc's tuning otherwise stays at 256 bits on AVX-512
 # CPUs and at 128 bits for znver1; on this project's AVX-512 machine the forward ran 1.2x faster
 # with 512-bit vectors and a znver1 build 1.25x faster with 256-bit ones (forward of the scan
-X
-# about a wash)
+# benchmark's target size, one thread; unmeasured on a real Zen 1, which splits 256-bit
+# operations in two)
 X86_FLAGS = ("-mprefer-vector-width=512",)
 _COMMON_FLAGS = ("-shared", "-fPIC")
 MARCH_ENV = "SERPENT_CPU_MARCH"
