@@ -122,6 +122,9 @@ CASES = [
     pytest.param(1, 8, 3 * CHUNK + 5, 2, 4, True, False, False, True, False, id="L3chunk+5-g4"),
     pytest.param(2, 40, 70, 3, 2, True, True, True, True, True, id="dim40-partial-simd-block"),
     pytest.param(1, 4, 7, 1, 1, True, True, True, False, True, id="N1-g1-4d"),
+    # N = 16 takes the C kernel's specialised backward (constant trip count)
+    pytest.param(2, 24, 33, 16, 2, True, True, True, True, True, id="N16-g2"),
+    pytest.param(1, 8, 20, 16, 1, False, True, False, True, False, id="N16-3d-noz"),
 ]
 
 
@@ -140,6 +143,115 @@ def test_matches_reference(backend, batch, dim, L, N, groups, grouped, D, z, bia
     for name in grads:
         assert grads[name].dtype == inputs[name].dtype, name
         assert_close(grads[name], ref_grads[name], f"grad {name}")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((ln for ln in f if ln.startswith("flags")), ":").split(":", 1)[1].split())
+    except OSError:
+        return set()
+
+
+# forced kernel targets this CPU can run: what an AVX2-only or an SSE4.2-only machine builds
+FORCED_MARCH = [
+    pytest.param(m, marks=pytest.mark.skipif(not (_cpu_kernel.is_x86() and need <= _cpu_flags()),
+                                             reason=f"needs an x86 CPU with {sorted(need)}"))
+    for m, need in (("haswell", {"avx2", "fma"}), ("x86-64-v2", {"sse4_2"}))
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("march", FORCED_MARCH)
+@pytest.mark.parametrize("case", ["L7-all-g2", "dim40-partial-simd-block", "L3chunk+5-3d", "N16-g2"])
+def test_forced_march_build_matches_reference(march, case):
+    """The kernel built as an AVX2 (haswell) or SSE4.2 machine builds it, SERPENT_CPU_MARCH's
+    build, against the reference: forward and every gradient on fresh random inputs."""
+    require_backend("cpu_kernel")
+    (batch, dim, L, N, groups, grouped, D, z, bias, softplus) = next(c.values for c in CASES if c.id == case)
+    seed = zlib.crc32(repr((march, case)).encode())
+    inputs = make_inputs(batch, dim, L, N, groups, grouped=grouped, D=D, z=z, bias=bias, softplus=softplus,
+                         seed=seed)  # fmt: skip
+    with _cpu_kernel.variant(march) as lib:
+        assert f"-march={march}" in lib.serpent_flags
+        (out, _), grads = run("cpu_kernel", inputs, softplus=softplus)
+    (ref_out, _), ref_grads = run("reference", inputs, softplus=softplus)
+    assert_close(out, ref_out, "out")
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], f"grad {name}")
+
+
+def test_march_env_selects_build(monkeypatch):
+    require_backend("cpu_kernel")
+    monkeypatch.setenv(_cpu_kernel.MARCH_ENV, "x86-64" if _cpu_kernel.is_x86() else "native")
+    assert f"-march={_cpu_kernel.kernel_march()}" in _cpu_kernel.build_info()
+    monkeypatch.setenv(_cpu_kernel.MARCH_ENV, "no-such-cpu")
+    ok, reason = _cpu_kernel.availability()
+    assert not ok and "-march=no-such-cpu" in reason and _cpu_kernel.MARCH_ENV in reason
+    monkeypatch.delenv(_cpu_kernel.MARCH_ENV)
+    assert "-march=native" in _cpu_kernel.build_info() or _cpu_kernel.availability()[0]
+
+
+BUILDS = [pytest.param(None, id="native"), *FORCED_MARCH]
+
+
+@pytest.mark.parametrize("march", BUILDS)
+def test_kernel_exp_accuracy_and_special_values(march):
+    """The vectorizable float32 exp of the hot loops: <= 1.1 ulp wherever the result is a normal
+    float above 1.7e-38 (1.3 ulp without FMA, x86-64-v2), exactly 0 below that, inf above 88.72,
+    NaN for NaN."""
+    require_backend("cpu_kernel")
+    with _cpu_kernel.variant(march):
+        x = torch.linspace(-90, 90, 400_001)
+        y = _cpu_kernel.pointwise("exp", x).double()
+        special = _cpu_kernel.pointwise("exp", torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0]))
+    ref = torch.exp(x.double())
+    normal = (ref > 1.7e-38) & (ref < torch.finfo(torch.float32).max)
+    ulp = 2.0 ** (torch.floor(torch.log2(ref[normal])) - 23)
+    assert ((y[normal] - ref[normal]).abs() / ulp).max().item() <= (1.3 if march == "x86-64-v2" else 1.1)
+    assert (y[ref <= 1.6e-38] == 0).all()
+    assert torch.isinf(y[ref > 3.41e38]).all() and torch.isfinite(y[ref < 3.40e38]).all()
+    assert torch.isnan(special[0]) and special[1] == math.inf and special[2] == 0
+    assert (special[3:] == 1).all()
+
+
+@pytest.mark.parametrize("march", BUILDS)
+def test_kernel_softplus_sigmoid_match_torch(march):
+    """softplus (threshold 20) and sigmoid of the kernel against torch, NaN and infinities included."""
+    require_backend("cpu_kernel")
+    x = torch.cat([torch.linspace(-100, 100, 20_001), torch.tensor([math.nan, math.inf, -math.inf, 20.0])])
+    with _cpu_kernel.variant(march):
+        sp, sg = _cpu_kernel.pointwise("softplus", x), _cpu_kernel.pointwise("sigmoid", x)
+    for name, got, want in (("softplus", sp, torch.nn.functional.softplus(x)), ("sigmoid", sg, torch.sigmoid(x))):
+        assert torch.equal(torch.isnan(got), torch.isnan(want)), name
+        assert torch.equal(torch.isinf(got), torch.isinf(want)), name
+        fin = torch.isfinite(want)
+        torch.testing.assert_close(got[fin], want[fin], rtol=4e-7, atol=1e-37, msg=name)
+
+
+NONFINITE = {"u-nan": ("u", math.nan), "delta-nan": ("delta", math.nan), "delta+inf": ("delta", math.inf),
+             "delta-inf": ("delta", -math.inf), "B-inf": ("B", math.inf), "z-nan": ("z", math.nan)}  # fmt: skip
+
+
+@pytest.mark.parametrize("march", BUILDS)
+@pytest.mark.parametrize("where", NONFINITE)
+def test_nonfinite_inputs_propagate_like_reference(march, where):
+    """A NaN or infinity in one input element gives NaN / inf / finite values at exactly the
+    output positions where the reference gives them, and the same finite values elsewhere."""
+    require_backend("cpu_kernel")
+    inputs = make_inputs(1, 16, 9, 4, 1, seed=21)
+    name, value = NONFINITE[where]
+    inputs[name] = inputs[name].clone()
+    inputs[name].view(-1)[3] = value  # channel 0, time 3 (B: group 0, state 0, time 3)
+    with torch.no_grad(), _cpu_kernel.variant(march):
+        out = selective_scan(**inputs, delta_softplus=True, backend="cpu_kernel")
+    with torch.no_grad():
+        ref = selective_scan(**inputs, delta_softplus=True, backend="reference")
+    assert torch.equal(torch.isnan(out), torch.isnan(ref)), where
+    assert torch.equal(torch.isinf(out), torch.isinf(ref)) and torch.equal(out[torch.isinf(ref)], ref[torch.isinf(ref)])
+    fin = torch.isfinite(ref)
+    assert fin.any(), where
+    assert_close(out[fin], ref[fin], f"{where} finite part")
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)

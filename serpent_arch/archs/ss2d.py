@@ -23,30 +23,66 @@ def cross_scan(x: torch.Tensor, directions: int) -> torch.Tensor:
     """Unroll (B, D, H, W) into (B, K, D, H*W) sequences.
 
     K=1: row-major. K=2: row-major, forward and reversed. K=4: row-major, column-major, and
-    both reversed (the order VMamba uses).
+    both reversed (the order VMamba uses). Differentiable; its gradient is :func:`cross_merge`.
     """
-    b, d, h, w = x.shape
-    rows = x.reshape(b, d, h * w)
-    if directions == 1:
-        return rows.unsqueeze(1)
-    if directions == 2:
-        return torch.stack([rows, rows.flip(-1)], dim=1)
-    cols = x.transpose(-1, -2).reshape(b, d, h * w)
-    forward = torch.stack([rows, cols], dim=1)
-    return torch.cat([forward, forward.flip(-1)], dim=1)
+    return _CrossScan.apply(x, directions)
 
 
 def cross_merge(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`cross_scan`, summing the directions: (B, K, D, H*W) -> (B, D, H, W)."""
+    """Inverse of :func:`cross_scan`, summing the directions: (B, K, D, H*W) -> (B, D, H, W).
+    Differentiable; its gradient is :func:`cross_scan`."""
+    return _CrossMerge.apply(y, h, w)
+
+
+def _scan_plain(x: torch.Tensor, directions: int) -> torch.Tensor:
+    """cross_scan without autograd: each direction is written once into the output, no
+    intermediate stacks (the autograd of stack / cat / slices zero-filled and copied whole
+    (B, K, D, L) tensors several times per call)."""
+    b, d, h, w = x.shape
+    rows = x.reshape(b, d, h * w)
+    if directions == 1:
+        return rows.unsqueeze(1).clone()
+    out = x.new_empty(b, directions, d, h * w)
+    out[:, 0] = rows
+    if directions == 2:
+        out[:, 1] = rows.flip(-1)
+        return out
+    out[:, 1].view(b, d, w, h).copy_(x.transpose(-1, -2))
+    out[:, 2:] = out[:, :2].flip(-1)
+    return out
+
+
+def _merge_plain(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """cross_merge without autograd."""
     b, k, d, length = y.shape
     if k == 1:
-        return y[:, 0].reshape(b, d, h, w)
+        return y[:, 0].reshape(b, d, h, w).clone()
     if k == 2:
         return (y[:, 0] + y[:, 1].flip(-1)).reshape(b, d, h, w)
-    y = y[:, :2] + y[:, 2:].flip(-1)
-    rows = y[:, 0].reshape(b, d, h, w)
-    cols = y[:, 1].reshape(b, d, w, h).transpose(-1, -2)
-    return rows + cols
+    both = y[:, :2] + y[:, 2:].flip(-1)
+    return both[:, 0].view(b, d, h, w) + both[:, 1].view(b, d, w, h).transpose(-1, -2)
+
+
+class _CrossScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, directions):
+        ctx.hw = x.shape[-2:]
+        return _scan_plain(x, directions)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _merge_plain(grad, *ctx.hw), None
+
+
+class _CrossMerge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, h, w):
+        ctx.directions = y.shape[1]
+        return _merge_plain(y, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _scan_plain(grad.contiguous(), ctx.directions), None, None
 
 
 class SS2D(nn.Module):
@@ -117,15 +153,20 @@ class SS2D(nn.Module):
         b, d, h, w = x.shape
         k, n, r = self.directions, self.d_state, self.dt_rank
         xs = cross_scan(x, k)  # (B, K, D, L)
-        proj = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        # batched matmuls in the (B, K, rows, L) layout: no transposed copies of xs or of the
+        # results (einsum("bkdl,kcd->bkcl") made bmm operands of shape (K, B*L, D))
+        proj = torch.matmul(self.x_proj_weight, xs)  # (B, K, r + 2N, L)
         dts, bs, cs = torch.split(proj, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_proj_weight)
+        dts = torch.matmul(self.dt_proj_weight, dts)  # (B, K, D, L)
+        # the C kernel reads B and C through its own (time-major) copy: no .contiguous() first
+        if x.device.type != "cpu":
+            bs, cs = bs.contiguous(), cs.contiguous()
         y = selective_scan(
             xs.reshape(b, k * d, h * w),
             dts.reshape(b, k * d, h * w),
             -torch.exp(self.A_log.float()),
-            bs.contiguous(),
-            cs.contiguous(),
+            bs,
+            cs,
             D=self.D.float(),
             delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True,

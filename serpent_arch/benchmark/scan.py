@@ -1,12 +1,17 @@
 """Benchmark the selective-scan backends on CPU.
 
-    python -m serpent_arch.benchmark.scan [--repeats 5] [--out DIR] [--quick] [--threads N]
+    python -m serpent_arch.benchmark.scan [--repeats 5] [--out DIR] [--quick] [--threads N] [--march haswell ...]
 
 Target size (Serpent's widest stage on a 64x64 crop): batch 1, dim 768, L 4096, N 16, 4 groups,
 delta_bias, delta_softplus, D, no z, float32. ``--quick`` uses a small size as a smoke test.
 
 For every available backend among reference, torch and cpu_kernel it reports, all measured in this
-run and on this machine:
+run and on this machine. cpu_kernel is measured once per build: the kernel's own build
+(``-march=native`` or ``$SERPENT_CPU_MARCH``), each ``--march`` (default ``haswell`` on a CPU with
+AVX2: what an AVX2-only machine builds), and for each of these the same kernel with
+``-ffast-math`` added, the yardstick of the targets (forward >= 15x reference and within 1.5x of
+the -ffast-math build, forward + backward >= 30x). The header names the CPU, its vector
+extensions, the threads and every build's flags.
 
 * forward time: median over ``--repeats`` runs under ``torch.no_grad()``;
 * forward + backward time: median over ``--repeats`` runs (output gradient fixed, inputs fresh
@@ -28,16 +33,17 @@ is printed and written to ``DIR/scan_benchmark.md`` (``DIR/scan_benchmark_quick.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from serpent_arch.ops import available_backends, selective_scan
+from serpent_arch.benchmark.machine import describe, vector_extensions
+from serpent_arch.ops import _cpu_kernel, available_backends, selective_scan
 from serpent_arch.ops._memory import TensorMemoryTracker
 
 TARGET = {"batch": 1, "dim": 768, "L": 4096, "N": 16, "groups": 4}
@@ -84,7 +90,8 @@ def _forward_backward(backend: str, inputs: Tensors, gout: torch.Tensor) -> Tens
 
 
 def measure(backend: str, inputs: Tensors, gout: torch.Tensor, repeats: int) -> dict:
-    """Timings, peak forward memory and the outputs/gradients of one backend."""
+    """Timings, peak forward memory and the outputs/gradients of one backend (for cpu_kernel: of
+    the build selected by the caller's ``_cpu_kernel.variant``)."""
     _forward(backend, inputs)  # warm-up (compiles the C kernel on first use)
     results = _forward_backward(backend, inputs, gout)
     fwd_ms = _median_ms(lambda: _forward(backend, inputs), repeats)
@@ -99,26 +106,16 @@ def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return (actual.double() - expected.double()).abs().max().item() / (scale if scale > 0 else 1.0)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def render(cfg: dict, rows: dict[str, dict], repeats: int) -> str:
+def render(cfg: dict, rows: dict[str, dict], repeats: int, builds: dict[str, str]) -> str:
+    """Markdown report; ``rows`` label -> measure(), ``builds`` cpu_kernel label -> its flags."""
     ref = rows.get("reference")
     lines = [
         "# Selective scan benchmark (CPU)",
         "",
         f"- size: batch {cfg['batch']}, dim {cfg['dim']}, L {cfg['L']}, N {cfg['N']}, "
         f"groups {cfg['groups']}; delta_bias, delta_softplus, D, z=None; float32",
-        f"- machine: {_cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads "
-        f"(torch.get_num_threads, also used by cpu_kernel)",
+        f"- machine: {describe()}; cpu_kernel uses the same threads",
+        *(f"- `{label}`: `{flags}`" for label, flags in builds.items()),
         f"- {datetime.datetime.now().isoformat(timespec='seconds')}; medians of {repeats} runs after warm-up",
         "- peak memory: largest live total of torch tensor storage allocated by one no-grad forward "
         "(inputs excluded), tracked with a TorchDispatchMode",
@@ -141,18 +138,43 @@ def render(cfg: dict, rows: dict[str, dict], repeats: int) -> str:
             f"| {name} | {r['fwd_ms']:.1f} | {fwd_x} | {r['fwd_bwd_ms']:.1f} | {bwd_x} "
             f"| {r['peak_bytes'] / 2**20:.1f} | {mem_x} | {err_s} |"
         )
-    if ref is not None and "cpu_kernel" in rows:
-        ck = rows["cpu_kernel"]
-        fwd_x, bwd_x = ref["fwd_ms"] / ck["fwd_ms"], ref["fwd_bwd_ms"] / ck["fwd_bwd_ms"]
-        lines += [
-            "",
-            "Targets for cpu_kernel: "
-            f"forward {fwd_x:.1f}x (>= 10x: {'met' if fwd_x >= 10 else 'NOT met'}), "
-            f"fwd+bwd {bwd_x:.1f}x (>= 5x: {'met' if bwd_x >= 5 else 'NOT met'}), "
-            f"forward peak {ck['peak_bytes'] / 2**20:.1f} MiB vs {ref['peak_bytes'] / 2**20:.1f} MiB "
-            f"(<= reference: {'met' if ck['peak_bytes'] <= ref['peak_bytes'] else 'NOT met'}).",
-        ]
+    if ref is not None:
+        checks = [_targets(label, rows[label], rows.get(f"{label} -ffast-math"), ref) for label in builds
+                  if label in rows and not label.endswith("-ffast-math")]  # fmt: skip
+        lines += ["", "Targets (forward >= 15x reference and <= 1.5x the -ffast-math build, fwd+bwd >= 30x, "
+                  "forward peak <= reference):", "", *checks]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _targets(label: str, r: dict, fast: dict | None, ref: dict) -> str:
+    def ok(cond: bool) -> str:
+        return "met" if cond else "NOT met"
+
+    fwd_x, bwd_x = ref["fwd_ms"] / r["fwd_ms"], ref["fwd_bwd_ms"] / r["fwd_bwd_ms"]
+    text = f"- `{label}`: forward {fwd_x:.1f}x ({ok(fwd_x >= 15)}), "
+    if fast is not None:
+        vs_fast = r["fwd_ms"] / fast["fwd_ms"]
+        text += f"{vs_fast:.2f}x the -ffast-math forward ({ok(vs_fast <= 1.5)}), "
+    text += f"fwd+bwd {bwd_x:.1f}x ({ok(bwd_x >= 30)}), "
+    text += f"forward peak {r['peak_bytes'] / 2**20:.1f} MiB ({ok(r['peak_bytes'] <= ref['peak_bytes'])})"
+    return text
+
+
+def default_marches() -> list[str]:
+    """Forced builds measured by default: haswell (an AVX2-only machine's build) where it runs."""
+    return ["haswell"] if _cpu_kernel.is_x86() and {"avx2", "fma"} <= set(vector_extensions()) else []
+
+
+def kernel_builds(marches: list[str], fast_math: bool = True) -> dict[str, tuple[str | None, tuple[str, ...]]]:
+    """Row label -> (march, extra flags) for ``_cpu_kernel.variant``; the kernel's own build first."""
+    own = _cpu_kernel.kernel_march()
+    builds: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+    for march in [own, *(m for m in marches if m != own)]:
+        label = f"cpu_kernel -march={march}"
+        builds[label] = (march, ())
+        if fast_math:
+            builds[f"{label} -ffast-math"] = (march, ("-ffast-math",))
+    return builds
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -162,6 +184,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--quick", action="store_true", help=f"small size {QUICK} as a smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--march", nargs="*", default=None,
+                        help="also measure cpu_kernel built with these -march (default: haswell where the CPU "
+                        "has AVX2; none: --march with no value)")  # fmt: skip
+    parser.add_argument("--no-fast-math", action="store_true", help="skip the -ffast-math builds")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -170,15 +196,23 @@ def main(argv: list[str] | None = None) -> str:
     inputs = make_inputs(**cfg)
     gout = torch.randn(cfg["batch"], cfg["dim"], cfg["L"], generator=torch.Generator().manual_seed(1))
     usable = set(available_backends("cpu"))
-    rows = {}
+    rows, builds = {}, {}
     for name in args.backends:
         if name not in usable:
             print(f"skipping {name}: not available here")
             continue
-        print(f"measuring {name} ...", flush=True)
-        rows[name] = measure(name, inputs, gout, args.repeats)
+        variants = {name: None}
+        if name == "cpu_kernel":
+            marches = default_marches() if args.march is None else args.march
+            variants = kernel_builds(marches, fast_math=not args.no_fast_math)
+        for label, variant in variants.items():
+            print(f"measuring {label} ...", flush=True)
+            with _cpu_kernel.variant(*variant) if variant else contextlib.nullcontext():
+                if variant:
+                    builds[label] = _cpu_kernel.build_info()
+                rows[label] = measure(name, inputs, gout, args.repeats)
 
-    table = render(cfg, rows, args.repeats)
+    table = render(cfg, rows, args.repeats, builds)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / ("scan_benchmark_quick.md" if args.quick else "scan_benchmark.md")

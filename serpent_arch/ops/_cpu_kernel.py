@@ -5,9 +5,22 @@ Build: ``_scan_kernel.c`` (which includes ``_scan_kernel_body.c``) is compiled w
 ``~/.cache/serpent_arch/``). The library name contains a hash of the sources and of the flags, so
 editing the kernel recompiles it, and it is written to a temporary file and moved into place with
 ``os.replace``, so concurrent processes never load a half-written library. Flags are tried from
-fastest to most portable: ``-O3 -fopenmp -march=native``, then without ``-march=native``, then
-without OpenMP (serial, still correct). When nothing compiles, or ``SERPENT_DISABLE_CPU_KERNEL=1``,
-the backend reports itself unavailable with the reason.
+fastest to most portable: ``-O3 -fno-trapping-math -fopenmp -march=native`` (plus
+``-mprefer-vector-width=512`` on x86), then without ``-march``, then without OpenMP (serial,
+still correct). When nothing compiles, or
+``SERPENT_DISABLE_CPU_KERNEL=1``, the backend reports itself unavailable with the reason.
+
+``-fno-trapping-math`` is what lets gcc vectorize the hot loops below AVX-512: with trapping math
+it may not evaluate the comparisons of the branch-free exp / softplus for every lane, and AVX2 or
+SSE have no masked lanes to hide them, so the loops stayed scalar (AVX-512 masks made it work).
+The flag only tells the compiler that nobody reads the floating-point exception flags; every
+result, NaN and infinity included, is the same (no ``-ffast-math``: that would change results).
+``tests/test_vectorization.py`` checks gcc's vectorization report for each x86 family.
+
+``SERPENT_CPU_MARCH`` (default ``native``) sets the kernel's ``-march``, e.g. ``haswell`` to build
+exactly what an AVX2-only machine builds; it is part of the library's hash, and a forced target
+that does not compile is an error (no silent fallback). :func:`variant` selects another build
+(march and extra flags) inside a ``with`` block, for the benchmarks and tests.
 
 Kernels (details in ``_scan_kernel_body.c``):
 
@@ -32,6 +45,7 @@ last state is marked non-differentiable.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -48,16 +62,22 @@ import torch
 logger = logging.getLogger(__name__)
 
 _SOURCES = ("_scan_kernel.c", "_scan_kernel_body.c")
-_ABI_VERSION = 2
-_FLAG_SETS = (
-    ("-O3", "-fopenmp", "-march=native"),
-    ("-O3", "-fopenmp"),
-    ("-O3",),
-)
+_ABI_VERSION = 3
+# no -ffast-math: -fno-trapping-math changes no result (see the module docstring)
+OPT_FLAGS = ("-O3", "-fno-trapping-math")
+# x86: vectors as wide as the target has. gcc's tuning otherwise stays at 256 bits on AVX-512
+# CPUs and at 128 bits for znver1; on this project's AVX-512 machine the forward ran 1.2x faster
+# with 512-bit vectors and a znver1 build 1.25x faster with 256-bit ones (forward of the scan
+# benchmark's target size, one thread; unmeasured on a real Zen 1, which splits 256-bit
+# operations in two)
+X86_FLAGS = ("-mprefer-vector-width=512",)
 _COMMON_FLAGS = ("-shared", "-fPIC")
+MARCH_ENV = "SERPENT_CPU_MARCH"
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "lib" -> ctypes.CDLL or "error" -> str; empty until first use
+# (march, extra flags) -> ctypes.CDLL or the error message (str); empty until first use
+_state: dict[tuple[str, tuple[str, ...]], object] = {}
+_active: list[tuple[str | None, tuple[str, ...]]] = []  # stack of variant() selections
 
 
 class CpuKernelUnavailable(RuntimeError):
@@ -80,6 +100,25 @@ def _find_compiler() -> str | None:
         if cand and shutil.which(cand):
             return shutil.which(cand)
     return None
+
+
+def kernel_march() -> str:
+    """The kernel's ``-march``: ``$SERPENT_CPU_MARCH`` or ``native``."""
+    return os.environ.get(MARCH_ENV, "").strip() or "native"
+
+
+def flag_sets(march: str, extra: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    """Compiler flag sets to try, fastest first. Only ``native`` falls back to a generic build:
+    a target someone asked for either builds or fails, so a benchmark never measures another one."""
+    opt = (*OPT_FLAGS, *(X86_FLAGS if is_x86() else ()), *extra)
+    sets = [(*opt, "-fopenmp", f"-march={march}")]
+    if march == "native":
+        sets += [(*opt, "-fopenmp"), opt]
+    return tuple(sets)
+
+
+def is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def _host_tag() -> str:
@@ -141,16 +180,18 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd = getattr(lib, f"ss_bwd_{sfx}")
         bwd.argtypes = [p] * 8 + [i32] + [i64] * 6 + [p] * 10 + [i32]
         bwd.restype = None
+    lib.ss_pointwise_f32.argtypes = [i32, p, p, i64]
+    lib.ss_pointwise_f32.restype = None
     lib.ss_abi_version.restype = i32
     lib.ss_has_openmp.restype = i32
 
 
-def _build_and_load() -> ctypes.CDLL:
+def _build_and_load(march: str, extra: tuple[str, ...]) -> ctypes.CDLL:
     compiler = _find_compiler()
     if compiler is None:
         raise CpuKernelUnavailable("no C compiler found (tried $CC, gcc, cc)")
     errors = []
-    for flags in _FLAG_SETS:
+    for flags in flag_sets(march, extra):
         try:
             path = _compile(compiler, flags, cache_dir())
             lib = ctypes.CDLL(str(path))
@@ -163,27 +204,53 @@ def _build_and_load() -> ctypes.CDLL:
         lib.serpent_build = " ".join((os.path.basename(compiler), *flags))  # for logs and basicsr doctor
         if not lib.ss_has_openmp():
             logger.warning("serpent_arch cpu_kernel: compiled without OpenMP, the kernel runs on one thread")
+        lib.serpent_flags = flags  # what it was built with, for the benchmarks' reports
         return lib
-    raise CpuKernelUnavailable("compiling the C kernel failed:\n" + "\n".join(errors))
+    hint = "" if march == "native" else f" (-march={march} from {MARCH_ENV} or variant(); unset it for native)"
+    raise CpuKernelUnavailable(f"compiling the C kernel failed{hint}:\n" + "\n".join(errors))
+
+
+def _selected() -> tuple[str, tuple[str, ...]]:
+    """(march, extra flags) of the build to use now: the innermost :func:`variant`, else the env."""
+    march, extra = _active[-1] if _active else (None, ())
+    return march or kernel_march(), extra
 
 
 def load_library() -> ctypes.CDLL:
-    """Compile (first time only) and load the kernel library; raises :class:`CpuKernelUnavailable`.
+    """Compile (first time only) and load the selected kernel build; raises :class:`CpuKernelUnavailable`.
 
-    The outcome, success or failure, is remembered for the process (see :func:`reset`), except
-    for ``SERPENT_DISABLE_CPU_KERNEL``, which is checked on every call.
+    The outcome, success or failure, is remembered per build for the process (see :func:`reset`),
+    except for ``SERPENT_DISABLE_CPU_KERNEL``, which is checked on every call.
     """
     if _disabled():
         raise CpuKernelUnavailable("disabled by SERPENT_DISABLE_CPU_KERNEL")
+    key = _selected()
     with _lock:
-        if "lib" not in _state and "error" not in _state:
+        if key not in _state:
             try:
-                _state["lib"] = _build_and_load()
+                _state[key] = _build_and_load(*key)
             except CpuKernelUnavailable as exc:
-                _state["error"] = str(exc)
-        if "error" in _state:
-            raise CpuKernelUnavailable(str(_state["error"]))
-        return _state["lib"]  # type: ignore[return-value]
+                _state[key] = str(exc)
+        if isinstance(_state[key], str):
+            raise CpuKernelUnavailable(str(_state[key]))
+        return _state[key]  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def variant(march: str | None = None, extra_flags: tuple[str, ...] = ()):
+    """Use the kernel built with ``-march=march`` (None: as selected outside) plus ``extra_flags``
+    for every cpu_kernel call in the block, forward and backward (benchmarks and tests compare
+    builds in one process). Not for concurrent use from several threads."""
+    _active.append((march, tuple(extra_flags)))
+    try:
+        yield load_library()
+    finally:
+        _active.pop()
+
+
+def build_info() -> str:
+    """``-march`` and flags of the build in use, e.g. ``-O3 -fno-trapping-math -fopenmp -march=haswell``."""
+    return " ".join(load_library().serpent_flags)
 
 
 def availability() -> tuple[bool, str]:
@@ -196,9 +263,20 @@ def availability() -> tuple[bool, str]:
 
 
 def reset() -> None:
-    """Forget the loaded library / failure so the next use rebuilds (for tests)."""
+    """Forget the loaded libraries / failures so the next use rebuilds (for tests)."""
     with _lock:
         _state.clear()
+
+
+POINTWISE = ("exp", "softplus", "sigmoid")
+
+
+def pointwise(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The kernel's float32 ``exp`` / ``softplus`` / ``sigmoid`` of the build in use, elementwise (for tests)."""
+    x = x.detach().to(torch.float32).contiguous()
+    out = torch.empty_like(x)
+    load_library().ss_pointwise_f32(POINTWISE.index(name), _ptr(x), _ptr(out), x.numel())
+    return out
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:

@@ -5,6 +5,11 @@
  *   EXP       exp used in the hot loops (vectorizable ss_expf for float, libm exp for double)
  * and expecting FN(ss_softplus), FN(ss_sigmoid) to exist.
  * No include guard on purpose: the file is included once per element type.
+ *
+ * Loops marked "vec: <name>" are the hot ones: tests/test_vectorization.py reads gcc's
+ * vectorization report for the line of each marker (the loop's `for`, or its `#pragma omp simd`,
+ * where gcc reports such loops) and fails when one is not vectorized at full width on an x86
+ * family. Keep each marker on that line when editing.
  */
 
 /* ------------------------------------------------------------------------------------------------
@@ -70,7 +75,8 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
             /* a separate loop without branches, so that it vectorizes */
             if (softplus)
                 for (int j = 0; j < tb; ++j)
-                    for (int c = 0; c < SS_CW; ++c) dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
+                    for (int c = 0; c < SS_CW; ++c) /* vec: fwd-softplus */
+                        dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
 
             for (int j = 0; j < tb; ++j) {
                 const REAL *Bt = Bg + (t0 + j) * N;
@@ -84,7 +90,7 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     const REAL bn = Bt[n], cn = Ct[n];
                     REAL *restrict hn = h + n * SS_CW;
                     const REAL *restrict An = At + n * SS_CW;
-                    for (int c = 0; c < SS_CW; ++c) {
+                    for (int c = 0; c < SS_CW; ++c) { /* vec: fwd-recurrence */
                         hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
                         y[c] += hn[c] * cn;
                     }
@@ -102,7 +108,8 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     for (int j = 0; j < tb; ++j) ub[j][c] = z[off + j];
                 }
                 for (int j = 0; j < tb; ++j)
-                    for (int c = 0; c < SS_CW; ++c) yb[j][c] *= ub[j][c] * FN(ss_sigmoid)(ub[j][c]);
+                    for (int c = 0; c < SS_CW; ++c) /* vec: fwd-gate */
+                        yb[j][c] *= ub[j][c] * FN(ss_sigmoid)(ub[j][c]);
             }
             for (int c = 0; c < nc; ++c) {
                 const int64_t off = (b * dim + c0 + c) * L + t0;
@@ -126,12 +133,90 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
  *
  * Per row (one channel at a time, loops over n vectorized):
  *   1. dt_t (and sigmoid(delta_t + bias) for the softplus derivative) for all t,
- *   2. forward recomputation, keeping every state h_t (L*N values),
+ *   2. forward recomputation, keeping every state h_t and every exp(dt_t A) (2 L*N values: the
+ *      exponentials are a third of the work, so they are computed once),
  *   3. gy_t = gout_t * silu(z_t) and gz_t, which needs y_t, recomputed from h_t,
  *   4. reverse walk over t carrying ghc[n] = exp(dt_{t+1} A[n]) gh_{t+1}[n].
  * All scratch lives in the calling thread's slice of `work`. gB_part, gC_part must be zeroed.
  * ----------------------------------------------------------------------------------------------*/
-int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return L * N + 3 * L + 3 * N; }
+/* Backward pieces for one channel row, always inlined so that the caller's N == 16 branch gets a
+ * copy with a constant trip count. */
+static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute)(const REAL *restrict dtr, const REAL *restrict ur,
+                                                         const REAL *restrict Bg, const REAL *restrict Ad,
+                                                         REAL *restrict hs, REAL *restrict das,
+                                                         REAL *restrict h, int64_t L, const int64_t N)
+{
+    for (int64_t n = 0; n < N; ++n) h[n] = 0;
+    for (int64_t t = 0; t < L; ++t) {
+        const REAL dt = dtr[t], dtu = dt * ur[t];
+        const REAL *restrict Bt = Bg + t * N;
+        REAL *restrict ht = hs + t * N;
+        REAL *restrict dat = das + t * N;
+        for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
+            const REAL dA = EXP(dt * Ad[n]);
+            h[n] = dA * h[n] + dtu * Bt[n];
+            ht[n] = h[n];
+            dat[n] = dA;
+        }
+    }
+}
+
+static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse)(
+    const REAL *restrict dtr, const REAL *restrict sgr, const REAL *restrict ur, const REAL *restrict gyr,
+    const REAL *restrict Bg, const REAL *restrict Cg, const REAL *restrict Ad, const REAL *restrict hs,
+    const REAL *restrict das, REAL *restrict gBp, REAL *restrict gCp, REAL *restrict ghc, REAL *restrict gAl,
+    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L, const int64_t N)
+{
+    for (int64_t n = 0; n < N; ++n) {
+        ghc[n] = 0;
+        gAl[n] = 0;
+    }
+    REAL gD_acc = 0, gbias_acc = 0;
+    for (int64_t t = L - 1; t >= 0; --t) {
+        const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
+        const REAL *restrict Bt = Bg + t * N;
+        const REAL *restrict Ct = Cg + t * N;
+        const REAL *restrict ht = hs + t * N;
+        REAL *restrict gBt = gBp + t * N;
+        REAL *restrict gCt = gCp + t * N;
+        REAL g_dt = 0, gBsum = 0;
+        if (t > 0) {
+            const REAL *restrict hp = hs + (t - 1) * N;
+            const REAL *restrict dat = das + t * N;
+#pragma omp simd reduction(+ : g_dt, gBsum) /* vec: bwd-step */
+            for (int64_t n = 0; n < N; ++n) {
+                const REAL gh = gy * Ct[n] + ghc[n];
+                const REAL dA = dat[n];
+                const REAL dAh = dA * hp[n];
+                gCt[n] += gy * ht[n];
+                gBt[n] += gh * dtu;
+                g_dt += gh * (dAh * Ad[n] + Bt[n] * ut);
+                gAl[n] += gh * dAh * dt;
+                gBsum += gh * Bt[n];
+                ghc[n] = gh * dA;
+            }
+        } else {
+            /* t = 0: h_{-1} = 0, so the dA terms vanish and no carry is needed */
+#pragma omp simd reduction(+ : g_dt, gBsum)
+            for (int64_t n = 0; n < N; ++n) {
+                const REAL gh = gy * Ct[n] + ghc[n];
+                gCt[n] += gy * ht[n];
+                gBt[n] += gh * dtu;
+                g_dt += gh * Bt[n] * ut;
+                gBsum += gh * Bt[n];
+            }
+        }
+        gD_acc += gy * ut;
+        gur[t] = gy * Dd + gBsum * dt;
+        const REAL gd = g_dt * sgr[t];
+        gdr[t] = gd;
+        gbias_acc += gd;
+    }
+    *gD_out = gD_acc;
+    *gbias_out = gbias_acc;
+}
+
+int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 3 * L + 3 * N; }
 
 void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
                 const REAL *D, const REAL *z, const REAL *delta_bias, int softplus,
@@ -153,7 +238,8 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
         REAL *gBp = gB_part + ((b * groups + g) * parts + p) * L * N;
         REAL *gCp = gC_part + ((b * groups + g) * parts + p) * L * N;
         REAL *restrict hs = work + (int64_t)SS_THREAD_ID() * FN(ss_bwd_work_per_thread)(L, N);
-        REAL *restrict dtr = hs + L * N;  /* dt_t */
+        REAL *restrict das = hs + L * N;  /* exp(dt_t A[n]), kept from the recomputation */
+        REAL *restrict dtr = das + L * N; /* dt_t */
         REAL *restrict sgr = dtr + L;     /* d softplus / d(delta + bias) */
         REAL *restrict gyr = sgr + L;     /* y_t, then gy_t */
         REAL *restrict h = gyr + L;
@@ -169,23 +255,28 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
             const REAL bias = delta_bias ? delta_bias[d] : (REAL)0;
             const REAL Dd = D ? D[d] : (REAL)0;
 
-            for (int64_t t = 0; t < L; ++t) {
-                const REAL x = dr[t] + bias;
-                dtr[t] = softplus ? FN(ss_softplus)(x) : x;
-                /* torch's softplus backward: identity above the threshold, sigmoid below */
-                sgr[t] = (!softplus || x > (REAL)20) ? (REAL)1 : FN(ss_sigmoid)(x);
-            }
-
-            for (int64_t n = 0; n < N; ++n) h[n] = 0;
-            for (int64_t t = 0; t < L; ++t) {
-                const REAL dt = dtr[t], dtu = dt * ur[t];
-                const REAL *restrict Bt = Bg + t * N;
-                REAL *restrict ht = hs + t * N;
-                for (int64_t n = 0; n < N; ++n) {
-                    h[n] = EXP(dt * Ad[n]) * h[n] + dtu * Bt[n];
-                    ht[n] = h[n];
+            if (softplus) {
+                for (int64_t t = 0; t < L; ++t) { /* vec: bwd-softplus */
+                    const REAL x = dr[t] + bias;
+                    dtr[t] = FN(ss_softplus)(x);
+                    /* torch's softplus backward: identity above the threshold, sigmoid below;
+                     * a blend rather than a select, which gcc would turn into a branch */
+                    const REAL m = (REAL)(x > (REAL)20);
+                    sgr[t] = m + ((REAL)1 - m) * FN(ss_sigmoid)(x);
+                }
+            } else {
+                for (int64_t t = 0; t < L; ++t) {
+                    dtr[t] = dr[t] + bias;
+                    sgr[t] = 1;
                 }
             }
+
+            /* N = 16 (every Serpent and Mamba default) gets its own copy with a constant trip
+             * count: the n loops become straight vector code and the carries stay in registers */
+            if (N == 16)
+                FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 16);
+            else
+                FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, N);
 
             if (z) {
                 const REAL *zr = z + row * L;
@@ -194,11 +285,11 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     const REAL *restrict ht = hs + t * N;
                     const REAL *restrict Ct = Cg + t * N;
                     REAL y = 0;
-#pragma omp simd reduction(+ : y)
+#pragma omp simd reduction(+ : y) /* vec: bwd-output */
                     for (int64_t n = 0; n < N; ++n) y += ht[n] * Ct[n];
                     gyr[t] = y + Dd * ur[t];
                 }
-                for (int64_t t = 0; t < L; ++t) {
+                for (int64_t t = 0; t < L; ++t) { /* vec: bwd-gate */
                     const REAL sig = FN(ss_sigmoid)(zr[t]);
                     gzr[t] = gor[t] * gyr[t] * sig * ((REAL)1 + zr[t] * ((REAL)1 - sig));
                     gyr[t] = gor[t] * zr[t] * sig;
@@ -207,50 +298,13 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 memcpy(gyr, gor, (size_t)L * sizeof(REAL));
             }
 
-            for (int64_t n = 0; n < N; ++n) {
-                ghc[n] = 0;
-                gAl[n] = 0;
-            }
-            REAL gD_acc = 0, gbias_acc = 0;
-            for (int64_t t = L - 1; t >= 0; --t) {
-                const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
-                const REAL *restrict Bt = Bg + t * N;
-                const REAL *restrict Ct = Cg + t * N;
-                const REAL *restrict ht = hs + t * N;
-                REAL *restrict gBt = gBp + t * N;
-                REAL *restrict gCt = gCp + t * N;
-                REAL g_dt = 0, gBsum = 0;
-                if (t > 0) {
-                    const REAL *restrict hp = hs + (t - 1) * N;
-#pragma omp simd reduction(+ : g_dt, gBsum)
-                    for (int64_t n = 0; n < N; ++n) {
-                        const REAL gh = gy * Ct[n] + ghc[n];
-                        const REAL dA = EXP(dt * Ad[n]);
-                        const REAL dAh = dA * hp[n];
-                        gCt[n] += gy * ht[n];
-                        gBt[n] += gh * dtu;
-                        g_dt += gh * (dAh * Ad[n] + Bt[n] * ut);
-                        gAl[n] += gh * dAh * dt;
-                        gBsum += gh * Bt[n];
-                        ghc[n] = gh * dA;
-                    }
-                } else {
-                    /* t = 0: h_{-1} = 0, so the dA terms vanish and no carry is needed */
-#pragma omp simd reduction(+ : g_dt, gBsum)
-                    for (int64_t n = 0; n < N; ++n) {
-                        const REAL gh = gy * Ct[n] + ghc[n];
-                        gCt[n] += gy * ht[n];
-                        gBt[n] += gh * dtu;
-                        g_dt += gh * Bt[n] * ut;
-                        gBsum += gh * Bt[n];
-                    }
-                }
-                gD_acc += gy * ut;
-                gu[row * L + t] = gy * Dd + gBsum * dt;
-                const REAL gd = g_dt * sgr[t];
-                gdelta[row * L + t] = gd;
-                gbias_acc += gd;
-            }
+            REAL gD_acc, gbias_acc;
+            if (N == 16)
+                FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gu + row * L,
+                                   gdelta + row * L, &gD_acc, &gbias_acc, L, 16);
+            else
+                FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gu + row * L,
+                                   gdelta + row * L, &gD_acc, &gbias_acc, L, N);
             memcpy(gA_part + row * N, gAl, (size_t)N * sizeof(REAL));
             if (gD_part) gD_part[row] = gD_acc;
             if (gbias_part) gbias_part[row] = gbias_acc;
