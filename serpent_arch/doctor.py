@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from serpent_arch.benchmark import machine
 from serpent_arch.ops import backend_report, selective_scan, selective_scan_ref
 from serpent_arch.ops.backend_report import package_version
 from serpent_arch.ops.selective_scan import MAMBA_SSM_INSTALL, resolve_backend
@@ -28,23 +29,6 @@ from serpent_arch.ops.selective_scan import MAMBA_SSM_INSTALL, resolve_backend
 # relative tolerance of the agreement check (max |error| / max |reference|), float32 inputs;
 # backends differ from the reference loop by float32 rounding only (~1e-6 here)
 TOLERANCE = 1e-3
-VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "amx_bf16", "asimd", "sve")
-
-
-def _cpu_description() -> str:
-    name, flags = platform.machine() or "cpu", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and name == (platform.machine() or "cpu"):
-                    name = value.strip()
-                elif key.strip() in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    vector = " ".join(f for f in VECTOR_FLAGS if f in flags) or "unknown"
-    return f"{name}; {torch.get_num_threads()} torch threads; vector extensions: {vector}"
 
 
 def _compiler_version() -> str:
@@ -81,7 +65,7 @@ def versions() -> list[tuple[str, str]]:
         ("serpent", package_version("serpent-basicsr") or "not installed (run from a checkout?)"),
         ("mamba-ssm", _mamba_ssm_line()),
         ("triton", package_version("triton") or package_version("pytorch-triton") or "not installed"),
-        ("cpu", _cpu_description()),
+        ("cpu", machine.describe()),
         ("cpu_kernel", f"{backend_report.cpu_kernel_build()}; compiler: {_compiler_version()}"),
     ]
 

@@ -29,7 +29,6 @@ import csv
 import logging
 import math
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 
 import serpent_arch  # noqa: F401  (BasicSR fixes before basicsr is imported)
+from serpent_arch.benchmark import machine
 from serpent_arch.ops import backend_report, selective_scan, selective_scan_ref
 
 REPO = Path(__file__).resolve().parents[2]
@@ -319,7 +319,7 @@ def environment(device: torch.device, argv: list[str]) -> list[str]:
         p = torch.cuda.get_device_properties(device)
         where = f"{device} {p.name} (sm_{p.major}{p.minor}, {p.total_memory / 2**30:.0f} GiB)"
     else:
-        where = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        where = f"cpu: {machine.describe()}"
     return [
         f"- command: `python -m serpent_arch.benchmark gpu {' '.join(argv)}`",
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",

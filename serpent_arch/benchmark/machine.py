@@ -23,7 +23,7 @@ AVX2_ENV = {
 }
 # /proc/cpuinfo flags worth naming, in order of the x86 generations (others: all flags are kept)
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-                "asimd", "sve", "sve2")  # fmt: skip
+                "amx_bf16", "asimd", "sve", "sve2")  # fmt: skip
 
 
 def _cpuinfo_field(*keys: str) -> str:
