@@ -59,6 +59,8 @@ from pathlib import Path
 
 import torch
 
+from ._dtypes import compute_dtype
+
 logger = logging.getLogger(__name__)
 
 _SOURCES = ("_scan_kernel.c", "_scan_kernel_body.c")
@@ -283,10 +285,6 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 def _prep(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.detach().to(dtype).contiguous()
 
@@ -319,7 +317,7 @@ class CpuSelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
         lib = load_library()
-        cdt = _compute_dtype(u, delta, A, B, C)
+        cdt = compute_dtype(u, delta, A, B, C)
         sfx = "f64" if cdt == torch.float64 else "f32"
         batch, dim, L = u.shape
         groups, N = B.shape[1], A.shape[1]
@@ -349,7 +347,7 @@ class CpuSelectiveScanFn(torch.autograd.Function):
     def backward(ctx, gout, *_unused_glast):
         lib = load_library()
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        cdt = _compute_dtype(u, delta, A, B, C)
+        cdt = compute_dtype(u, delta, A, B, C)
         sfx = "f64" if cdt == torch.float64 else "f32"
         batch, dim, L = u.shape
         groups, N = B.shape[1], A.shape[1]

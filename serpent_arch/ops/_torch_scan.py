@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._dtypes import compute_dtype
+
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -78,10 +80,6 @@ def _chunk_adjoint(dA: torch.Tensor, gyC: torch.Tensor, carry: torch.Tensor) -> 
     return _linear_scan_(a, gyC, reverse=True)
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
 class _Chunk:
     """Inputs of steps [s, e) in the compute dtype, shaped for broadcasting over (b, g, dpg, T, N)."""
 
@@ -118,7 +116,7 @@ class TorchSelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, chunk_size):
-        cdt = _compute_dtype(u, delta, A, B, C)
+        cdt = compute_dtype(u, delta, A, B, C)
         b, d, L = u.shape
         g, N = B.shape[1], A.shape[1]
         A4 = A.to(cdt).reshape(g, d // g, 1, N)
@@ -152,7 +150,7 @@ class TorchSelectiveScanFn(torch.autograd.Function):
     def backward(ctx, gout, *_unused_glast):
         u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
         softplus, chunk_size = ctx.delta_softplus, ctx.chunk_size
-        cdt = _compute_dtype(u, delta, A, B, C)
+        cdt = compute_dtype(u, delta, A, B, C)
         b, d, L = u.shape
         g, N = B.shape[1], A.shape[1]
         A4 = A.to(cdt).reshape(g, d // g, 1, N)

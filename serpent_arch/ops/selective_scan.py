@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from . import _cpu_kernel
 from ._cpu_kernel import selective_scan_cpu
+from ._dtypes import compute_dtype
 from ._torch_scan import selective_scan_torch
 
 logger = logging.getLogger(__name__)
@@ -338,7 +339,7 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
     O(batch*dim*N); under autograd every step's state is kept, i.e. O(batch*dim*L*N). Unlike the
     fast backends, ``last_state`` is differentiable here.
     """
-    cdt = torch.float64 if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)) else torch.float32
+    cdt = compute_dtype(u, delta, A, B, C)
     batch, dim, L = u.shape
     B4 = B if B.ndim == 4 else B.unsqueeze(1)
     C4 = C if C.ndim == 4 else C.unsqueeze(1)
