@@ -143,3 +143,25 @@ def test_self_ensemble_averages_the_eight_flips_and_rotations():
     manual = self_ensemble_forward(model.net_g, model.lq)
     torch.testing.assert_close(model.output, manual)
     assert not torch.allclose(model.output, single)  # the network is not flip-equivariant
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+    from serpent_arch.models.serpent_model import ema_decay_at
+
+    assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay_at(0.999, 100) == pytest.approx(101 / 110)
+    assert ema_decay_at(0.999, 10**6) == 0.999
+    assert ema_decay_at(0.5, 100) == 0.5
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_update_uses_the_iteration_unless_warmup_is_off(warmup):
+    model = _model()
+    model.opt["train"] = {"ema_warmup": warmup}
+    model.net_g_ema = type(model.net_g)(variant="tiny", upscale=2)
+    ema, raw = model.net_g_ema.shallow.weight, model.net_g.shallow.weight
+    before = ema.detach().clone()
+    model._ema_iter = 1
+    model.model_ema(decay=0.999)
+    decay = 2 / 11 if warmup else 0.999
+    torch.testing.assert_close(ema.detach(), decay * before + (1 - decay) * raw.detach())

@@ -11,6 +11,13 @@ BasicSR's):
   same metrics, so the gain of the network is visible (``val.report_baseline``, default true);
 - training states also hold the data position and random states (``data_position``, see
   ``serpent_arch.training``), so ``--auto_resume`` continues exactly where the run stopped;
+- the EMA of the weights (``train.ema_decay``) warms up: update ``n`` (the iteration) uses the
+  decay ``min(ema_decay, (1 + n) / (10 + n))`` (``train.ema_warmup``, default true; false gives
+  BasicSR's constant decay). Without it a short run's EMA still holds the random initialisation
+  and the first iterations (0.999 over 3,000 iterations keeps e^-3 = 5% of the initial weights);
+  with it the EMA averages roughly the last tenth of a short run and is the constant-decay EMA
+  after ~9,000 iterations. The decay depends only on the iteration, which the training state
+  holds, so a resumed run continues with the same decays;
 - metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
   ``results/NAME/metrics.json`` when testing, one record per dataset with what a results table
   needs (network options, parameter count, scale, image count, metric options, self-ensemble).
@@ -35,6 +42,15 @@ from serpent_arch.compat import atomic_save
 from serpent_arch.inference import self_ensemble_forward, tiled_forward
 
 
+def ema_decay_at(decay: float, iteration: int) -> float:
+    """The decay of EMA update ``iteration`` (1, 2, ...): ``min(decay, (1 + n) / (10 + n))``.
+
+    The warm-up of TensorFlow's ExponentialMovingAverage(num_updates=n): early updates forget
+    fast, so the average never holds much of the random initialisation.
+    """
+    return min(float(decay), (1.0 + iteration) / (10.0 + iteration))
+
+
 @MODEL_REGISTRY.register()
 class SerpentModel(SRModel):
     """Single-image restoration / super-resolution model for Serpent (and any BasicSR network)."""
@@ -47,6 +63,18 @@ class SerpentModel(SRModel):
                 "such as Adam, AdamW or SGD."
             )
         return optimizer_cls(params, lr=lr, **kwargs)
+
+    def optimize_parameters(self, current_iter):
+        self._ema_iter = current_iter  # read by model_ema, which SRModel calls after the step
+        super().optimize_parameters(current_iter)
+
+    def model_ema(self, decay=0.999):
+        """BasicSR's EMA update, with the warm-up of :func:`ema_decay_at` unless ``train.ema_warmup: false``."""
+        iteration = getattr(self, "_ema_iter", None)
+        warmup = (self.opt.get("train") or {}).get("ema_warmup", True)
+        if decay > 0 and warmup and iteration is not None:
+            decay = ema_decay_at(decay, iteration)
+        super().model_ema(decay=decay)
 
     def save_training_state(self, epoch, current_iter):
         """BasicSR's training state (epoch, iter, optimizers, schedulers) plus the data position.
