@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import shutil
 import sys
 import threading
 from os import path as osp
@@ -488,6 +489,12 @@ def test_sample_set_layout_and_split(sample_root):
         for s in (2, 3, 4):
             lr = cv2.imread(str(sample_root / "val" / "LR_bicubic" / f"X{s}" / name))
             assert lr.shape == (hr.shape[0] // s, hr.shape[1] // s, 3)
+    report = sorted(os.listdir(sample_root / "report" / "HR"))
+    assert report == sorted(f"{s}.png" for s in sample_mod.REPORT_SOURCES)
+    assert not {*sample_mod.REPORT_SOURCES} & {*VAL_SOURCES, *sample_mod.TRAIN_SOURCES}
+    for name in report:
+        hr = cv2.imread(str(sample_root / "report" / "HR" / name))
+        assert hr.shape[0] % 12 == 0 and hr.shape[1] % 12 == 0 and hr.shape[2] == 3
     train = DegradedImageDataset(
         _opt(
             sample_root / "train.lmdb",
@@ -508,6 +515,15 @@ def test_sample_set_is_idempotent(sample_root):
     assert marker.stat().st_mtime_ns == before
     assert paths["val_lr"] == str(sample_root / "val" / "LR_bicubic" / "X4")
     assert not [n for n in os.listdir(sample_root.parent) if ".tmp-" in n]
+
+
+def test_report_photos_are_added_to_a_set_made_before_them(sample_root, tmp_path):
+    old = tmp_path / "old_sample"
+    shutil.copytree(sample_root, old)
+    shutil.rmtree(old / "report")
+    prepare_sample_set(str(old), scale=4)
+    assert sorted(os.listdir(old / "report" / "HR")) == sorted(os.listdir(sample_root / "report" / "HR"))
+    assert sample_root_for(str(old / "report" / "HR")) == str(old)
 
 
 def test_paired_image_dataset_on_sample_val(sample_root):
