@@ -275,6 +275,18 @@ def test_val_from_folder_is_deterministic_and_mod_cropped(gt_folder):
     np.testing.assert_allclose(item["gt"][0].numpy(), bgr[:48, :60, 2], atol=1e-6)
 
 
+@pytest.mark.parametrize("size", [16, 1000])
+def test_center_crop_is_the_middle_of_the_whole_image_pair(gt_folder, size):
+    whole = DegradedImageDataset(_opt(gt_folder))[0]  # GT 48x60, LQ 12x15
+    item = DegradedImageDataset(_opt(gt_folder, center_crop=size))[0]
+    side = min(size // 4, 12)
+    top, left = (12 - side) // 2, (15 - side) // 2
+    torch.testing.assert_close(item["lq"], whole["lq"][:, top : top + side, left : left + side])
+    torch.testing.assert_close(item["gt"], whole["gt"][:, 4 * top : 4 * (top + side), 4 * left : 4 * (left + side)])
+    with pytest.raises(ValueError, match="center_crop: expected a positive integer"):
+        DegradedImageDataset(_opt(gt_folder, center_crop=0))
+
+
 def test_lmdb_matches_folder(gt_folder, gt_lmdb):
     from_lmdb = DegradedImageDataset(_opt(gt_lmdb, io_backend={"type": "lmdb"}))
     from_disk = DegradedImageDataset(_opt(gt_folder))
