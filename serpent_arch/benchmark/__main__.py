@@ -1,4 +1,4 @@
-"""``python -m serpent_arch.benchmark {network,scan,train,quickstart} [args...]``: run one benchmark's ``main``."""
+"""``python -m serpent_arch.benchmark {network,scan,train,quickstart,budget} [args...]``: run one benchmark."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ COMMANDS = {
     "scan": "serpent_arch.benchmark.scan",
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
+    "budget": "serpent_arch.benchmark.budget",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"
