@@ -165,3 +165,27 @@ def test_ema_update_uses_the_iteration_unless_warmup_is_off(warmup):
     model.model_ema(decay=0.999)
     decay = 2 / 11 if warmup else 0.999
     torch.testing.assert_close(ema.detach(), decay * before + (1 - decay) * raw.detach())
+
+
+def test_windowed_networks_are_padded_to_their_window_when_testing():
+    """SwinIR (BasicSR's) only takes multiples of its window; SerpentModel pads like SwinIRModel."""
+    opt = {
+        "name": "m",
+        "num_gpu": 0,
+        "dist": False,
+        "is_train": False,
+        "scale": 2,
+        "network_g": {
+            "type": "SwinIR", "upscale": 2, "in_chans": 3, "img_size": 16, "window_size": 8, "img_range": 1.0,
+            "depths": [2], "embed_dim": 12, "num_heads": [2], "mlp_ratio": 2, "upsampler": "pixelshuffledirect",
+        },
+        "path": {},
+        "val": {},
+    }
+    model = SerpentModel(opt)
+    model.lq = torch.rand(1, 3, 19, 13)
+    model.test()
+    assert model.output.shape == (1, 3, 38, 26)
+    padded = torch.nn.functional.pad(model.lq, (0, 3, 0, 5), mode="reflect")
+    with torch.no_grad():
+        torch.testing.assert_close(model.output, model.net_g.eval()(padded)[..., :38, :26])

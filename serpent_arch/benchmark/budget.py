@@ -118,8 +118,8 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
     record_path = args.out / "runs" / f"{name}.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("iters") == iters:
-            return record
+        if record.get("iters") == iters and record.get("status") == "ok":
+            return record  # a failed run is tried again (it resumes from its last training state)
     train_opt, _ = option_paths(task, network, args.options)
     freq = validation_frequency(iters, args.val_points)
     overrides = [

@@ -51,6 +51,23 @@ def ema_decay_at(decay: float, iteration: int) -> float:
     return min(float(decay), (1.0 + iteration) / (10.0 + iteration))
 
 
+def _padded_to(net, window, scale: int):
+    """``net``, or for a windowed network (``network_g.window_size``: SwinIR and its kind, which
+    only take multiples of the window) a function that reflect-pads the input up to one and crops
+    the output back, as BasicSR's SwinIRModel does when testing. (N, C, H, W) -> (N, C, sH, sW)."""
+    if not isinstance(window, int) or window <= 1:
+        return net
+
+    def forward(x):
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % window, (-w) % window
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")
+        return net(x)[..., : h * scale, : w * scale]
+
+    return forward
+
+
 @MODEL_REGISTRY.register()
 class SerpentModel(SRModel):
     """Single-image restoration / super-resolution model for Serpent (and any BasicSR network)."""
@@ -103,8 +120,13 @@ class SerpentModel(SRModel):
         net.eval()
         val_opt = self.opt.get("val") or {}
 
+        window = (self.opt.get("network_g") or {}).get("window_size")
+
         def forward(x):
-            return tiled_forward(net, x, self._scale, tile=val_opt.get("tile"), overlap=val_opt.get("tile_overlap", 32))
+            return tiled_forward(
+                _padded_to(net, window, self._scale), x, self._scale, tile=val_opt.get("tile"),
+                overlap=val_opt.get("tile_overlap", 32),
+            )
 
         self.output = self_ensemble_forward(forward, self.lq) if val_opt.get("self_ensemble") else forward(self.lq)
         if was_training:
