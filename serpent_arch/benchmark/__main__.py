@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
     "budget": "serpent_arch.benchmark.budget",
+    "dark": "serpent_arch.benchmark.dark",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

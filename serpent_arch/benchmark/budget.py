@@ -321,16 +321,16 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
                        name=best["name"], pick_baseline=best["pick_baseline"])
             row["report"] = test_run(task, network, best["name"], args, root)
         rows.append(row)
-    stem = args.out / f"budget_{task}_{args.minutes:g}min_s{args.seed}"
+    stem = f"budget_{task}_{args.minutes:g}min_s{args.seed}"  # no Path.with_suffix: 0.5min has a dot
     text, csv_rows = tabulate(task, rows, args, speeds)
-    stem.with_suffix(".md").write_text(text)
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+    (args.out / f"{stem}.md").write_text(text)
+    with open(args.out / f"{stem}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]) if csv_rows else ["task"])
         writer.writeheader()
         writer.writerows(csv_rows)
-    plot(task, rows, speeds, stem.with_suffix(".png"), args.minutes)
+    plot(task, rows, speeds, args.out / f"{stem}.png", args.minutes)
     print(text)
-    return stem
+    return args.out / stem
 
 
 def _csv_list(text: str) -> list[str]:
