@@ -116,10 +116,16 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
     """Train one run unless its record exists; returns the record (``OUT/runs/<run>.json``)."""
     name = run_name(task, network, lr, args.minutes, args.seed)
     record_path = args.out / "runs" / f"{name}.json"
+    resume = True
     if record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("iters") == iters and record.get("status") == "ok":
             return record  # a failed run is tried again (it resumes from its last training state)
+        if record.get("iters") != iters:  # a new measurement: start afresh, set the old run aside
+            resume = False  # without --auto_resume BasicSR archives experiments/<name>
+            old_results = root / "results" / name
+            if old_results.is_dir():
+                old_results.rename(root / "results" / f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
     train_opt, _ = option_paths(task, network, args.options)
     freq = validation_frequency(iters, args.val_points)
     overrides = [
@@ -136,7 +142,7 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
     print(f"[budget] train {name}: {iters} iterations, validation every {freq}", flush=True)
     start = time.perf_counter()
     log = root / "experiments" / f"{name}_budget.log"
-    command = ["train", "-opt", str(train_opt), "--auto_resume", "--force_yml", *overrides]
+    command = ["train", "-opt", str(train_opt), *(["--auto_resume"] if resume else []), "--force_yml", *overrides]
     code = _basicsr(command, root, args.threads, log)
     # BasicSR validates once more after its loop, with its counter run past total_iter (one step
     # per epoch loop it leaves): that last record is of the final weights, at iteration `iters`.
