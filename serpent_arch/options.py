@@ -120,6 +120,8 @@ def check_options(path: str, is_train: bool, force_yml: list[str] | None = None,
         skips = train.get("max_nonfinite_skips", 10)
         if isinstance(skips, bool) or not isinstance(skips, int) or skips < 0:
             problems.append(f"'train.max_nonfinite_skips' must be an integer >= 0, got {skips!r}")
+        if not isinstance(train.get("ema_warmup", True), bool):
+            problems.append(f"'train.ema_warmup' must be true or false, got {train['ema_warmup']!r}")
         logger = need(opt, "logger", "", dict) or {}
         need(logger, "print_freq", "logger.", (int, float))
         need(logger, "save_checkpoint_freq", "logger.", (int, float))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import threading
 from os import path as osp
 
@@ -264,6 +265,18 @@ def test_val_from_folder_is_deterministic_and_mod_cropped(gt_folder):
     np.testing.assert_allclose(item["gt"][0].numpy(), bgr[:48, :60, 2], atol=1e-6)
 
 
+@pytest.mark.parametrize("size", [16, 1000])
+def test_center_crop_is_the_middle_of_the_whole_image_pair(gt_folder, size):
+    whole = DegradedImageDataset(_opt(gt_folder))[0]  # GT 48x60, LQ 12x15
+    item = DegradedImageDataset(_opt(gt_folder, center_crop=size))[0]
+    side = min(size // 4, 12)
+    top, left = (12 - side) // 2, (15 - side) // 2
+    torch.testing.assert_close(item["lq"], whole["lq"][:, top : top + side, left : left + side])
+    torch.testing.assert_close(item["gt"], whole["gt"][:, 4 * top : 4 * (top + side), 4 * left : 4 * (left + side)])
+    with pytest.raises(ValueError, match="center_crop: expected a positive integer"):
+        DegradedImageDataset(_opt(gt_folder, center_crop=0))
+
+
 def test_lmdb_matches_folder(gt_folder, gt_lmdb):
     from_lmdb = DegradedImageDataset(_opt(gt_lmdb, io_backend={"type": "lmdb"}))
     from_disk = DegradedImageDataset(_opt(gt_folder))
@@ -478,6 +491,12 @@ def test_sample_set_layout_and_split(sample_root):
         for s in (2, 3, 4):
             lr = cv2.imread(str(sample_root / "val" / "LR_bicubic" / f"X{s}" / name))
             assert lr.shape == (hr.shape[0] // s, hr.shape[1] // s, 3)
+    report = sorted(os.listdir(sample_root / "report" / "HR"))
+    assert report == sorted(f"{s}.png" for s in sample_mod.REPORT_SOURCES)
+    assert not {*sample_mod.REPORT_SOURCES} & {*VAL_SOURCES, *sample_mod.TRAIN_SOURCES}
+    for name in report:
+        hr = cv2.imread(str(sample_root / "report" / "HR" / name))
+        assert hr.shape[0] % 12 == 0 and hr.shape[1] % 12 == 0 and hr.shape[2] == 3
     train = DegradedImageDataset(
         _opt(
             sample_root / "train.lmdb",
@@ -498,6 +517,15 @@ def test_sample_set_is_idempotent(sample_root):
     assert marker.stat().st_mtime_ns == before
     assert paths["val_lr"] == str(sample_root / "val" / "LR_bicubic" / "X4")
     assert not [n for n in os.listdir(sample_root.parent) if ".tmp-" in n]
+
+
+def test_report_photos_are_added_to_a_set_made_before_them(sample_root, tmp_path):
+    old = tmp_path / "old_sample"
+    shutil.copytree(sample_root, old)
+    shutil.rmtree(old / "report")
+    prepare_sample_set(str(old), scale=4)
+    assert sorted(os.listdir(old / "report" / "HR")) == sorted(os.listdir(sample_root / "report" / "HR"))
+    assert sample_root_for(str(old / "report" / "HR")) == str(old)
 
 
 def test_paired_image_dataset_on_sample_val(sample_root):

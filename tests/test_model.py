@@ -150,3 +150,49 @@ def test_self_ensemble_averages_the_eight_flips_and_rotations():
     manual = self_ensemble_forward(model.net_g, model.lq)
     torch.testing.assert_close(model.output, manual)
     assert not torch.allclose(model.output, single)  # the network is not flip-equivariant
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+    from serpent_arch.models.serpent_model import ema_decay_at
+
+    assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay_at(0.999, 100) == pytest.approx(101 / 110)
+    assert ema_decay_at(0.999, 10**6) == 0.999
+    assert ema_decay_at(0.5, 100) == 0.5
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_update_uses_the_iteration_unless_warmup_is_off(warmup):
+    model = _model()
+    model.opt["train"] = {"ema_warmup": warmup}
+    model.net_g_ema = type(model.net_g)(variant="tiny", upscale=2)
+    ema, raw = model.net_g_ema.shallow.weight, model.net_g.shallow.weight
+    before = ema.detach().clone()
+    model._ema_iter = 1
+    model.model_ema(decay=0.999)
+    decay = 2 / 11 if warmup else 0.999
+    torch.testing.assert_close(ema.detach(), decay * before + (1 - decay) * raw.detach())
+
+
+def test_windowed_networks_are_padded_to_their_window_when_testing():
+    """SwinIR (BasicSR's) only takes multiples of its window; SerpentModel pads like SwinIRModel."""
+    opt = {
+        "name": "m",
+        "num_gpu": 0,
+        "dist": False,
+        "is_train": False,
+        "scale": 2,
+        "network_g": {
+            "type": "SwinIR", "upscale": 2, "in_chans": 3, "img_size": 16, "window_size": 8, "img_range": 1.0,
+            "depths": [2], "embed_dim": 12, "num_heads": [2], "mlp_ratio": 2, "upsampler": "pixelshuffledirect",
+        },
+        "path": {},
+        "val": {},
+    }
+    model = SerpentModel(opt)
+    model.lq = torch.rand(1, 3, 19, 13)
+    model.test()
+    assert model.output.shape == (1, 3, 38, 26)
+    padded = torch.nn.functional.pad(model.lq, (0, 3, 0, 5), mode="reflect")
+    with torch.no_grad():
+        torch.testing.assert_close(model.output, model.net_g.eval()(padded)[..., :38, :26])

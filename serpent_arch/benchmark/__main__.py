@@ -1,4 +1,4 @@
-"""``python -m serpent_arch.benchmark {network,scan,train,quickstart,gpu} [args...]``: run one benchmark's ``main``."""
+"""``python -m serpent_arch.benchmark COMMAND [args...]``: run one benchmark's ``main`` (COMMANDS lists them)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ COMMANDS = {
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
     "gpu": "serpent_arch.benchmark.gpu",
+    "budget": "serpent_arch.benchmark.budget",
+    "dark": "serpent_arch.benchmark.dark",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

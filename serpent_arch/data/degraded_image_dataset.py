@@ -88,6 +88,10 @@ class DegradedImageDataset(data.Dataset):
             gt_size (int, train): GT patch size, divisible by ``scale``.
             use_hflip, use_rot (bool, train): BasicSR's flip / rotation augmentation (default false).
             seed (int): default 0; selects the fixed validation degradations.
+            center_crop (int, val/test, optional): evaluate the central ``center_crop`` x
+                ``center_crop`` GT pixels only (less where the image is smaller, rounded down to a
+                multiple of ``scale``); the whole image is degraded first, so the crop's input is
+                that of the whole photo. Cuts the evaluation cost of slow networks.
             skip_bad_samples (bool, train): an unreadable or missing image is replaced by the next
                 one, with a warning naming it; the trainer reports the count at the end of the epoch
                 (default false: the error stops training).
@@ -135,6 +139,11 @@ class DegradedImageDataset(data.Dataset):
         if self.color not in (None, "y", "rgb"):
             raise ValueError(f"color: expected 'y' (Y channel only) or no value, got {self.color!r}")
         self.mean, self.std = opt.get("mean"), opt.get("std")
+        self.center_crop = opt.get("center_crop")
+        if self.center_crop is not None and (
+            isinstance(self.center_crop, bool) or not isinstance(self.center_crop, int) or self.center_crop < 1
+        ):
+            raise ValueError(f"center_crop: expected a positive integer or no value, got {self.center_crop!r}")
 
         if self.is_train:
             self.gt_size = self._require("gt_size", f"the GT patch size, a multiple of scale ({self.scale})")
@@ -309,6 +318,16 @@ class DegradedImageDataset(data.Dataset):
         gt, lq = (np.ascontiguousarray(img) for img in pair)
         return gt, lq
 
+    def _center_pair(self, gt: np.ndarray, lq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The central ``center_crop`` square of GT (H, W, C) and the matching part of LQ."""
+        s = self.scale
+        h, w = lq.shape[:2]
+        size = min(self.center_crop // s, h, w)
+        top, left = (h - size) // 2, (w - size) // 2
+        lq = lq[top : top + size, left : left + size]
+        gt = gt[top * s : (top + size) * s, left * s : (left + size) * s]
+        return np.ascontiguousarray(gt), np.ascontiguousarray(lq)
+
     def __getitem__(self, index) -> dict:
         sample_id = index if isinstance(index, tuple) else None
         index = int(sample_id.index) if sample_id is not None else index
@@ -343,6 +362,8 @@ class DegradedImageDataset(data.Dataset):
                     f"GT image {path} ({img.shape[0]}x{img.shape[1]}) is smaller than scale {self.scale}"
                 )
             img_lq = self.pipeline(img_gt, deterministic_rng(self.seed, key))
+            if self.center_crop:
+                img_gt, img_lq = self._center_pair(img_gt, img_lq)
         img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
         if self.mean is not None or self.std is not None:
             normalize(img_lq, self.mean, self.std, inplace=True)

@@ -8,10 +8,14 @@ No download: every source image ships inside an installed package. The layout (s
       val.lmdb/                   GT of the 3 validation images, whole, mod-cropped to a multiple of 12
       val/HR/*.png                the same validation GT as PNG files
       val/LR_bicubic/X{2,3,4}/    MATLAB-bicubic LR of val/HR, same file names (BasicSR layout)
+      report/HR/*.png             4 more held-out photos (grayscale, stored as 3 equal channels),
+                                  mod-cropped to 12: the report set of the budget benchmark, never
+                                  used to train or to choose anything
       .complete                   marker, written last
 
 Training and validation images are different photographs (the two stereo_motorcycle views show
-the same scene, so both stay on the training side).
+the same scene, so both stay on the training side). A set made before the report photos existed
+gets them added on its next use.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from serpent_arch.data.subimages import extract_subimages
 __all__ = [
     "MARKER",
     "TRAIN_SOURCES",
+    "REPORT_SOURCES",
     "VAL_SOURCES",
     "is_prepared",
     "prepare_sample_set",
@@ -53,6 +58,8 @@ TRAIN_SOURCES = (
     "retina",
 )
 VAL_SOURCES = ("chelsea", "coffee", "grace_hopper")
+# The only other natural photographs that ship inside scikit-image's wheel (grayscale).
+REPORT_SOURCES = ("camera", "coins", "moon", "grass")
 
 MARKER = ".complete"
 FORMAT_VERSION = 1
@@ -68,7 +75,7 @@ VAL_MOD = 12
 DEFAULT_LR_SCALES = (2, 3, 4)
 PNG_LEVEL = 1
 
-_OUTPUTS = ("train.lmdb", "val.lmdb", "val/HR")
+_OUTPUTS = ("train.lmdb", "val.lmdb", "val/HR", "report/HR")
 
 
 def _train_images() -> list[tuple[str, np.ndarray]]:
@@ -113,6 +120,25 @@ def _val_images() -> list[tuple[str, np.ndarray]]:
     ]
 
 
+def _report_images() -> list[tuple[str, np.ndarray]]:
+    """(name, BGR uint8 (H, W, 3)) of the report photos, in :data:`REPORT_SOURCES` order."""
+    from skimage import data
+
+    return [(name, cv2.cvtColor(getattr(data, name)(), cv2.COLOR_GRAY2BGR)) for name in REPORT_SOURCES]
+
+
+def _write_hr_folder(folder: str, images: list[tuple[str, np.ndarray]]) -> tuple[list[str], int]:
+    """Write ``images`` mod-cropped to :data:`VAL_MOD` as PNGs; returns (file names, raw bytes)."""
+    names, raw = [], 0
+    for source, img in images:
+        h, w = img.shape[:2]
+        img = img[: h - h % VAL_MOD, : w - w % VAL_MOD]
+        _write_png(osp.join(folder, f"{source}.png"), img)
+        names.append(f"{source}.png")
+        raw += img.nbytes
+    return names, raw
+
+
 def sample_paths(root: str = "datasets/sample", scale: int = 4) -> dict[str, str]:
     """Paths of the sample set's parts under ``root`` (whether or not they exist yet)."""
     return {
@@ -121,6 +147,7 @@ def sample_paths(root: str = "datasets/sample", scale: int = 4) -> dict[str, str
         "val_lmdb": osp.join(root, "val.lmdb"),
         "val_hr": osp.join(root, "val", "HR"),
         "val_lr": osp.join(root, "val", "LR_bicubic", f"X{scale}"),
+        "report_hr": osp.join(root, "report", "HR"),
     }
 
 
@@ -208,13 +235,9 @@ def _build(tmp: str, scales: list[int]) -> dict:
 
     hr_dir = osp.join(tmp, "val", "HR")
     os.makedirs(hr_dir)
-    val_names, raw = [], 0
-    for source, img in _val_images():
-        h, w = img.shape[:2]
-        img = img[: h - h % VAL_MOD, : w - w % VAL_MOD]
-        _write_png(osp.join(hr_dir, f"{source}.png"), img)
-        val_names.append(f"{source}.png")
-        raw += img.nbytes
+    val_names, raw = _write_hr_folder(hr_dir, _val_images())
+    os.makedirs(osp.join(tmp, "report", "HR"))
+    _write_hr_folder(osp.join(tmp, "report", "HR"), _report_images())
     _make_lmdb(hr_dir, osp.join(tmp, "val.lmdb"), val_names, raw)
     for scale in scales:
         lr_dir = osp.join(tmp, "val", "LR_bicubic", f"X{scale}")
@@ -229,6 +252,7 @@ def _build(tmp: str, scales: list[int]) -> dict:
             "step": CROP_STEP,
         },
         "val": {"sources": list(VAL_SOURCES), "mod_crop": VAL_MOD, "lr_scales": scales},
+        "report": {"sources": list(REPORT_SOURCES), "mod_crop": VAL_MOD},
     }
 
 
@@ -266,6 +290,25 @@ def _add_lr_scale(root: str, scale: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _add_report_set(root: str) -> None:
+    """Add ``report/HR`` to a set made before it existed, atomically (temp folder + rename)."""
+    target = osp.join(root, "report", "HR")
+    if osp.isdir(target):
+        return
+    logger.info(f"Sample set {root}: adding the report photos in {target}")
+    os.makedirs(osp.dirname(target), exist_ok=True)
+    tmp = _make_temp_dir(osp.dirname(target), "HR")
+    try:
+        _write_hr_folder(tmp, _report_images())
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not osp.isdir(target):  # not a concurrent process that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def prepare_sample_set(root: str = "datasets/sample", scale: int = 4) -> dict[str, str]:
     """Create the built-in sample set under ``root`` unless it is already complete.
 
@@ -289,10 +332,12 @@ def prepare_sample_set(root: str = "datasets/sample", scale: int = 4) -> dict[st
     paths = sample_paths(root, scale)
     if is_prepared(root):
         _add_lr_scale(root, scale)
+        _add_report_set(root)
         return paths
     if osp.exists(root) and (not osp.isdir(root) or os.listdir(root)):
         if is_prepared(root):  # another process finished between the two checks
             _add_lr_scale(root, scale)
+            _add_report_set(root)
             return paths
         raise FileExistsError(
             f"Sample set folder {root} exists but is not a finished sample set (no {MARKER} marker); "

@@ -15,6 +15,13 @@ BasicSR's):
   :mod:`serpent_arch.amp`; fp16 training scales the loss with ``torch.amp.GradScaler``, whose
   state is part of the training state;
 - the first log lines say which selective-scan backend runs on the model's device, and why;
+- the EMA of the weights (``train.ema_decay``) warms up: update ``n`` (the iteration) uses the
+  decay ``min(ema_decay, (1 + n) / (10 + n))`` (``train.ema_warmup``, default true; false gives
+  BasicSR's constant decay). Without it a short run's EMA still holds the random initialisation
+  and the first iterations (0.999 over 3,000 iterations keeps e^-3 = 5% of the initial weights);
+  with it the EMA averages roughly the last tenth of a short run and is the constant-decay EMA
+  after ~9,000 iterations. The decay depends only on the iteration, which the training state
+  holds, so a resumed run continues with the same decays;
 - metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
   ``results/NAME/metrics.json`` when testing, one record per dataset with what a results table
   needs (network options, parameter count, scale, image count, metric options, self-ensemble).
@@ -41,6 +48,32 @@ from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
 from serpent_arch.ops.backend_report import scan_log_line
 
 
+def ema_decay_at(decay: float, iteration: int) -> float:
+    """The decay of EMA update ``iteration`` (1, 2, ...): ``min(decay, (1 + n) / (10 + n))``.
+
+    The warm-up of TensorFlow's ExponentialMovingAverage(num_updates=n): early updates forget
+    fast, so the average never holds much of the random initialisation.
+    """
+    return min(float(decay), (1.0 + iteration) / (10.0 + iteration))
+
+
+def _padded_to(net, window, scale: int):
+    """``net``, or for a windowed network (``network_g.window_size``: SwinIR and its kind, which
+    only take multiples of the window) a function that reflect-pads the input up to one and crops
+    the output back, as BasicSR's SwinIRModel does when testing. (N, C, H, W) -> (N, C, sH, sW)."""
+    if not isinstance(window, int) or window <= 1:
+        return net
+
+    def forward(x):
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % window, (-w) % window
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")
+        return net(x)[..., : h * scale, : w * scale]
+
+    return forward
+
+
 @MODEL_REGISTRY.register()
 class SerpentModel(SRModel):
     """Single-image restoration / super-resolution model for Serpent (and any BasicSR network)."""
@@ -65,6 +98,7 @@ class SerpentModel(SRModel):
             logger.info(f"mixed precision: {', '.join(parts)}{scaling}")
 
     def optimize_parameters(self, current_iter):
+        self._ema_iter = current_iter  # read by model_ema, called after the step
         if self.amp_dtype is None:
             return super().optimize_parameters(current_iter)
         # SRModel's step, with the forward and the losses under autocast and, for fp16, the loss scaled
@@ -98,6 +132,14 @@ class SerpentModel(SRModel):
             )
         return optimizer_cls(params, lr=lr, **kwargs)
 
+    def model_ema(self, decay=0.999):
+        """BasicSR's EMA update, with the warm-up of :func:`ema_decay_at` unless ``train.ema_warmup: false``."""
+        iteration = getattr(self, "_ema_iter", None)
+        warmup = (self.opt.get("train") or {}).get("ema_warmup", True)
+        if decay > 0 and warmup and iteration is not None:
+            decay = ema_decay_at(decay, iteration)
+        super().model_ema(decay=decay)
+
     def save_training_state(self, epoch, current_iter):
         """BasicSR's training state (epoch, iter, optimizers, schedulers) plus the data position.
 
@@ -127,12 +169,15 @@ class SerpentModel(SRModel):
         net.eval()
         val_opt = self.opt.get("val") or {}
 
+        window = (self.opt.get("network_g") or {}).get("window_size")
+        padded = _padded_to(net, window, self._scale)
+
         def net_forward(x):
             if self.val_amp_dtype is None:
-                return net(x)
+                return padded(x)
             # float32 out, so that tile blending and the ensemble mean never accumulate in half precision
             with amp.autocast(self.device, self.val_amp_dtype):
-                return net(x).float()
+                return padded(x).float()
 
         def forward(x):
             tile, overlap = val_opt.get("tile"), val_opt.get("tile_overlap", 32)

@@ -1,0 +1,396 @@
+"""Quality at an equal training budget: Serpent against BasicSR's own networks, trained the same way.
+
+    python -m serpent_arch.benchmark budget [--minutes 10] [--tasks sr,deblur] [--networks NAME,...]
+        [--lrs 2e-4,1e-3] [--threads T] [--seed 0] [--val-points 4] [--out experiments/benchmarks/budget]
+
+Protocol, per task (``serpent_arch.benchmark.contenders``: the tasks, the networks and their
+option files ``options/budget/``, which differ only in ``network_g``):
+
+1. One interleaved throughput run of all contenders in this process gives each one's seconds
+   per training iteration; the budget (``--minutes`` of training) becomes an iteration count per
+   network. Runs are then trained for their count, whatever the load while they run, so results
+   depend on the seed only. The measurement is kept in ``OUT/throughput_<task>_<T>threads.json``
+   and reused by later sittings (delete it to measure again).
+2. Every network is trained at every learning rate of ``--lrs`` by ``basicsr train`` (a
+   subprocess, experiment ``budget_<task>_<network>_lr<LR>_<M>min_s<SEED>``), AdamW with a cosine
+   schedule over its iterations, EMA 0.999 with SerpentModel's warm-up, validating the EMA weights
+   on the pick set (the sample's three validation photos) ``--val-points`` times.
+3. Per network the learning rate with the best final pick-set PSNR is kept, and only that run is
+   evaluated by ``basicsr test`` on the report set (four other photos, never trained on and never
+   used for a choice): results/<run>/metrics.json, so ``basicsr leaderboard`` lists it.
+4. ``OUT/budget_<task>_<M>min_s<SEED>.{md,csv,png}``: the table and the validation curves (pick-set
+   PSNR against training seconds = iterations x s / iteration).
+
+Runs whose results exist are skipped (``OUT/runs/<run>.json`` records each finished run), so the
+experiment can be completed over several sittings; an interrupted training resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from serpent_arch.benchmark.contenders import DEFAULT_NETWORKS, NETWORKS, OPTIONS_DIR, TASKS, option_paths
+
+DEFAULT_LRS = (2e-4, 1e-3)
+
+
+def run_name(task: str, network: str, lr: float, minutes: float, seed: int) -> str:
+    return f"budget_{task}_{network}_lr{lr:g}_{minutes:g}min_s{seed}"
+
+
+def iterations_for(minutes: float, s_per_iter: float) -> int:
+    """Training iterations that fit ``minutes`` at ``s_per_iter`` (at least one)."""
+    return max(1, int(minutes * 60 / s_per_iter))
+
+
+def validation_frequency(iters: int, points: int) -> int:
+    """``val_freq`` giving about ``points`` validations, the last one being BasicSR's final one.
+
+    BasicSR validates at every multiple of ``val_freq`` and once more after the last iteration;
+    a frequency that divides ``iters`` would validate the final weights twice.
+    """
+    freq = max(1, math.ceil(iters / max(1, points)))
+    while freq <= iters and iters % freq == 0:
+        freq += 1
+    return freq
+
+
+def _basicsr(args: list[str], cwd: Path, threads: int | None, log: Path) -> int:
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        return subprocess.run(
+            [sys.executable, "-m", "serpent_arch.cli", *args], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT
+        ).returncode
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.is_file() else ""
+
+
+def _val_records(root: Path, name: str) -> list[dict]:
+    path = root / "experiments" / name / "val_metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def measure(task: str, networks: list[str], out: Path, threads: int | None, repeats: int) -> dict[str, dict]:
+    """s / iteration of ``networks`` on ``task``: from ``out``'s record, measuring the missing ones."""
+    import torch
+
+    import serpent_arch  # noqa: F401  (registers Serpent before BasicSR builds networks)
+    from serpent_arch.benchmark.throughput import seconds_per_iteration
+
+    t = TASKS[task]
+    path = out / f"throughput_{task}_{threads or torch.get_num_threads()}threads.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    shape = dict(batch=t["batch"], gt_size=t["gt_size"], scale=t["scale"])
+    if record.get("shape") != shape:
+        record = {"shape": shape, "networks": {}}
+    missing = [n for n in networks if n not in record["networks"]]
+    if missing:
+        print(f"[budget] {task}: measuring s/iteration of {', '.join(missing)} (interleaved, {repeats} rounds)")
+        measured = seconds_per_iteration({n: NETWORKS[n][task] for n in missing}, repeats=repeats, **shape)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for n, m in measured.items():
+            record["networks"][n] = dict(m, measured=stamp, threads=torch.get_num_threads())
+        record["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1))
+    return {n: record["networks"][n] for n in networks}
+
+
+def train_run(task, network, lr, iters, args, root: Path) -> dict:
+    """Train one run unless its record exists; returns the record (``OUT/runs/<run>.json``)."""
+    name = run_name(task, network, lr, args.minutes, args.seed)
+    record_path = args.out / "runs" / f"{name}.json"
+    resume = True
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("iters") == iters and record.get("status") == "ok":
+            return record  # a failed run is tried again (it resumes from its last training state)
+        if record.get("iters") != iters:  # a new measurement: start afresh, set the old run aside
+            resume = False  # without --auto_resume BasicSR archives experiments/<name>
+            old_results = root / "results" / name
+            if old_results.is_dir():
+                old_results.rename(root / "results" / f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}")
+    train_opt, _ = option_paths(task, network, args.options)
+    freq = validation_frequency(iters, args.val_points)
+    overrides = [
+        f"name={name}",
+        f"manual_seed={args.seed}",
+        f"train:total_iter={iters}",
+        f"train:scheduler:periods=[{iters}]",
+        f"train:optim_g:lr=!!float{lr:g}",
+        f"train:scheduler:eta_min=!!float{lr / 100:g}",
+        f"val:val_freq={freq}",
+        f"logger:save_checkpoint_freq={freq}",
+        f"logger:print_freq={max(1, freq // 2)}",
+    ]
+    print(f"[budget] train {name}: {iters} iterations, validation every {freq}", flush=True)
+    start = time.perf_counter()
+    log = root / "experiments" / f"{name}_budget.log"
+    command = ["train", "-opt", str(train_opt), *(["--auto_resume"] if resume else []), "--force_yml", *overrides]
+    code = _basicsr(command, root, args.threads, log)
+    # BasicSR validates once more after its loop, with its counter run past total_iter (one step
+    # per epoch loop it leaves): that last record is of the final weights, at iteration `iters`.
+    curve = [
+        {"iter": min(r["iter"], iters), "psnr": r["metrics"].get("psnr"), "ssim": r["metrics"].get("ssim")}
+        for r in _val_records(root, name)
+    ]
+    baseline = next((r.get("baseline") for r in _val_records(root, name) if r.get("baseline")), {})
+    done = (root / "experiments" / name / "models" / "net_g_latest.pth").is_file()
+    final = curve[-1] if code == 0 and done and curve else None
+    record = {
+        "name": name,
+        "task": task,
+        "network": network,
+        "lr": lr,
+        "seed": args.seed,
+        "minutes": args.minutes,
+        "iters": iters,
+        "status": "ok" if code == 0 and final else f"failed (exit status {code})",
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "pick_curve": curve,
+        "pick_baseline": baseline,
+    }
+    if code != 0 or not final:
+        print(f"[budget] {name} failed (exit status {code}); last lines of {log}:\n{_tail(log)}", flush=True)
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record_path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def test_run(task, network, name, args, root: Path) -> dict | None:
+    """``basicsr test`` of run ``name`` on the report set, unless results/<name>/metrics.json exists."""
+    metrics = root / "results" / name / "metrics.json"
+    if not metrics.is_file():
+        _, test_opt = option_paths(task, network, args.options)
+        overrides = [f"name={name}", f"path:pretrain_network_g=experiments/{name}/models/net_g_latest.pth"]
+        print(f"[budget] test {name} on the report set", flush=True)
+        log = root / "results" / f"{name}_budget.log"
+        code = _basicsr(["test", "-opt", str(test_opt), "--force_yml", *overrides], root, args.threads, log)
+        if code != 0 or not metrics.is_file():
+            print(f"[budget] test of {name} failed (exit status {code}):\n{_tail(log)}", flush=True)
+            return None
+    return json.loads(metrics.read_text()).get("report")
+
+
+def network_facts(task: str, network: str) -> tuple[float, float]:
+    """(parameters in millions, GFLOPs of one forward at the training patch size)."""
+    import torch
+    from basicsr.archs import build_network
+
+    from serpent_arch.leaderboard import count_network_gflops
+
+    t = TASKS[task]
+    opt = NETWORKS[network][task]
+    params = sum(p.numel() for p in build_network(dict(opt)).parameters()) / 1e6
+    side = t["gt_size"] // t["scale"]
+    with torch.no_grad():
+        gflops, _ = count_network_gflops(opt, (side, side))
+    return params, gflops
+
+
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tabulate(task: str, rows: list[dict], args, speeds: dict) -> tuple[str, list[dict]]:
+    """Markdown table and CSV rows of one task."""
+    t = TASKS[task]
+    report_base = next((r["report"]["baseline"] for r in rows if r.get("report")), {})
+    lines = [
+        f"# Equal training budget: {t['title']}",
+        "",
+        f"{args.minutes:g} minutes of training per run (converted to iterations with the s / iteration measured "
+        f"interleaved below), seed {args.seed}, learning rates {', '.join(f'{lr:g}' for lr in args.lrs)} "
+        f"(best on the pick set kept); batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
+        "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated). Report set: 4 photos never trained "
+        "on nor used for a choice"
+        + (f" (central {t['eval_crop']}x{t['eval_crop']} of each)" if t.get("eval_crop") else "")
+        + ". " + ("Y-channel PSNR / SSIM, 4-pixel border cropped." if t["metric"]["test_y_channel"]
+                  else "RGB PSNR / SSIM, no border cropped."),
+        "",
+        "| network | params (M) | GFLOPs | s / iter | iterations | lr | pick PSNR per lr | report PSNR | "
+        "report SSIM | gain over input |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    if report_base:
+        lines.append(
+            f"| input ({'bicubic' if t['scale'] > 1 else 'blurred'}) | - | - | - | - | - | - | "
+            f"{_fmt(report_base.get('psnr'))} | {_fmt(report_base.get('ssim'), 4)} | 0.00 |"
+        )
+    csv_rows = []
+    for r in sorted(rows, key=lambda r: -(r.get("report") or {}).get("metrics", {}).get("psnr", -1e9)):
+        metrics = (r.get("report") or {}).get("metrics", {})
+        base = (r.get("report") or {}).get("baseline", {})
+        gain = metrics["psnr"] - base["psnr"] if metrics.get("psnr") is not None and base.get("psnr") else None
+        per_lr = " / ".join(f"{lr:g}: {_fmt(p)}" for lr, p in r["pick_per_lr"].items())
+        lines.append(
+            f"| {r['network']} | {r['params']:.2f} | {r['gflops']:.2f} | {speeds[r['network']]['s_per_iter']:.3f} | "
+            f"{r['iters']} | {_fmt_lr(r['lr'])} | {per_lr} | {_fmt(metrics.get('psnr'))} | "
+            f"{_fmt(metrics.get('ssim'), 4)} | {'-' if gain is None else f'{gain:+.2f}'} |"
+        )
+        csv_rows.append(
+            dict(
+                task=task,
+                network=r["network"],
+                params_m=r["params"],
+                gflops=r["gflops"],
+                s_per_iter=speeds[r["network"]]["s_per_iter"],
+                iterations=r["iters"],
+                minutes=args.minutes,
+                seed=args.seed,
+                lr=r["lr"],
+                pick_psnr=r["pick_psnr"],
+                report_psnr=metrics.get("psnr"),
+                report_ssim=metrics.get("ssim"),
+                input_psnr=base.get("psnr"),
+                input_ssim=base.get("ssim"),
+                gain_db=gain,
+                run=r["name"],
+            )
+        )
+    side = t["gt_size"] // t["scale"]
+    lines += [
+        "",
+        f"- GFLOPs: one forward of a {side}x{side} input (the training patch), "
+        "serpent_arch.benchmark.flops (multiply-add = 2 FLOPs, plus the selective scan).",
+        "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
+        f"{speeds[next(iter(speeds))].get('threads')} torch threads, measured "
+        f"{speeds[next(iter(speeds))].get('measured')}; data loading, EMA and validation not included.",
+        "- pick PSNR per lr: final EMA weights on the pick set (chelsea, coffee, grace_hopper); "
+        "report PSNR / SSIM: the kept lr on the report set (camera, coins, moon, grass).",
+        f"- `python -m serpent_arch.benchmark budget --minutes {args.minutes:g} --tasks {task} --seed {args.seed}`"
+        + (f" --threads {args.threads}" if args.threads else ""),
+    ]
+    return "\n".join(lines) + "\n", csv_rows
+
+
+def _fmt_lr(lr) -> str:
+    return "-" if lr is None else f"{lr:g}"
+
+
+def plot(task: str, rows: list[dict], speeds: dict, path: Path, minutes: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    baseline = None
+    for r in rows:
+        curve = [(c["iter"] * speeds[r["network"]]["s_per_iter"], c["psnr"]) for c in r["curve"] if c["psnr"]]
+        if curve:
+            xs, ys = zip(*curve)
+            ax.plot(xs, ys, marker="o", label=f"{r['network']} (lr {r['lr']:g})")
+        baseline = baseline or r.get("pick_baseline", {}).get("psnr")
+    if baseline:
+        ax.axhline(baseline, color="gray", linestyle="--", label="input")
+    ax.set_xlabel("training seconds (iterations x measured s / iteration)")
+    ax.set_ylabel("pick-set PSNR (dB), EMA weights")
+    ax.set_title(f"{TASKS[task]['title']}, {minutes:g}-minute budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_task(task: str, networks: list[str], args, root: Path) -> Path:
+    speeds = measure(task, networks, args.out, args.threads, args.repeats)
+    rows = []
+    for network in networks:
+        iters = iterations_for(args.minutes, speeds[network]["s_per_iter"])
+        runs = [train_run(task, network, lr, iters, args, root) for lr in args.lrs]
+        ok = [r for r in runs if r["status"] == "ok"]
+        pick_per_lr = {r["lr"]: (r["pick_curve"][-1]["psnr"] if r["status"] == "ok" else None) for r in runs}
+        params, gflops = network_facts(task, network)
+        row = dict(network=network, iters=iters, params=params, gflops=gflops, pick_per_lr=pick_per_lr,
+                   lr=None, pick_psnr=None, curve=[], report=None, name=None, pick_baseline={})
+        if ok:
+            best = max(ok, key=lambda r: r["pick_curve"][-1]["psnr"])
+            row.update(lr=best["lr"], pick_psnr=best["pick_curve"][-1]["psnr"], curve=best["pick_curve"],
+                       name=best["name"], pick_baseline=best["pick_baseline"])
+            row["report"] = test_run(task, network, best["name"], args, root)
+        rows.append(row)
+    stem = f"budget_{task}_{args.minutes:g}min_s{args.seed}"  # no Path.with_suffix: 0.5min has a dot
+    text, csv_rows = tabulate(task, rows, args, speeds)
+    (args.out / f"{stem}.md").write_text(text)
+    with open(args.out / f"{stem}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]) if csv_rows else ["task"])
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    plot(task, rows, speeds, args.out / f"{stem}.png", args.minutes)
+    print(text)
+    return args.out / stem
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serpent_arch.benchmark budget", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run (default 10)")
+    parser.add_argument("--tasks", default="sr,deblur", help="comma-separated: sr, deblur")
+    parser.add_argument("--networks", default=None, help="comma-separated contenders (default: all of the task)")
+    parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in DEFAULT_LRS), help="learning rates swept")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for measuring and training")
+    parser.add_argument("--seed", type=int, default=0, help="manual_seed of every run")
+    parser.add_argument("--val-points", type=int, default=4, help="validations per run (curve points)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved throughput rounds")
+    parser.add_argument("--options", type=Path, default=OPTIONS_DIR, help="folder of the option files")
+    parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks/budget"), help="tables and plots")
+    args = parser.parse_args(argv)
+
+    tasks = _csv_list(args.tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        parser.error(f"--tasks: unknown {', '.join(unknown)}; choose from {', '.join(TASKS)}")
+    wanted = _csv_list(args.networks) if args.networks else None
+    if wanted:
+        unknown = [n for n in wanted if n not in NETWORKS]
+        if unknown:
+            parser.error(f"--networks: unknown {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
+    try:
+        args.lrs = [float(lr) for lr in _csv_list(args.lrs)]
+    except ValueError:
+        parser.error(f"--lrs: expected comma-separated numbers, got {args.lrs!r}")
+    if args.minutes <= 0 or not args.lrs:
+        parser.error("--minutes must be > 0 and --lrs must name at least one learning rate")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    args.options = args.options.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = Path.cwd()
+    for task in tasks:
+        networks = [n for n in (wanted or DEFAULT_NETWORKS[task]) if task in NETWORKS[n]]
+        if not networks:
+            print(f"[budget] {task}: none of the chosen networks takes part in it; skipped")
+            continue
+        stem = run_task(task, networks, args, root)
+        print(f"[budget] {task}: {stem}.md, .csv, .png")
+    # BasicSR's table of every test run, these included (results/leaderboard.md, .csv).
+    return subprocess.run([sys.executable, "-m", "serpent_arch.cli", "leaderboard", "results"], cwd=root).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""The equal-budget benchmark's tasks, contenders and option files (``options/budget/``).
+
+Every contender of a task gets the same option file except ``network_g`` (and the learning rate,
+which the budget command sweeps with ``--force_yml``): same data (the built-in sample set), batch,
+patch, loss, optimizer, schedule shape, EMA (0.999 with SerpentModel's warm-up) and validation.
+The networks are BasicSR's registered classes, unmodified, in their published configurations.
+
+    python -m serpent_arch.benchmark.contenders    # rewrite options/budget/ from this module
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+OPTIONS_DIR = Path("options/budget")
+SAMPLE = "datasets/sample"
+
+# The blur of options/train/train_Serpent_FFHQ*_deblur.yml.
+DEBLUR_DEGRADATIONS = [{"type": "blur", "kernel_size": 61, "sigma": 3.0}, {"type": "noise", "sigma": 1}]
+
+TASKS: dict[str, dict] = {
+    "sr": dict(
+        title="x4 super-resolution (MATLAB bicubic)",
+        scale=4,
+        gt_size=64,
+        batch=8,
+        degradations=[{"type": "bicubic_down"}],
+        metric=dict(crop_border=4, test_y_channel=True),
+    ),
+    "deblur": dict(
+        title="Gaussian deblurring at full resolution (61x61, sigma 3, noise 1/255)",
+        scale=1,
+        gt_size=128,
+        batch=4,
+        degradations=DEBLUR_DEGRADATIONS,
+        metric=dict(crop_border=0, test_y_channel=False),
+        # Full-resolution attention costs ~10 s per 256x256 forward here: evaluate photo centres.
+        eval_crop=256,
+    ),
+}
+
+SWINIR_LIGHT = dict(
+    type="SwinIR",
+    in_chans=3,
+    window_size=8,
+    img_range=1.0,
+    depths=[6, 6, 6, 6],
+    embed_dim=60,
+    num_heads=[6, 6, 6, 6],
+    mlp_ratio=2,
+    resi_connection="1conv",
+)
+
+# name -> {task: network_g}. A network absent from a task does not take part in it.
+NETWORKS: dict[str, dict[str, dict]] = {
+    "serpent-tiny": {
+        "sr": dict(type="Serpent", variant="tiny", upscale=4, upsampler="interpolate", drop_path_rate=0.0),
+        "deblur": dict(type="Serpent", variant="tiny", upscale=1, drop_path_rate=0.0),
+    },
+    # A new variant (README, "Making Serpent win"): the tiny hierarchy at the LR size, one token per
+    # LR pixel (patch 1), ending with conv + PixelShuffle like the SR CNNs; no bicubic-upsampled path.
+    "serpent-tiny-lr": {
+        "sr": dict(
+            type="Serpent", variant="tiny", patch_size=1, upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0
+        ),
+    },
+    "serpent-small": {
+        "sr": dict(type="Serpent", variant="small", upscale=4, upsampler="interpolate", drop_path_rate=0.0),
+        "deblur": dict(type="Serpent", variant="small", upscale=1, drop_path_rate=0.0),
+    },
+    # SwinIR lightweight (SwinIR paper, table of lightweight SR): LR-size body, pixelshuffledirect.
+    "swinir-light": {
+        "sr": dict(SWINIR_LIGHT, upscale=4, img_size=16, upsampler="pixelshuffledirect"),
+        "deblur": dict(SWINIR_LIGHT, upscale=1, img_size=128, upsampler=""),
+    },
+    # EDSR-baseline (EDSR paper; BasicSR's EDSR_Mx4 options): 16 blocks, 64 features, res_scale 1.
+    "edsr-baseline": {
+        "sr": dict(
+            type="EDSR",
+            num_in_ch=3,
+            num_out_ch=3,
+            num_feat=64,
+            num_block=16,
+            upscale=4,
+            res_scale=1,
+            img_range=255.0,
+            rgb_mean=[0.4488, 0.4371, 0.4040],
+        ),
+    },
+    # MSRResNet (SRResNet without batch norm; BasicSR's MSRResNet_x4 options).
+    "msrresnet": {
+        "sr": dict(type="MSRResNet", num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=4),
+    },
+    # RIDNet (its paper's configuration: 4 EAM blocks, 64 channels), a full-resolution CNN restorer.
+    # img_range 1: BasicSR feeds [0, 1] images, and RIDNet's mean shift is in units of img_range.
+    "ridnet": {
+        "deblur": dict(type="RIDNet", in_channels=3, mid_channels=64, out_channels=3, num_block=4, img_range=1.0),
+    },
+}
+
+DEFAULT_NETWORKS = {
+    "sr": ["serpent-tiny", "serpent-tiny-lr", "serpent-small", "swinir-light", "edsr-baseline", "msrresnet"],
+    "deblur": ["serpent-tiny", "serpent-small", "swinir-light", "ridnet"],
+}
+DEFAULT_LR = 2e-4
+
+
+def train_options(task: str, network: str, lr: float = DEFAULT_LR) -> dict:
+    """The training option file of ``network`` on ``task`` (a short placeholder schedule:
+    the budget command sets ``total_iter``, the schedule, the checkpoints and validation
+    frequencies and the learning rate with ``--force_yml``)."""
+    t = TASKS[task]
+    metric = dict(t["metric"])
+    return {
+        "name": f"budget_{task}_{network}",
+        "model_type": "SerpentModel",
+        "scale": t["scale"],
+        "num_gpu": "auto",
+        "manual_seed": 0,
+        "datasets": {
+            "train": {
+                "name": "sample_train",
+                "type": "DegradedImageDataset",
+                "dataroot_gt": f"{SAMPLE}/train.lmdb",
+                "io_backend": {"type": "lmdb"},
+                "auto_prepare": "sample",
+                "degradations": copy.deepcopy(t["degradations"]),
+                "gt_size": t["gt_size"],
+                "use_hflip": True,
+                "use_rot": True,
+                "num_worker_per_gpu": 1,
+                "batch_size_per_gpu": t["batch"],
+                "dataset_enlarge_ratio": 1,
+                "prefetch_mode": None,
+            },
+            "val": {  # the pick set: the learning rate is chosen on it
+                "name": "pick",
+                "type": "DegradedImageDataset",
+                "dataroot_gt": f"{SAMPLE}/val.lmdb",
+                "io_backend": {"type": "lmdb"},
+                "auto_prepare": "sample",
+                "degradations": copy.deepcopy(t["degradations"]),
+                "seed": 0,
+                **({"center_crop": t["eval_crop"]} if t.get("eval_crop") else {}),
+            },
+        },
+        "network_g": copy.deepcopy(NETWORKS[network][task]),
+        "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
+        "train": {
+            "ema_decay": 0.999,
+            "ema_warmup": True,
+            "optim_g": {"type": "AdamW", "lr": lr, "weight_decay": 0, "betas": [0.9, 0.99]},
+            "scheduler": {"type": "CosineAnnealingRestartLR", "periods": [100], "restart_weights": [1], "eta_min": 0},
+            "total_iter": 100,
+            "warmup_iter": -1,
+            "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"},
+        },
+        "val": {
+            "val_freq": 50,
+            "save_img": False,
+            "metrics": {
+                "psnr": dict(type="calculate_psnr", **metric),
+                "ssim": dict(type="calculate_ssim", **metric),
+            },
+        },
+        "logger": {
+            "print_freq": 50,
+            "save_checkpoint_freq": 50,
+            "use_tb_logger": False,
+            "wandb": {"project": None, "resume_id": None},
+        },
+        "dist_params": {"backend": "nccl", "port": 29500},
+    }
+
+
+def test_options(task: str, network: str) -> dict:
+    """The test option file: the report set (photos never trained on nor used for a choice)."""
+    t = TASKS[task]
+    metric = dict(t["metric"])
+    return {
+        "name": f"budget_{task}_{network}_test",
+        "model_type": "SerpentModel",
+        "scale": t["scale"],
+        "num_gpu": "auto",
+        "manual_seed": 0,
+        "datasets": {
+            "test_1": {
+                "name": "report",
+                "type": "DegradedImageDataset",
+                "dataroot_gt": f"{SAMPLE}/report/HR",
+                "io_backend": {"type": "disk"},
+                "auto_prepare": "sample",
+                "degradations": copy.deepcopy(t["degradations"]),
+                "seed": 0,
+                **({"center_crop": t["eval_crop"]} if t.get("eval_crop") else {}),
+            },
+        },
+        "network_g": copy.deepcopy(NETWORKS[network][task]),
+        "path": {
+            "pretrain_network_g": f"experiments/budget_{task}_{network}/models/net_g_latest.pth",
+            "param_key_g": "params_ema",
+            "strict_load_g": True,
+        },
+        "val": {
+            "save_img": False,
+            "suffix": None,
+            "metrics": {
+                "psnr": dict(type="calculate_psnr", **metric),
+                "ssim": dict(type="calculate_ssim", **metric),
+            },
+        },
+    }
+
+
+def option_paths(task: str, network: str, root: Path = OPTIONS_DIR) -> tuple[Path, Path]:
+    """(training, test) option files of ``network`` on ``task``."""
+    return root / f"budget_{task}_{network}.yml", root / f"test_budget_{task}_{network}.yml"
+
+
+def _dump(opt: dict, header: str) -> str:
+    return header + yaml.safe_dump(opt, sort_keys=False, default_flow_style=None, width=110)
+
+
+def write_option_files(root: Path = OPTIONS_DIR) -> list[Path]:
+    """Write every contender's option files under ``root``; returns their paths."""
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for network, tasks in NETWORKS.items():
+        for task in tasks:
+            train_path, test_path = option_paths(task, network, root)
+            header = (
+                f"# Equal-budget benchmark, {TASKS[task]['title']}: {network}.\n"
+                "# Written by `python -m serpent_arch.benchmark.contenders`; the files of one task differ only in\n"
+                "# network_g. `python -m serpent_arch.benchmark budget` sets total_iter, the schedule, the\n"
+                "# validation frequency, the seed and the learning rate with --force_yml.\n"
+            )
+            train_path.write_text(_dump(train_options(task, network), header))
+            test_path.write_text(_dump(test_options(task, network), header))
+            written += [train_path, test_path]
+    return written
+
+
+if __name__ == "__main__":
+    for path in write_option_files():
+        print(path)
