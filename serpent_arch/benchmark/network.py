@@ -10,9 +10,9 @@ RGB image of HxW to HxW (batch 1, deblurring setting) and reports:
   the selective scan, which the counter cannot see).
 * Peak memory: torch has no CPU ``max_memory_allocated``, so on CPU it is the peak, above the
   level at the start, of the bytes held through torch's CPU allocator during one
-  ``torch.no_grad()`` forward, read from the profiler's allocation events (:func:`cpu_allocator_peak`);
-  where that profiler API is missing, the peak of live tensor storages tracked op by op
-  (:class:`PeakMemoryTracker`, which misses temporaries allocated inside an op). On CUDA,
+  ``torch.no_grad()`` forward, read from the profiler's allocation events; where they are not
+  recorded, the peak of live tensor storages tracked op by op (which misses temporaries allocated
+  inside an op): both in :mod:`serpent_arch.benchmark.memory`. On CUDA,
   ``torch.cuda.max_memory_allocated`` minus what was allocated before the forward. "act." is that
   forward peak; "total" adds the weights, buffers and the input.
 * Latency: median wall time of ``--repeats`` forwards after one warm-up (CUDA: CUDA events).
@@ -26,7 +26,6 @@ measured size of the same network, and the row is marked ``extrapolated``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import gc
 import math
@@ -35,19 +34,16 @@ import platform
 import statistics
 import sys
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 import serpent_arch  # noqa: F401  (must precede basicsr: applies the compat fixes basicsr needs)
 from serpent_arch.benchmark.flops import count_flops
+from serpent_arch.benchmark.memory import cpu_forward_peak, cpu_memory_method, cuda_peak
 from serpent_arch.ops import resolve_backend
 
 MIB = 2**20
@@ -108,123 +104,6 @@ QUICK_SIZES = (32, 64)
 # Pair compared in the summary (Serpent first), as in the paper's claims.
 DEFAULT_PAIR = ("serpent-base", "swinir")
 QUICK_PAIR = ("serpent-tiny", "rrdbnet")
-
-
-class PeakMemoryTracker(TorchDispatchMode):
-    """Peak bytes of tensor storage allocated while the mode is active (fallback CPU peak-memory measure).
-
-    Every op's outputs are inspected; a storage not shared with one of the op's inputs is new and
-    is counted until it is freed (a ``weakref.finalize`` on the storage, whose Python object torch
-    keeps alive exactly as long as the storage). Views and in-place results share an input's
-    storage and add nothing; storages that existed before (weights, the input) are never counted.
-    What it misses: temporaries that an op allocates and frees inside itself (e.g. convolution
-    buffers; :func:`cpu_allocator_peak` sees those) and memory that libraries allocate outside torch
-    (oneDNN scratch space, malloc overhead). The selective scan's C kernel takes its workspace as a
-    tensor, so that is included.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.current = 0
-        self.peak = 0
-        self._live: dict[int, int] = {}  # id(storage) -> bytes counted for it
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if _has_storage(t)}
-        out = func(*args, **kwargs)
-        for t in tree_leaves(out):
-            if _has_storage(t):
-                self._track(t.untyped_storage(), inputs)
-        return out
-
-    def _track(self, storage: torch.UntypedStorage, inputs: set[int]) -> None:
-        key, nbytes = id(storage), storage.nbytes()
-        if key in self._live:  # e.g. an out= or resize_ op grew a storage we already count
-            self.current += nbytes - self._live[key]
-            self._live[key] = nbytes
-        elif key not in inputs:
-            self._live[key] = nbytes
-            self.current += nbytes
-            weakref.finalize(storage, self._free, key)
-        self.peak = max(self.peak, self.current)
-
-    def _free(self, key: int) -> None:
-        self.current -= self._live.pop(key, 0)
-
-
-def _has_storage(t: object) -> bool:
-    return isinstance(t, torch.Tensor) and t.device.type != "meta" and not t.is_sparse
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence file descriptor 2 briefly: kineto logs a few lines to it at every profiler start/stop."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def cpu_allocator_peak(fn: Callable[[], object]) -> int | None:
-    """Peak bytes held through torch's CPU allocator while ``fn()`` runs, above the level at its start.
-
-    Every CPU allocation and free is recorded by ``torch.profiler`` (``profile_memory=True``) with the
-    allocator's running total, so this sees what a CPU ``max_memory_allocated`` would: tensors and
-    the temporaries allocated inside ops (e.g. convolution buffers). Not seen: memory that libraries
-    allocate themselves (oneDNN/MKL scratch space) and malloc's own overhead. Returns None where this
-    torch does not expose the allocation events (they are read through a private API).
-    """
-    try:
-        from torch._C._profiler import _EventType
-    except ImportError:
-        return None
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_native_stderr():
-        prof.start()
-    try:
-        fn()
-    finally:
-        with _quiet_native_stderr():
-            prof.stop()
-    try:
-        tree = prof.profiler.kineto_results.experimental_event_tree()
-    except AttributeError:
-        return None
-    events, stack = [], list(tree)
-    while stack:
-        event = stack.pop()
-        stack.extend(event.children)
-        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
-            events.append(event)
-    if not events:
-        return 0
-    first = min(events, key=lambda e: e.start_time_ns).extra_fields
-    start = first.total_allocated - first.alloc_size
-    return max(0, max(e.extra_fields.total_allocated for e in events) - start)
-
-
-def cpu_memory_method() -> str:
-    """Which CPU peak-memory measure :func:`cpu_forward_peak` uses here (checked on a known allocation)."""
-    peak = cpu_allocator_peak(lambda: torch.empty(2**20, dtype=torch.uint8))
-    return "allocator" if peak is not None and peak >= 2**20 else "tensor storages"
-
-
-def cpu_forward_peak(fn: Callable[[], object]) -> int:
-    """Peak CPU bytes allocated while ``fn()`` runs: allocator events if available, else :class:`PeakMemoryTracker`."""
-    if cpu_memory_method() == "allocator":
-        peak = cpu_allocator_peak(fn)
-        if peak is not None:
-            return peak
-    tracker = PeakMemoryTracker()
-    with tracker:
-        fn()
-    return tracker.peak
 
 
 @dataclass
@@ -300,10 +179,9 @@ def measure(
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        warmup_s = _timed_forward(model, x, device, amp)
-        peak = torch.cuda.max_memory_allocated(device) - before
+        warmup = []
+        peak = cuda_peak(lambda: warmup.append(_timed_forward(model, x, device, amp)), device)
+        warmup_s = warmup[0]
     else:
         t0 = time.perf_counter()
         peak = cpu_forward_peak(lambda: _forward(model, x, device, amp))

@@ -13,7 +13,7 @@ run and on this machine:
   leaves each run; the forward is included);
 * forward peak memory: the most bytes of torch tensor storage alive at once that the no-grad
   forward allocated, inputs excluded, measured with
-  :class:`serpent_arch.ops._memory.TensorMemoryTracker` (a ``TorchDispatchMode`` that counts
+  :class:`serpent_arch.benchmark.memory.TensorMemoryTracker` (a ``TorchDispatchMode`` that counts
   each new storage until its last tensor is freed). The C kernel takes its scratch space as torch
   tensors, so nothing it uses is hidden from this count, except stack arrays of a few KiB per
   thread;
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
+from serpent_arch.benchmark.memory import TensorMemoryTracker
 from serpent_arch.ops import available_backends, selective_scan
-from serpent_arch.ops._memory import TensorMemoryTracker
 
 TARGET = {"batch": 1, "dim": 768, "L": 4096, "N": 16, "groups": 4}
 QUICK = {"batch": 1, "dim": 64, "L": 256, "N": 8, "groups": 2}

@@ -151,4 +151,3 @@ def main(argv: list[str] | None = None) -> int:
     except InferError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-
