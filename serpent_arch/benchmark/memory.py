@@ -2,11 +2,11 @@
 
 * :class:`TensorMemoryTracker` (any device): a ``TorchDispatchMode`` that watches every op; an op
   output whose storage is new (not shared with one of the op's inputs) counts as an allocation of
-  ``storage.nbytes()`` until that storage is freed (a ``weakref.finalize`` on the storage, whose
-  Python object torch keeps alive exactly as long as the storage). Tensors that existed before the
-  block (weights, inputs) are not counted. It misses temporaries that an op allocates and frees
-  inside itself (e.g. convolution buffers) and memory allocated outside torch (malloc in C code,
-  oneDNN scratch space), which is why the C scan kernel takes all its scratch space as tensors.
+  ``storage.nbytes()`` until the last tracked tensor viewing that storage is garbage collected.
+  Tensors that existed before the block (weights, inputs) are not counted. It misses temporaries
+  that an op allocates and frees inside itself (e.g. convolution buffers) and memory allocated
+  outside torch (malloc in C code, oneDNN scratch space), which is why the C scan kernel takes all
+  its scratch space as tensors.
 * :func:`cpu_allocator_peak` (CPU): every allocation and free through torch's CPU allocator, as
   recorded by the public ``torch.profiler`` (``profile_memory=True``, the ``[memory]`` events of
   its exported trace); the running sum of their sizes in time order, its maximum. This sees what a
@@ -46,34 +46,42 @@ class TensorMemoryTracker(TorchDispatchMode):
         super().__init__()
         self.current_bytes = 0
         self.peak_bytes = 0
-        self._live: dict[int, int] = {}  # id(storage) -> bytes counted for it
+        self._live: dict[int, list[int]] = {}  # storage data_ptr -> [nbytes, tracked tensors alive]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if _has_storage(t)}
         out = func(*args, **kwargs)
+        input_ptrs = {
+            t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
+        }
         for t in tree_leaves(out):
-            if _has_storage(t):
-                self._track(t.untyped_storage(), inputs)
+            if isinstance(t, torch.Tensor):
+                self._track(t, input_ptrs)
         return out
 
-    def _track(self, storage: torch.UntypedStorage, inputs: set[int]) -> None:
-        key, nbytes = id(storage), storage.nbytes()
-        if key in self._live:  # e.g. an out= or resize_ op grew a storage we already count
-            self.current_bytes += nbytes - self._live[key]
-            self._live[key] = nbytes
-        elif key not in inputs and nbytes:
-            self._live[key] = nbytes
+    def _track(self, t: torch.Tensor, input_ptrs: set[int]) -> None:
+        storage = t.untyped_storage()
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        if ptr == 0 or nbytes == 0:
+            return
+        entry = self._live.get(ptr)
+        if entry is None:
+            if ptr in input_ptrs:  # a view or in-place result of a tensor from outside the block
+                return
+            entry = self._live[ptr] = [nbytes, 0]
             self.current_bytes += nbytes
-            weakref.finalize(storage, self._free, key)
-        self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+            self.peak_bytes = max(self.peak_bytes, self.current_bytes)
+        entry[1] += 1
+        weakref.finalize(t, self._release, ptr)
 
-    def _free(self, key: int) -> None:
-        self.current_bytes -= self._live.pop(key, 0)
-
-
-def _has_storage(t: object) -> bool:
-    return isinstance(t, torch.Tensor) and t.device.type != "meta" and not t.is_sparse
+    def _release(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._live[ptr]
+            self.current_bytes -= entry[0]
 
 
 @contextlib.contextmanager
