@@ -11,7 +11,8 @@ from serpent_arch.archs import Serpent
 from serpent_arch.archs.ss2d import SS2D
 from serpent_arch.benchmark import __main__ as dispatcher
 from serpent_arch.benchmark.flops import count_flops, scan_flops
-from serpent_arch.benchmark.network import NETWORKS, PeakMemoryTracker, cpu_allocator_peak, cpu_memory_method, main
+from serpent_arch.benchmark.memory import TensorMemoryTracker, cpu_allocator_peak, cpu_memory_method
+from serpent_arch.benchmark.network import NETWORKS, main
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_rrdbnet_restores_at_same_size(single_thread):
 
 def test_peak_memory_tracker_counts_live_allocations():
     existing = torch.ones(1000)
-    tracker = PeakMemoryTracker()
+    tracker = TensorMemoryTracker()
     with tracker:
         view = existing.view(10, 100)  # view of a pre-existing tensor: no new memory
         a = torch.ones(1000)  # 4000 B
@@ -101,14 +102,14 @@ def test_peak_memory_tracker_counts_live_allocations():
         c = b * 2  # 8000 B live again (a was freed)
         c.add_(1)  # in place: nothing new
         del b
-    assert tracker.peak == 8000
-    assert tracker.current == 4000  # c is still alive
+    assert tracker.peak_bytes == 8000
+    assert tracker.current_bytes == 4000  # c is still alive
     del view, c
 
 
 def test_cpu_allocator_peak_sees_temporaries():
     if cpu_memory_method() != "allocator":
-        pytest.skip("this torch does not expose the profiler's allocation events")
+        pytest.skip("this torch's profiler records no allocation events")
 
     def work():
         a = torch.ones(1000)  # 4000 B
@@ -120,10 +121,10 @@ def test_cpu_allocator_peak_sees_temporaries():
     # a convolution's internal buffers are invisible to the storage tracker but not to the allocator
     conv, x = nn.Conv2d(8, 8, 3, padding=1), torch.rand(1, 8, 64, 64)
     with torch.no_grad():
-        tracker = PeakMemoryTracker()
+        tracker = TensorMemoryTracker()
         with tracker:
             conv(x)
-        assert cpu_allocator_peak(lambda: conv(x)) >= tracker.peak >= 8 * 64 * 64 * 4
+        assert cpu_allocator_peak(lambda: conv(x)) >= tracker.peak_bytes >= 8 * 64 * 64 * 4
 
 
 def test_quick_run_writes_outputs(tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from serpent_arch.benchmark.memory import TensorMemoryTracker
 from serpent_arch.ops import (
     _cpu_kernel,
     _torch_scan,
@@ -23,7 +24,6 @@ from serpent_arch.ops import (
     selective_scan,
     selective_scan_ref,
 )
-from serpent_arch.ops._memory import TensorMemoryTracker
 from serpent_arch.ops._torch_scan import DEFAULT_CHUNK_SIZE, selective_scan_torch
 
 # the package re-exports the function under the module's name, so fetch the module itself

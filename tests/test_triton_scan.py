@@ -31,8 +31,8 @@ import pytest
 import torch
 from test_selective_scan import assert_close, make_inputs, run
 
+from serpent_arch.benchmark.memory import TensorMemoryTracker
 from serpent_arch.ops import available_backends, resolve_backend, selective_scan
-from serpent_arch.ops._memory import TensorMemoryTracker
 
 triton = pytest.importorskip("triton")
 triton_scan = importlib.import_module("serpent_arch.ops._triton_scan")

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from collections.abc import Sequence
 
-# Subcommand -> module with a ``main``. Imported only when chosen, so one benchmark that is
-# missing or broken does not stop the other from running.
+# Subcommand -> module with ``main(argv)``; imported only when chosen (some import much: triton, BasicSR's networks).
 COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
@@ -36,17 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown benchmark {command!r}\n{USAGE}", file=sys.stderr)
         return 2
-    try:
-        module = importlib.import_module(COMMANDS[command])
-    except ModuleNotFoundError as exc:
-        if exc.name != COMMANDS[command]:
-            raise  # a dependency of the module is missing: show the real error
-        print(f"benchmark {command!r} is not available: {COMMANDS[command]} does not exist yet", file=sys.stderr)
-        return 2
-    run = module.main
-    # The benchmarks' mains read either an argv parameter or sys.argv; support both.
-    sys.argv = [f"python -m {COMMANDS[command]}", *rest]
-    result = run(rest) if inspect.signature(run).parameters else run()
+    sys.argv = [f"python -m {COMMANDS[command]}", *rest]  # for the usage lines of argparse
+    result = importlib.import_module(COMMANDS[command]).main(rest)
     return result if isinstance(result, int) else 0
 
 

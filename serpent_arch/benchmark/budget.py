@@ -32,12 +32,12 @@ import csv
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from serpent_arch.benchmark import machine
 from serpent_arch.benchmark.contenders import DEFAULT_NETWORKS, NETWORKS, OPTIONS_DIR, TASKS, option_paths
 
 DEFAULT_LRS = (2e-4, 1e-3)
@@ -105,8 +105,7 @@ def measure(task: str, networks: list[str], out: Path, threads: int | None, repe
         measured = seconds_per_iteration({n: NETWORKS[n][task] for n in missing}, repeats=repeats, **shape)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for n, m in measured.items():
-            record["networks"][n] = dict(m, measured=stamp, threads=torch.get_num_threads())
-        record["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+            record["networks"][n] = dict(m, measured=stamp, threads=torch.get_num_threads(), machine=machine.describe())
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1))
     return {n: record["networks"][n] for n in networks}
@@ -265,13 +264,14 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict) -> tuple[str, list
             )
         )
     side = t["gt_size"] // t["scale"]
+    speed = speeds[next(iter(speeds))]
     lines += [
         "",
         f"- GFLOPs: one forward of a {side}x{side} input (the training patch), "
         "serpent_arch.benchmark.flops (multiply-add = 2 FLOPs, plus the selective scan).",
         "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
-        f"{speeds[next(iter(speeds))].get('threads')} torch threads, measured "
-        f"{speeds[next(iter(speeds))].get('measured')}; data loading, EMA and validation not included.",
+        f"{speed.get('threads')} torch threads, measured {speed.get('measured')} on "
+        f"{speed.get('machine', 'a machine not recorded')}; data loading, EMA and validation not included.",
         "- pick PSNR per lr: final EMA weights on the pick set (chelsea, coffee, grace_hopper); "
         "report PSNR / SSIM: the kept lr on the report set (camera, coins, moon, grass).",
         f"- `python -m serpent_arch.benchmark budget --minutes {args.minutes:g} --tasks {task} --seed {args.seed}`"

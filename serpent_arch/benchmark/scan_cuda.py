@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
+from serpent_arch.benchmark.memory import TensorMemoryTracker, cuda_peak
 from serpent_arch.benchmark.scan import make_inputs
 from serpent_arch.ops import available_backends, selective_scan
-from serpent_arch.ops._memory import TensorMemoryTracker
 
 TARGET = {"batch": 8, "dim": 768, "L": 4096, "N": 16, "groups": 4}
 QUICK = {"batch": 2, "dim": 64, "L": 512, "N": 16, "groups": 4}
@@ -86,12 +86,7 @@ def _median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> 
 def _peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     """Most bytes allocated at once by ``fn`` beyond what was allocated before it."""
     if device.type == "cuda":
-        _sync(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        _sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
+        return cuda_peak(fn, device)
     with TensorMemoryTracker() as mem:
         fn()
     return mem.peak_bytes
