@@ -136,16 +136,7 @@ def train_options(task: str, network: str, lr: float = DEFAULT_LR) -> dict:
                 "dataset_enlarge_ratio": 1,
                 "prefetch_mode": None,
             },
-            "val": {  # the pick set: the learning rate is chosen on it
-                "name": "pick",
-                "type": "DegradedImageDataset",
-                "dataroot_gt": f"{SAMPLE}/val.lmdb",
-                "io_backend": {"type": "lmdb"},
-                "auto_prepare": "sample",
-                "degradations": copy.deepcopy(t["degradations"]),
-                "seed": 0,
-                **({"center_crop": t["eval_crop"]} if t.get("eval_crop") else {}),
-            },
+            "val": _evaluation_set(t, "pick", f"{SAMPLE}/val.lmdb", "lmdb"),  # the lr is chosen on it
         },
         "network_g": copy.deepcopy(NETWORKS[network][task]),
         "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
@@ -176,6 +167,20 @@ def train_options(task: str, network: str, lr: float = DEFAULT_LR) -> dict:
     }
 
 
+def _evaluation_set(t: dict, name: str, root: str, io_backend: str) -> dict:
+    """A held-out set of the sample, degraded as task ``t`` degrades (deterministically per image)."""
+    return {
+        "name": name,
+        "type": "DegradedImageDataset",
+        "dataroot_gt": root,
+        "io_backend": {"type": io_backend},
+        "auto_prepare": "sample",
+        "degradations": copy.deepcopy(t["degradations"]),
+        "seed": 0,
+        **({"center_crop": t["eval_crop"]} if t.get("eval_crop") else {}),
+    }
+
+
 def test_options(task: str, network: str) -> dict:
     """The test option file: the report set (photos never trained on nor used for a choice)."""
     t = TASKS[task]
@@ -187,16 +192,7 @@ def test_options(task: str, network: str) -> dict:
         "num_gpu": "auto",
         "manual_seed": 0,
         "datasets": {
-            "test_1": {
-                "name": "report",
-                "type": "DegradedImageDataset",
-                "dataroot_gt": f"{SAMPLE}/report/HR",
-                "io_backend": {"type": "disk"},
-                "auto_prepare": "sample",
-                "degradations": copy.deepcopy(t["degradations"]),
-                "seed": 0,
-                **({"center_crop": t["eval_crop"]} if t.get("eval_crop") else {}),
-            },
+            "test_1": _evaluation_set(t, "report", f"{SAMPLE}/report/HR", "disk"),
         },
         "network_g": copy.deepcopy(NETWORKS[network][task]),
         "path": {
