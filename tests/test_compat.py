@@ -17,7 +17,7 @@ def test_every_target_of_the_installed_basicsr_matches():
 
 
 def test_import_patches_are_applied_and_train_patches_are_not_yet():
-    assert basicsr.train.load_resume_state is compat.load_resume_state
+    assert basicsr.train.load_resume_state is compat.fixes.load_resume_state
     from basicsr.data.paired_image_dataset import PairedImageDataset
 
     assert PairedImageDataset.__getitem__.__wrapped__ is not None  # functools.wraps of the wrapper
@@ -31,7 +31,7 @@ def test_a_changed_target_stops_with_the_version_and_the_patch(monkeypatch):
         params=("opt", "device"),
     )
     missing = compat.Patch(
-        "basicsr.train.no_such_function", "a test", "serpent_arch.compat:_replace_init_dist", "probe"
+        "basicsr.train.no_such_function", "a test", "serpent_arch.compat.fixes:replace_init_dist", "probe"
     )
     monkeypatch.setattr(compat, "PATCHES", (changed, missing))
     with pytest.raises(compat.BasicSRCompatError) as err:

@@ -109,7 +109,7 @@ def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
 
 
 def test_stale_temporary_files_of_killed_saves_are_removed(tmp_path):
-    from serpent_arch.compat import remove_stale_temp_files
+    from serpent_arch.compat.fixes import remove_stale_temp_files
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
