@@ -172,6 +172,10 @@ class ResumableSampler(EnlargedSampler):
         """In epoch ``epoch`` leave out the first ``samples`` indices of this rank."""
         self._skip = (epoch, samples)
 
+    def skipped(self) -> int:
+        """How many indices of this rank the current epoch leaves out (0 but in the resumed epoch)."""
+        return self._skip[1] if self._skip is not None and self._skip[0] == self.epoch else 0
+
     def set_epoch(self, epoch):
         super().set_epoch(epoch)
         self.epoch_was_set = True
@@ -202,7 +206,9 @@ class TrackedLoader:
 
     def __iter__(self):
         iterator = iter(self.loader)
-        self.consumed = 0
+        # the position in the epoch: a resumed epoch starts after the batches trained before, so
+        # that a run resumed twice in one epoch saves (and skips) the right number of batches
+        self.consumed = self.sampler.skipped() // self.loader.batch_size
         # Prefetchers also call iter() once before the loop sets the epoch; only the loop's counts.
         if self.pending_rng is not None and self.sampler.epoch_was_set:
             set_rng_state(self.pending_rng)

@@ -92,6 +92,21 @@ def test_tracked_loader_counts_and_restores_random_state_after_set_epoch():
     assert len(list(batches)) == 2 and loader.consumed == 3
 
 
+def test_tracked_loader_counts_from_the_resumed_position():
+    """A run resumed after 2 batches of epoch 1 is at batch 3 after one more, so a second
+    interruption in the same epoch saves and later skips 3 batches, not 1."""
+    sampler = ResumableSampler(_Items(8), 1, 0)
+    loader = TrackedLoader(torch.utils.data.DataLoader(list(range(8)), batch_size=2, sampler=sampler), sampler, 0)
+    sampler.skip_in_epoch(1, 4)
+    sampler.set_epoch(1)
+    batches = iter(loader)
+    next(batches)
+    assert loader.consumed == 3
+    assert len(list(batches)) == 1 and loader.consumed == 4
+    sampler.set_epoch(2)  # the next epoch is whole again
+    assert len(list(loader)) == 4 and loader.consumed == 4
+
+
 def test_forked_rng_leaves_every_generator_as_it_was():
     state = rng_state()
     with forked_rng():
