@@ -244,8 +244,11 @@ def test_skip_bad_samples_replaces_and_counts(tmp_path, gt_dir, basicsr_log):
     assert int(item["bad_samples_skipped"]) == 1 and "img1.png" in caplog.text
     assert int(ds[0]["bad_samples_skipped"]) == 0
 
-    class Sampler:
+    class Sampler:  # what TrackedLoader reads of ResumableSampler
         epoch, epoch_was_set = 3, True
+
+        def skipped(self):
+            return 0
 
     loader = TrackedLoader(torch.utils.data.DataLoader(ds, batch_size=3), Sampler(), lookahead=0)
     caplog.clear()
