@@ -271,42 +271,38 @@ def _make_temp_dir(parent: str, name: str) -> str:
             continue
 
 
-def _add_lr_scale(root: str, scale: int) -> None:
-    """Add ``val/LR_bicubic/X{scale}`` to a finished set, atomically (temp folder + rename)."""
-    lr_root = osp.join(root, "val", "LR_bicubic")
-    target = osp.join(lr_root, f"X{scale}")
-    if osp.isdir(target):
-        return
-    logger.info(f"Sample set {root}: adding bicubic LR for x{scale} in {target}")
-    tmp = _make_temp_dir(lr_root, f"X{scale}")
+def _add_folder(target: str, write) -> None:
+    """Create ``target`` atomically: ``write(tmp)`` fills a temporary sibling, which is renamed into
+    place (a concurrent process that finished first wins; its folder is kept)."""
+    os.makedirs(osp.dirname(target), exist_ok=True)
+    tmp = _make_temp_dir(osp.dirname(target), osp.basename(target))
     try:
-        _write_lr_set(osp.join(root, "val", "HR"), tmp, scale)
+        write(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
-            if not osp.isdir(target):  # not a concurrent process that finished first
+            if not osp.isdir(target):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _add_lr_scale(root: str, scale: int) -> None:
+    """Add ``val/LR_bicubic/X{scale}`` to a finished set."""
+    target = osp.join(root, "val", "LR_bicubic", f"X{scale}")
+    if osp.isdir(target):
+        return
+    logger.info(f"Sample set {root}: adding bicubic LR for x{scale} in {target}")
+    _add_folder(target, lambda tmp: _write_lr_set(osp.join(root, "val", "HR"), tmp, scale))
+
+
 def _add_report_set(root: str) -> None:
-    """Add ``report/HR`` to a set made before it existed, atomically (temp folder + rename)."""
+    """Add ``report/HR`` to a set made before it existed."""
     target = osp.join(root, "report", "HR")
     if osp.isdir(target):
         return
     logger.info(f"Sample set {root}: adding the report photos in {target}")
-    os.makedirs(osp.dirname(target), exist_ok=True)
-    tmp = _make_temp_dir(osp.dirname(target), "HR")
-    try:
-        _write_hr_folder(tmp, _report_images())
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not osp.isdir(target):  # not a concurrent process that finished first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _add_folder(target, lambda tmp: _write_hr_folder(tmp, _report_images()))
 
 
 def prepare_sample_set(root: str = "datasets/sample", scale: int = 4) -> dict[str, str]:
