@@ -76,6 +76,26 @@ def test_budget_command_end_to_end(tmp_path):
     again = basicsr_budget(tmp_path, args)
     assert "[budget] train" not in again.stdout and "[budget] test" not in again.stdout
     assert (out / "budget_sr_0.03min_s0.md").read_text() == table
+    # equal iterations: a network's time-budget runs are the same training at their iteration count
+    iters = {r["network"]: int(r["iterations"]) for r in rows}["serpent-tiny"]
+    args_it = ["--iterations", str(iters), *args[2:]]
+    args_it[args_it.index("serpent-tiny,msrresnet")] = "serpent-tiny"
+    equal = basicsr_budget(tmp_path, args_it)
+    assert "[budget] train" not in equal.stdout and equal.stdout.count(", reused") == 2
+    table_it = (out / f"budget_sr_{iters}it_s0.md").read_text()
+    assert f"{iters} training iterations per run (equal iterations)" in table_it and "| serpent-tiny |" in table_it
+    assert "--iterations" in table_it and "msrresnet" not in table_it
+
+
+def test_a_finished_run_of_the_same_training_is_found(tmp_path):
+    record = dict(name="r", task="sr", network="n", lr=1e-3, seed=0, iters=50, status="ok")
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    assert budget._same_training("sr", "n", 1e-3, 50, 0, tmp_path)["name"] == "r"
+    for other in [("deblur", "n", 1e-3, 50, 0), ("sr", "m", 1e-3, 50, 0), ("sr", "n", 2e-4, 50, 0),
+                  ("sr", "n", 1e-3, 51, 0), ("sr", "n", 1e-3, 50, 1)]:
+        assert budget._same_training(*other, tmp_path) is None
+    (tmp_path / "r.json").write_text(json.dumps(dict(record, status="failed (exit status 1)")))
+    assert budget._same_training("sr", "n", 1e-3, 50, 0, tmp_path) is None
 
 
 def basicsr_budget(cwd: Path, args: list[str]):

@@ -1,7 +1,8 @@
 """Quality at an equal training budget: Serpent against BasicSR's own networks, trained the same way.
 
-    python -m serpent_arch.benchmark budget [--minutes 10] [--tasks sr,deblur] [--networks NAME,...]
-        [--lrs 2e-4,1e-3] [--threads T] [--seed 0] [--val-points 4] [--out experiments/benchmarks/budget]
+    python -m serpent_arch.benchmark budget [--minutes 10 | --iterations N] [--tasks sr,deblur]
+        [--networks NAME,...] [--lrs 2e-4,1e-3] [--threads T] [--seed 0] [--val-points 4]
+        [--out experiments/benchmarks/budget]
 
 Protocol, per task (``serpent_arch.benchmark.contenders``: the tasks, the networks and their
 option files ``options/budget/``, which differ only in ``network_g``):
@@ -21,14 +22,19 @@ option files ``options/budget/``, which differ only in ``network_g``):
 4. ``OUT/budget_<task>_<M>min_s<SEED>.{md,csv,png}``: the table and the validation curves (pick-set
    PSNR against training seconds = iterations x s / iteration).
 
-Runs whose results exist are skipped (``OUT/runs/<run>.json`` records each finished run), so the
-experiment can be completed over several sittings; an interrupted training resumes.
+``--iterations N`` compares at equal iterations instead: every network trains for N iterations
+(runs ``..._<N>it_s<SEED>``, tables ``budget_<task>_<N>it_s<SEED>``), e.g. N = the iterations the
+slowest contender reached in the time budget.
+
+Runs whose results exist are skipped (``OUT/runs/<run>.json`` records each finished run; a run of
+the same task, network, learning rate, seed and iteration count made for another budget is the
+same training and is reused), so the experiment can be completed over several sittings; an
+interrupted training resumes.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -37,14 +43,30 @@ import sys
 import time
 from pathlib import Path
 
+from serpent_arch.benchmark import budget_report as report
 from serpent_arch.benchmark import machine
 from serpent_arch.benchmark.contenders import DEFAULT_NETWORKS, NETWORKS, OPTIONS_DIR, TASKS, option_paths
 
 DEFAULT_LRS = (2e-4, 1e-3)
 
 
-def run_name(task: str, network: str, lr: float, minutes: float, seed: int) -> str:
-    return f"budget_{task}_{network}_lr{lr:g}_{minutes:g}min_s{seed}"
+def budget_label(args) -> str:
+    """``5min`` for a time budget, ``300it`` for an equal-iteration one (run and table names)."""
+    return f"{args.iterations}it" if args.iterations else f"{args.minutes:g}min"
+
+
+def run_name(task: str, network: str, lr: float, label: str, seed: int) -> str:
+    return f"budget_{task}_{network}_lr{lr:g}_{label}_s{seed}"
+
+
+def _same_training(task, network, lr, iters, seed, runs: Path) -> dict | None:
+    """A finished run of another budget that trained exactly this (same options, same iterations)."""
+    for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
+        record = json.loads(path.read_text())
+        same = (record.get("task"), record.get("network"), record.get("lr"), record.get("seed"), record.get("iters"))
+        if same == (task, network, lr, seed, iters) and record.get("status") == "ok":
+            return record
+    return None
 
 
 def iterations_for(minutes: float, s_per_iter: float) -> int:
@@ -113,8 +135,13 @@ def measure(task: str, networks: list[str], out: Path, threads: int | None, repe
 
 def train_run(task, network, lr, iters, args, root: Path) -> dict:
     """Train one run unless its record exists; returns the record (``OUT/runs/<run>.json``)."""
-    name = run_name(task, network, lr, args.minutes, args.seed)
+    name = run_name(task, network, lr, budget_label(args), args.seed)
     record_path = args.out / "runs" / f"{name}.json"
+    if not record_path.is_file():
+        reused = _same_training(task, network, lr, iters, args.seed, args.out / "runs")
+        if reused:
+            print(f"[budget] {name}: the same training as {reused['name']}, reused", flush=True)
+            return reused
     resume = True
     if record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -158,7 +185,7 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
         "network": network,
         "lr": lr,
         "seed": args.seed,
-        "minutes": args.minutes,
+        "minutes": None if args.iterations else args.minutes,
         "iters": iters,
         "status": "ok" if code == 0 and final else f"failed (exit status {code})",
         "wall_seconds": round(time.perf_counter() - start, 1),
@@ -187,138 +214,15 @@ def test_run(task, network, name, args, root: Path) -> dict | None:
     return json.loads(metrics.read_text()).get("report")
 
 
-def network_facts(task: str, network: str) -> tuple[float, float]:
-    """(parameters in millions, GFLOPs of one forward at the training patch size)."""
-    import torch
-    from basicsr.archs import build_network
-
-    from serpent_arch.leaderboard import count_network_gflops
-
-    t = TASKS[task]
-    opt = NETWORKS[network][task]
-    params = sum(p.numel() for p in build_network(dict(opt)).parameters()) / 1e6
-    side = t["gt_size"] // t["scale"]
-    with torch.no_grad():
-        gflops, _ = count_network_gflops(opt, (side, side))
-    return params, gflops
-
-
-def _fmt(value, digits=2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def tabulate(task: str, rows: list[dict], args, speeds: dict) -> tuple[str, list[dict]]:
-    """Markdown table and CSV rows of one task."""
-    t = TASKS[task]
-    report_base = next((r["report"]["baseline"] for r in rows if r.get("report")), {})
-    lines = [
-        f"# Equal training budget: {t['title']}",
-        "",
-        f"{args.minutes:g} minutes of training per run (converted to iterations with the s / iteration measured "
-        f"interleaved below), seed {args.seed}, learning rates {', '.join(f'{lr:g}' for lr in args.lrs)} "
-        f"(best on the pick set kept); batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
-        "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated). Report set: 4 photos never trained "
-        "on nor used for a choice"
-        + (f" (central {t['eval_crop']}x{t['eval_crop']} of each)" if t.get("eval_crop") else "")
-        + ". " + ("Y-channel PSNR / SSIM, 4-pixel border cropped." if t["metric"]["test_y_channel"]
-                  else "RGB PSNR / SSIM, no border cropped."),
-        "",
-        "| network | params (M) | GFLOPs | s / iter | iterations | lr | pick PSNR per lr | report PSNR | "
-        "report SSIM | gain over input |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-    ]
-    if report_base:
-        lines.append(
-            f"| input ({'bicubic' if t['scale'] > 1 else 'blurred'}) | - | - | - | - | - | - | "
-            f"{_fmt(report_base.get('psnr'))} | {_fmt(report_base.get('ssim'), 4)} | 0.00 |"
-        )
-    csv_rows = []
-    for r in sorted(rows, key=lambda r: -(r.get("report") or {}).get("metrics", {}).get("psnr", -1e9)):
-        metrics = (r.get("report") or {}).get("metrics", {})
-        base = (r.get("report") or {}).get("baseline", {})
-        gain = metrics["psnr"] - base["psnr"] if metrics.get("psnr") is not None and base.get("psnr") else None
-        per_lr = " / ".join(f"{lr:g}: {_fmt(p)}" for lr, p in r["pick_per_lr"].items())
-        lines.append(
-            f"| {r['network']} | {r['params']:.2f} | {r['gflops']:.2f} | {speeds[r['network']]['s_per_iter']:.3f} | "
-            f"{r['iters']} | {_fmt_lr(r['lr'])} | {per_lr} | {_fmt(metrics.get('psnr'))} | "
-            f"{_fmt(metrics.get('ssim'), 4)} | {'-' if gain is None else f'{gain:+.2f}'} |"
-        )
-        csv_rows.append(
-            dict(
-                task=task,
-                network=r["network"],
-                params_m=r["params"],
-                gflops=r["gflops"],
-                s_per_iter=speeds[r["network"]]["s_per_iter"],
-                iterations=r["iters"],
-                minutes=args.minutes,
-                seed=args.seed,
-                lr=r["lr"],
-                pick_psnr=r["pick_psnr"],
-                report_psnr=metrics.get("psnr"),
-                report_ssim=metrics.get("ssim"),
-                input_psnr=base.get("psnr"),
-                input_ssim=base.get("ssim"),
-                gain_db=gain,
-                run=r["name"],
-            )
-        )
-    side = t["gt_size"] // t["scale"]
-    speed = speeds[next(iter(speeds))]
-    lines += [
-        "",
-        f"- GFLOPs: one forward of a {side}x{side} input (the training patch), "
-        "serpent_arch.benchmark.flops (multiply-add = 2 FLOPs, plus the selective scan).",
-        "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
-        f"{speed.get('threads')} torch threads, measured {speed.get('measured')} on "
-        f"{speed.get('machine', 'a machine not recorded')}; data loading, EMA and validation not included.",
-        "- pick PSNR per lr: final EMA weights on the pick set (chelsea, coffee, grace_hopper); "
-        "report PSNR / SSIM: the kept lr on the report set (camera, coins, moon, grass).",
-        f"- `python -m serpent_arch.benchmark budget --minutes {args.minutes:g} --tasks {task} --seed {args.seed}`"
-        + (f" --threads {args.threads}" if args.threads else ""),
-    ]
-    return "\n".join(lines) + "\n", csv_rows
-
-
-def _fmt_lr(lr) -> str:
-    return "-" if lr is None else f"{lr:g}"
-
-
-def plot(task: str, rows: list[dict], speeds: dict, path: Path, minutes: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    baseline = None
-    for r in rows:
-        curve = [(c["iter"] * speeds[r["network"]]["s_per_iter"], c["psnr"]) for c in r["curve"] if c["psnr"]]
-        if curve:
-            xs, ys = zip(*curve)
-            ax.plot(xs, ys, marker="o", label=f"{r['network']} (lr {r['lr']:g})")
-        baseline = baseline or r.get("pick_baseline", {}).get("psnr")
-    if baseline:
-        ax.axhline(baseline, color="gray", linestyle="--", label="input")
-    ax.set_xlabel("training seconds (iterations x measured s / iteration)")
-    ax.set_ylabel("pick-set PSNR (dB), EMA weights")
-    ax.set_title(f"{TASKS[task]['title']}, {minutes:g}-minute budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run_task(task: str, networks: list[str], args, root: Path) -> Path:
     speeds = measure(task, networks, args.out, args.threads, args.repeats)
     rows = []
     for network in networks:
-        iters = iterations_for(args.minutes, speeds[network]["s_per_iter"])
+        iters = args.iterations or iterations_for(args.minutes, speeds[network]["s_per_iter"])
         runs = [train_run(task, network, lr, iters, args, root) for lr in args.lrs]
         ok = [r for r in runs if r["status"] == "ok"]
         pick_per_lr = {r["lr"]: (r["pick_curve"][-1]["psnr"] if r["status"] == "ok" else None) for r in runs}
-        params, gflops = network_facts(task, network)
+        params, gflops = report.network_facts(task, network)
         row = dict(network=network, iters=iters, params=params, gflops=gflops, pick_per_lr=pick_per_lr,
                    lr=None, pick_psnr=None, curve=[], report=None, name=None, pick_baseline={})
         if ok:
@@ -327,16 +231,9 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
                        name=best["name"], pick_baseline=best["pick_baseline"])
             row["report"] = test_run(task, network, best["name"], args, root)
         rows.append(row)
-    stem = f"budget_{task}_{args.minutes:g}min_s{args.seed}"  # no Path.with_suffix: 0.5min has a dot
-    text, csv_rows = tabulate(task, rows, args, speeds)
-    (args.out / f"{stem}.md").write_text(text)
-    with open(args.out / f"{stem}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]) if csv_rows else ["task"])
-        writer.writeheader()
-        writer.writerows(csv_rows)
-    plot(task, rows, speeds, args.out / f"{stem}.png", args.minutes)
-    print(text)
-    return args.out / stem
+    stem = args.out / f"budget_{task}_{budget_label(args)}_s{args.seed}"  # 0.5min has a dot: no with_suffix
+    print(report.write(task, rows, args, speeds, stem))
+    return stem
 
 
 def _csv_list(text: str) -> list[str]:
@@ -348,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m serpent_arch.benchmark budget", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run (default 10)")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="equal iterations for every network instead of --minutes"
+    )
     parser.add_argument("--tasks", default="sr,deblur", help="comma-separated: sr, deblur")
     parser.add_argument("--networks", default=None, help="comma-separated contenders (default: all of the task)")
     parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in DEFAULT_LRS), help="learning rates swept")
@@ -372,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         args.lrs = [float(lr) for lr in _csv_list(args.lrs)]
     except ValueError:
         parser.error(f"--lrs: expected comma-separated numbers, got {args.lrs!r}")
-    if args.minutes <= 0 or not args.lrs:
-        parser.error("--minutes must be > 0 and --lrs must name at least one learning rate")
+    if args.minutes <= 0 or not args.lrs or (args.iterations is not None and args.iterations < 1):
+        parser.error("--minutes and --iterations must be > 0 and --lrs must name at least one learning rate")
     if args.threads:
         import torch
 

@@ -67,6 +67,24 @@ NETWORKS: dict[str, dict[str, dict]] = {
             type="Serpent", variant="tiny", patch_size=1, upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0
         ),
     },
+    # Candidates for the time of EDSR-baseline's iteration (README, "Making Serpent win"): the
+    # LR-size tiny hierarchy twice as wide, or 4/3 as wide and twice as deep.
+    "serpent-wide-lr": {
+        "sr": dict(
+            type="Serpent", variant="tiny", patch_size=1, embed_dim=48, upscale=4, upsampler="pixelshuffle",
+            drop_path_rate=0.0,
+        ),
+    },
+    "serpent-deep-lr": {
+        "sr": dict(
+            type="Serpent", variant="tiny", patch_size=1, embed_dim=32, depths=[2, 2, 2], depths_decoder=[2, 2],
+            upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0,
+        ),
+    },
+    # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
+    "serpent-tiny-p2": {
+        "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
+    },
     "serpent-small": {
         "sr": dict(type="Serpent", variant="small", upscale=4, upsampler="interpolate", drop_path_rate=0.0),
         "deblur": dict(type="Serpent", variant="small", upscale=1, drop_path_rate=0.0),
@@ -102,8 +120,11 @@ NETWORKS: dict[str, dict[str, dict]] = {
 }
 
 DEFAULT_NETWORKS = {
-    "sr": ["serpent-tiny", "serpent-tiny-lr", "serpent-small", "swinir-light", "edsr-baseline", "msrresnet"],
-    "deblur": ["serpent-tiny", "serpent-small", "swinir-light", "ridnet"],
+    "sr": [
+        "serpent-tiny", "serpent-tiny-lr", "serpent-wide-lr", "serpent-deep-lr", "serpent-small", "swinir-light",
+        "edsr-baseline", "msrresnet",
+    ],
+    "deblur": ["serpent-tiny", "serpent-tiny-p2", "serpent-small", "swinir-light", "ridnet"],
 }
 DEFAULT_LR = 2e-4
 

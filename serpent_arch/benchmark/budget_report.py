@@ -1,0 +1,156 @@
+"""The equal-budget benchmark's report: its table (Markdown and CSV) and its validation-curve plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from serpent_arch.benchmark.contenders import NETWORKS, TASKS
+
+
+def write(task: str, rows: list[dict], args, speeds: dict, stem: Path) -> str:
+    """Write ``stem``.md, .csv and .png of one task; returns the Markdown table."""
+    text, csv_rows = tabulate(task, rows, args, speeds)
+    stem.with_name(stem.name + ".md").write_text(text)
+    with open(stem.with_name(stem.name + ".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]) if csv_rows else ["task"])
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    plot(task, rows, speeds, stem.with_name(stem.name + ".png"), args)
+    return text
+
+
+def network_facts(task: str, network: str) -> tuple[float, float]:
+    """(parameters in millions, GFLOPs of one forward at the training patch size)."""
+    import torch
+    from basicsr.archs import build_network
+
+    from serpent_arch.leaderboard import count_network_gflops
+
+    t = TASKS[task]
+    opt = NETWORKS[network][task]
+    params = sum(p.numel() for p in build_network(dict(opt)).parameters()) / 1e6
+    side = t["gt_size"] // t["scale"]
+    with torch.no_grad():
+        gflops, _ = count_network_gflops(opt, (side, side))
+    return params, gflops
+
+
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tabulate(task: str, rows: list[dict], args, speeds: dict) -> tuple[str, list[dict]]:
+    """Markdown table and CSV rows of one task."""
+    t = TASKS[task]
+    report_base = next((r["report"]["baseline"] for r in rows if r.get("report")), {})
+    lines = [
+        f"# Equal training budget: {t['title']}",
+        "",
+        (
+            f"{args.iterations} training iterations per run (equal iterations), "
+            if args.iterations
+            else f"{args.minutes:g} minutes of training per run (converted to iterations with the s / iteration "
+            "measured interleaved below), "
+        )
+        + f"seed {args.seed}, learning rates {', '.join(f'{lr:g}' for lr in args.lrs)} "
+        f"(best on the pick set kept); batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
+        "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated). Report set: 4 photos never trained "
+        "on nor used for a choice"
+        + (f" (central {t['eval_crop']}x{t['eval_crop']} of each)" if t.get("eval_crop") else "")
+        + ". " + ("Y-channel PSNR / SSIM, 4-pixel border cropped." if t["metric"]["test_y_channel"]
+                  else "RGB PSNR / SSIM, no border cropped."),
+        "",
+        "| network | params (M) | GFLOPs | s / iter | iterations | lr | pick PSNR per lr | report PSNR | "
+        "report SSIM | gain over input |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    if report_base:
+        lines.append(
+            f"| input ({'bicubic' if t['scale'] > 1 else 'blurred'}) | - | - | - | - | - | - | "
+            f"{_fmt(report_base.get('psnr'))} | {_fmt(report_base.get('ssim'), 4)} | 0.00 |"
+        )
+    csv_rows = []
+    for r in sorted(rows, key=lambda r: -(r.get("report") or {}).get("metrics", {}).get("psnr", -1e9)):
+        metrics = (r.get("report") or {}).get("metrics", {})
+        base = (r.get("report") or {}).get("baseline", {})
+        gain = metrics["psnr"] - base["psnr"] if metrics.get("psnr") is not None and base.get("psnr") else None
+        per_lr = " / ".join(f"{lr:g}: {_fmt(p)}" for lr, p in r["pick_per_lr"].items())
+        lines.append(
+            f"| {r['network']} | {r['params']:.2f} | {r['gflops']:.2f} | {speeds[r['network']]['s_per_iter']:.3f} | "
+            f"{r['iters']} | {_fmt_lr(r['lr'])} | {per_lr} | {_fmt(metrics.get('psnr'))} | "
+            f"{_fmt(metrics.get('ssim'), 4)} | {'-' if gain is None else f'{gain:+.2f}'} |"
+        )
+        csv_rows.append(
+            dict(
+                task=task,
+                network=r["network"],
+                params_m=r["params"],
+                gflops=r["gflops"],
+                s_per_iter=speeds[r["network"]]["s_per_iter"],
+                iterations=r["iters"],
+                minutes=None if args.iterations else args.minutes,
+                iterations_budget=args.iterations,
+                seed=args.seed,
+                lr=r["lr"],
+                pick_psnr=r["pick_psnr"],
+                report_psnr=metrics.get("psnr"),
+                report_ssim=metrics.get("ssim"),
+                input_psnr=base.get("psnr"),
+                input_ssim=base.get("ssim"),
+                gain_db=gain,
+                run=r["name"],
+            )
+        )
+    side = t["gt_size"] // t["scale"]
+    speed = speeds[next(iter(speeds))]
+    stamps = sorted({s.get("measured") for s in speeds.values()} - {None})
+    lines += [
+        "",
+        f"- GFLOPs: one forward of a {side}x{side} input (the training patch), "
+        "serpent_arch.benchmark.flops (multiply-add = 2 FLOPs, plus the selective scan).",
+        "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
+        f"{speed.get('threads')} torch threads, measured {' and '.join(stamps) or '-'} on "
+        f"{speed.get('machine', 'a machine not recorded')}; data loading, EMA and validation not included.",
+        "- pick PSNR per lr: final EMA weights on the pick set (chelsea, coffee, grace_hopper); "
+        "report PSNR / SSIM: the kept lr on the report set (camera, coins, moon, grass).",
+        "- `python -m serpent_arch.benchmark budget "
+        + (f"--iterations {args.iterations}" if args.iterations else f"--minutes {args.minutes:g}")
+        + f" --tasks {task} --seed {args.seed}`"
+        + (f" --threads {args.threads}" if args.threads else ""),
+    ]
+    return "\n".join(lines) + "\n", csv_rows
+
+
+def _fmt_lr(lr) -> str:
+    return "-" if lr is None else f"{lr:g}"
+
+
+def plot(task: str, rows: list[dict], speeds: dict, path: Path, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    baseline = None
+    for r in rows:
+        per_x = 1.0 if args.iterations else speeds[r["network"]]["s_per_iter"]
+        curve = [(c["iter"] * per_x, c["psnr"]) for c in r["curve"] if c["psnr"]]
+        if curve:
+            xs, ys = zip(*curve)
+            ax.plot(xs, ys, marker="o", label=f"{r['network']} (lr {r['lr']:g})")
+        baseline = baseline or r.get("pick_baseline", {}).get("psnr")
+    if baseline:
+        ax.axhline(baseline, color="gray", linestyle="--", label="input")
+    ax.set_xlabel(
+        "training iterations" if args.iterations else "training seconds (iterations x measured s / iteration)"
+    )
+    ax.set_ylabel("pick-set PSNR (dB), EMA weights")
+    budget = f"{args.iterations} iterations" if args.iterations else f"{args.minutes:g}-minute budget"
+    ax.set_title(f"{TASKS[task]['title']}, {budget}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
