@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from serpent_arch.archs.serpent_arch import Serpent
-from serpent_arch.ops import backend_report, selective_scan_ref
+from serpent_arch.ops import _mamba_ssm, backend_report, selective_scan_ref
 
 ss = importlib.import_module("serpent_arch.ops.selective_scan")
 FAKE_CUDA = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
@@ -28,12 +28,12 @@ def fresh_state(monkeypatch):
     """Forget cached imports, probes and warnings; probe tensors on the CPU."""
 
     def clear():
-        getattr(ss._mamba_ssm_import, "cache_clear", lambda: None)()  # a test may have replaced it
-        ss._mamba_ssm_checked.clear()
+        getattr(_mamba_ssm._mamba_ssm_import, "cache_clear", lambda: None)()  # a test may have replaced it
+        _mamba_ssm._mamba_ssm_checked.clear()
         ss._warn_once.cache_clear()
 
     clear()
-    monkeypatch.setattr(ss, "_probe_device", lambda device: torch.device("cpu"))
+    monkeypatch.setattr(_mamba_ssm, "_probe_device", lambda device: torch.device("cpu"))
     monkeypatch.setattr(
         backend_report, "_representative", lambda device: FAKE_CUDA if device.type == "cuda" else torch.empty(0)
     )
@@ -72,6 +72,13 @@ def check_falls_back(caplog, reason_words):
     assert reason_words in str(err.value) and ss.MAMBA_SSM_INSTALL in str(err.value)
 
 
+def test_public_names_are_the_owners_objects():
+    """backend_report, doctor and users import these from selective_scan (and backend_report
+    re-exports one): they must be _mamba_ssm's own objects, not copies."""
+    assert ss.mamba_ssm_status is _mamba_ssm.mamba_ssm_status is backend_report.mamba_ssm_status
+    assert ss.MAMBA_SSM_INSTALL is _mamba_ssm.MAMBA_SSM_INSTALL
+
+
 def test_not_installed(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, MODULE, None)  # import raises ImportError
     check_falls_back(caplog, "mamba-ssm cannot be imported (ModuleNotFoundError")
@@ -80,7 +87,7 @@ def test_not_installed(monkeypatch, caplog):
 def test_old_release_installed_without_its_kernel(monkeypatch, caplog):
     """mamba-ssm 2.3.2.post1 built with MAMBA_SKIP_CUDA_BUILD=TRUE (tried in a venv here): the import fails."""
     monkeypatch.setattr(
-        ss, "_mamba_ssm_import", lambda: (None, "ModuleNotFoundError: No module named 'selective_scan_cuda'")
+        _mamba_ssm, "_mamba_ssm_import", lambda: (None, "ModuleNotFoundError: No module named 'selective_scan_cuda'")
     )
     check_falls_back(caplog, "mamba-ssm is installed without its CUDA kernel (ModuleNotFoundError: No module named")
 

@@ -18,6 +18,7 @@ import torch
 from serpent_arch.benchmark.memory import TensorMemoryTracker
 from serpent_arch.ops import (
     _cpu_kernel,
+    _mamba_ssm,
     _torch_scan,
     available_backends,
     resolve_backend,
@@ -465,14 +466,14 @@ def test_unknown_backend():
 
 def test_mamba_ssm_not_installed(monkeypatch):
     reason = "ModuleNotFoundError: No module named 'mamba_ssm'"
-    monkeypatch.setattr(ss_module, "_mamba_ssm_import", lambda: (None, reason))
+    monkeypatch.setattr(_mamba_ssm, "_mamba_ssm_import", lambda: (None, reason))
     with pytest.raises(RuntimeError, match=r"'mamba_ssm' needs CUDA tensors"):
         selective_scan(**_valid(), backend="mamba_ssm")
     assert resolve_backend("auto", torch.zeros(1)) in ("cpu_kernel", "torch")
 
 
 def test_mamba_ssm_needs_cuda(monkeypatch):
-    monkeypatch.setattr(ss_module, "_mamba_ssm_import", lambda: (lambda *a, **k: None, ""))
+    monkeypatch.setattr(_mamba_ssm, "_mamba_ssm_import", lambda: (lambda *a, **k: None, ""))
     with pytest.raises(RuntimeError, match=r"'mamba_ssm' needs CUDA tensors, got tensors on cpu"):
         selective_scan(**_valid(), backend="mamba_ssm")
     # importable mamba_ssm must not be picked for CPU tensors

@@ -32,7 +32,7 @@ import torch
 from test_selective_scan import assert_close, make_inputs, run
 
 from serpent_arch.benchmark.memory import TensorMemoryTracker
-from serpent_arch.ops import available_backends, resolve_backend, selective_scan
+from serpent_arch.ops import _mamba_ssm, available_backends, resolve_backend, selective_scan
 
 triton = pytest.importorskip("triton")
 triton_scan = importlib.import_module("serpent_arch.ops._triton_scan")
@@ -301,7 +301,7 @@ def test_auto_never_picks_the_interpreter(interpreted, monkeypatch):
     assert names[-1] == "triton" and names[-2] == "reference", "listed, as the slowest"
     assert resolve_backend("auto", torch.zeros(1)) != "triton"
     # on a GPU machine launched with TRITON_INTERPRET=1, auto must not take the interpreter either
-    monkeypatch.setattr(ss_module, "_mamba_ssm_import", lambda: (None, "ModuleNotFoundError: mamba"))
+    monkeypatch.setattr(_mamba_ssm, "_mamba_ssm_import", lambda: (None, "ModuleNotFoundError: mamba"))
     ss_module._warn_once.cache_clear()
     assert resolve_backend("auto", _cuda_like()) == "torch"
     assert interpreted.availability(torch.device("cuda", 0), allow_interpreter=False) == (
@@ -328,7 +328,7 @@ def _cuda_like(dtype=torch.float32):
 )
 def test_auto_on_cuda_prefers_mamba_then_triton_then_torch(monkeypatch, caplog, mamba, triton_ok, expected):
     reason = "" if mamba else "mamba-ssm cannot be imported (ModuleNotFoundError: mamba)"
-    monkeypatch.setattr(ss_module, "mamba_ssm_status", lambda device: (mamba, reason))
+    monkeypatch.setattr(_mamba_ssm, "mamba_ssm_status", lambda device: (mamba, reason))
     monkeypatch.setattr(ss_module, "_triton_availability",
                         lambda device, dtype, auto: (True, "") if triton_ok else (False, "no driver"))  # fmt: skip
     ss_module._warn_once.cache_clear()

@@ -31,119 +31,33 @@ Backends (chosen by :func:`resolve_backend`):
 * ``"auto"``: on CUDA mamba_ssm if its kernel runs, else triton if its kernels run on that device;
   on CPU cpu_kernel if it compiles; else torch.
 
-"mamba-ssm imports" does not mean its kernel runs: releases after 2.3.2.post1 build the CUDA
-extension only with ``MAMBA_KEEP_CUDA_BUILD=TRUE`` and otherwise import fine but raise
-``RuntimeError: selective_scan_cuda is not installed`` at the first call. So ``mamba_ssm`` counts as
-usable on a device only after a tiny forward and backward there ran and agreed with the reference
-(:func:`mamba_ssm_status`, once per process and device); triton likewise (``_triton_scan.availability``).
+A fast backend counts as usable on a device only after a tiny forward and backward there ran and
+agreed with the reference, once per process and device: mamba_ssm in :func:`mamba_ssm_status`
+(``_mamba_ssm.py``: why "mamba-ssm imports" is not enough), triton in ``_triton_scan.availability``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import re
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from . import _cpu_kernel
+from . import _cpu_kernel, _mamba_ssm
 from ._cpu_kernel import selective_scan_cpu
 from ._dtypes import compute_dtype
+from ._mamba_ssm import MAMBA_SSM_INSTALL, mamba_ssm_status
 from ._torch_scan import selective_scan_torch
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "mamba_ssm", "triton", "cpu_kernel", "torch", "reference")
 
-# What gives mamba-ssm's CUDA kernel (README "GPU install" has the prerequisites): torch must be the
-# CUDA build already installed (hence no build isolation), and newer releases skip the extension
-# unless MAMBA_KEEP_CUDA_BUILD=TRUE (2.3.2.post1 ignores the variable and builds it anyway).
-MAMBA_SSM_INSTALL = "MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation mamba-ssm"
-
-
-@functools.cache
-def _mamba_ssm_import() -> tuple[Callable | None, str]:
-    """``(selective_scan_fn, "")`` if mamba-ssm imports, else ``(None, reason)``; cached."""
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception as exc:  # ImportError, but also OSError / RuntimeError from a broken CUDA build
-        return None, f"{type(exc).__name__}: {exc}"
-    return selective_scan_fn, ""
-
-
-_mamba_ssm_checked: dict[int, tuple[Callable | None, str]] = {}  # CUDA device index -> status
-
-
-def _cuda_index(device: torch.device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
-def _probe_device(device: torch.device) -> torch.device:
-    """Where the probe's tensors live: ``device`` itself (a seam for the CPU tests)."""
-    return device
-
-
-def _check_mamba_ssm_kernel(fn: Callable, device: torch.device) -> str:
-    """Run ``fn`` forward and backward on a tiny problem on ``device``; "" if it agrees with the
-    reference, else the reason it cannot be used."""
-    gen = torch.Generator().manual_seed(0)
-    batch, dim, L, N = 1, 4, 16, 4
-    shapes = {"u": (batch, dim, L), "delta": (batch, dim, L), "B": (batch, 1, N, L), "C": (batch, 1, N, L),
-              "D": (dim,), "z": (batch, dim, L), "delta_bias": (dim,)}  # fmt: skip
-    at = _probe_device(device)
-    # the first scan may come inside no_grad / inference_mode / autocast; the probe needs none of them
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast(at.type, enabled=False):
-        args = {k: torch.randn(*shape, generator=gen).to(at).requires_grad_() for k, shape in shapes.items()}
-        args["A"] = (-torch.linspace(0.5, 2.0, dim * N)).reshape(dim, N).to(at).requires_grad_()
-        try:
-            out = fn(**args, delta_softplus=True)
-            out.sum().backward()
-            if at.type == "cuda":
-                torch.cuda.synchronize(at)
-        except Exception as exc:  # RuntimeError "selective_scan_cuda is not installed", no kernel image, ...
-            text = str(exc).strip()
-            # the first sentence: mamba-ssm's own message goes on with a line of install advice
-            first = re.split(r"(?<=\.)\s", text.splitlines()[0])[0] if text else ""
-            return f"its kernel does not run on {device} ({type(exc).__name__}: {first})"
-        grads = [args[k].grad for k in sorted(args)]
-        for t in args.values():
-            t.grad = None
-        expected = selective_scan_ref(**args, delta_softplus=True)
-        expected.sum().backward()
-    for name, got, ref in [("output", out, expected)] + [
-        (f"d{k}", g, args[k].grad) for k, g in zip(sorted(args), grads, strict=True)
-    ]:
-        if got is None or not torch.allclose(got.float(), ref.float(), rtol=1e-3, atol=1e-4):
-            return f"its kernel runs on {device} but its {name} disagrees with the reference"
-    return ""
-
-
-def mamba_ssm_status(device: torch.device | str) -> tuple[bool, str]:
-    """``(True, "")`` when mamba-ssm's kernel runs correctly on CUDA ``device``, else
-    ``(False, reason)``. The check (import, then a tiny forward and backward compared with the
-    reference) runs once per process and device; the result is cached."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return False, f"mamba_ssm needs CUDA tensors, got tensors on {device}"
-    fn, reason = _mamba_ssm_import()
-    if fn is None and "selective_scan_cuda" in reason:  # 2.3.2.post1 built without its kernel
-        return False, f"mamba-ssm is installed without its CUDA kernel ({reason})"
-    if fn is None:
-        return False, f"mamba-ssm cannot be imported ({reason})"
-    index = _cuda_index(device)
-    if index not in _mamba_ssm_checked:
-        problem = _check_mamba_ssm_kernel(fn, torch.device("cuda", index))
-        _mamba_ssm_checked[index] = (None, problem) if problem else (fn, "")
-    fn, reason = _mamba_ssm_checked[index]
-    return fn is not None, reason and f"mamba-ssm is installed but {reason}"
-
-
-def _mamba_ssm_problem(reason: str) -> str:
-    """The same words for auto's warning and for the error of an explicit ``mamba_ssm``."""
-    install = f"install its CUDA kernel with `{MAMBA_SSM_INSTALL}` (README: GPU install)"
-    return f"backend 'mamba_ssm' cannot run: {reason}; {install}"
+# MAMBA_SSM_INSTALL and mamba_ssm_status are re-exported: backend_report, doctor and users import them
+# from here. This module itself reads them as _mamba_ssm.<name>, where tests patch them.
+__all__ = ["BACKENDS", "MAMBA_SSM_INSTALL", "available_backends", "mamba_ssm_status", "resolve_backend",
+           "selective_scan", "selective_scan_ref"]  # fmt: skip
 
 
 @functools.cache
@@ -203,10 +117,11 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
 
     if backend == "auto":
         if device.type == "cuda" and dtype != torch.float64:
-            ok, reason = mamba_ssm_status(device)
+            ok, reason = _mamba_ssm.mamba_ssm_status(device)
             if ok:
                 return "mamba_ssm"
-            _warn_once(f"selective_scan on {device}: {_mamba_ssm_problem(reason)}. Using a slower backend instead.")
+            problem = _mamba_ssm._mamba_ssm_problem(reason)
+            _warn_once(f"selective_scan on {device}: {problem}. Using a slower backend instead.")
             ok, reason = _triton_availability(device, dtype, auto=True)
             if ok:
                 _info_once(f"selective_scan on {device}: using the 'triton' backend")
@@ -227,9 +142,9 @@ def resolve_backend(backend: str = "auto", tensor: torch.Tensor | None = None) -
             )
         if dtype == torch.float64:
             raise RuntimeError("selective_scan: backend 'mamba_ssm' does not support float64 inputs")
-        ok, reason = mamba_ssm_status(device)
+        ok, reason = _mamba_ssm.mamba_ssm_status(device)
         if not ok:
-            raise RuntimeError(f"selective_scan: {_mamba_ssm_problem(reason)}")
+            raise RuntimeError(f"selective_scan: {_mamba_ssm._mamba_ssm_problem(reason)}")
     elif backend == "triton":
         ok, reason = _triton_availability(device, dtype)
         if not ok:
@@ -409,7 +324,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
             return selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, name)
     args = (D, z, delta_bias, bool(delta_softplus), bool(return_last_state))
     if name == "mamba_ssm":
-        fn, _ = _mamba_ssm_import()
+        fn, _ = _mamba_ssm._mamba_ssm_import()
         # mamba-ssm's kernel takes float32 weights, delta and z in u's dtype and B, C in u's dtype or
         # float32 (mixed dtypes happen under autocast); autograd casts the gradients back
         delta, z = delta.to(u.dtype), None if z is None else z.to(u.dtype)
