@@ -36,6 +36,7 @@ def test_registered_in_basicsr():
         ((1, 3, 24, 20), {"scan_directions": 2, "mlp_ratio": 0}, (24, 20)),
         ((1, 3, 24, 20), {"scan_directions": 1, "patch_size": 2}, (24, 20)),
         ((1, 3, 15, 15), {"patch_size": 1, "depths": [1, 1], "embed_dim": 8}, (15, 15)),
+        ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "pixelshuffle", "ffn_conv": 3}, (36, 56)),
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -76,6 +77,7 @@ def test_variants_and_overrides():
         ({"depths": [1, 1], "depths_decoder": [1, 1]}, "depths_decoder must list 1"),
         ({"scan_directions": 3}, "scan_directions must be 1, 2 or 4"),
         ({"img_range": 0}, "img_range must be > 0"),
+        ({"ffn_conv": 2}, "ffn_conv must be 0 or a positive odd kernel size, got 2"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -220,3 +222,30 @@ def test_drop_path_only_in_training():
     net.train()
     with torch.no_grad():
         assert not torch.allclose(net(x), net(x))
+
+
+def test_ffn_conv_mixes_neighbouring_tokens():
+    """ffn_conv adds a depthwise convolution to every FFN: a token's FFN output then depends on its
+    neighbours (the plain MLP's does not), and the option leaves the rest of the network alone."""
+    from serpent_arch.archs.serpent_arch import FeedForward
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 7, 8)
+    for kernel, local in ((0, False), (3, True), (5, True)):
+        ffn = FeedForward(8, 16, kernel)
+        changed = x.clone()
+        changed[0, 3, 4] += 1.0  # one token
+        diff = (ffn(changed) - ffn(x)).abs().sum(-1)[0] > 0
+        assert diff[3, 4] and bool(diff[2, 3]) == local and bool(diff[0, 0]) is False
+        if kernel:
+            assert ffn.dwconv.groups == 16 and ffn.dwconv.kernel_size == (kernel, kernel)
+    plain = Serpent(variant="tiny")
+    conv = Serpent(variant="tiny", ffn_conv=3)
+    extra = sum(p.numel() for p in conv.parameters()) - sum(p.numel() for p in plain.parameters())
+    blocks = sum(1 for m in conv.modules() if isinstance(m, FeedForward))
+    widths = [int(m.fc1.out_features) for m in conv.modules() if isinstance(m, FeedForward)]
+    assert blocks == 5 and extra == sum(w * 9 + w for w in widths)  # weights + bias of each depthwise conv
+    torch.nn.init.normal_(conv.conv_last.weight)  # zero-initialised: no gradient would pass it
+    conv(torch.rand(1, 3, 16, 16)).sum().backward()
+    assert all(m.dwconv.weight.grad is not None and m.dwconv.weight.grad.abs().sum() > 0
+               for m in conv.modules() if isinstance(m, FeedForward))

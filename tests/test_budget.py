@@ -78,13 +78,18 @@ def test_budget_command_end_to_end(tmp_path):
     assert (out / "budget_sr_0.03min_s0.md").read_text() == table
     # equal iterations: a network's time-budget runs are the same training at their iteration count
     iters = {r["network"]: int(r["iterations"]) for r in rows}["serpent-tiny"]
-    args_it = ["--iterations", str(iters), *args[2:]]
+    args_it = ["--iterations", str(iters), *args[2:], "--recheck-throughput"]
     args_it[args_it.index("serpent-tiny,msrresnet")] = "serpent-tiny"
     equal = basicsr_budget(tmp_path, args_it)
     assert "[budget] train" not in equal.stdout and equal.stdout.count(", reused") == 2
     table_it = (out / f"budget_sr_{iters}it_s0.md").read_text()
     assert f"{iters} training iterations per run (equal iterations)" in table_it and "| serpent-tiny |" in table_it
     assert "--iterations" in table_it and "msrresnet" not in table_it
+    # the recheck measures again beside the record, without changing any count
+    recheck = json.loads(next(out.glob("throughput_sr_*threads_recheck.json")).read_text())["networks"]
+    assert set(recheck) == {"serpent-tiny"} and recheck["serpent-tiny"]["s_per_iter"] > 0
+    assert "s / iter checked" in table_it
+    assert f"serpent-tiny {recheck['serpent-tiny']['s_per_iter']:.3f}" in table_it
 
 
 def test_a_finished_run_of_the_same_training_is_found(tmp_path):

@@ -54,22 +54,36 @@ def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
 
 
 class FeedForward(nn.Module):
-    """Token-wise MLP: Linear(C -> hidden) -> GELU -> Linear(hidden -> C)."""
+    """Linear(C -> hidden) -> [depthwise k x k conv] -> GELU -> Linear(hidden -> C). (B, H, W, C) -> same.
 
-    def __init__(self, dim: int, hidden: int):
+    ``conv_kernel`` 0 is the token-wise MLP of the design. An odd ``conv_kernel`` adds a depthwise
+    convolution over the hidden features (as Restormer's and Uformer's feed-forward networks do):
+    the scan sees the whole image but mixes neighbouring pixels only through SS2D's own small
+    convolution, and local texture is most of what super-resolution has to model.
+    """
+
+    def __init__(self, dim: int, hidden: int, conv_kernel: int = 0):
         super().__init__()
+        if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
+            raise ValueError(f"Serpent: ffn_conv must be 0 or a positive odd kernel size, got {conv_kernel}.")
         self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = (
+            nn.Conv2d(hidden, hidden, conv_kernel, padding=conv_kernel // 2, groups=hidden) if conv_kernel else None
+        )
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        x = self.fc1(x)
+        if self.dwconv is not None:
+            x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.fc2(self.act(x))
 
 
 class SerpentBlock(nn.Module):
     """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same."""
 
-    def __init__(self, dim: int, drop_path_prob: float, mlp_ratio: float, **ss2d_kwargs):
+    def __init__(self, dim: int, drop_path_prob: float, mlp_ratio: float, ffn_conv: int = 0, **ss2d_kwargs):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.ss2d = SS2D(dim, **ss2d_kwargs)
@@ -77,7 +91,7 @@ class SerpentBlock(nn.Module):
         self.has_ffn = mlp_ratio > 0
         if self.has_ffn:
             self.norm2 = nn.LayerNorm(dim)
-            self.ffn = FeedForward(dim, int(dim * mlp_ratio))
+            self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + drop_path(self.ss2d(self.norm1(x)), self.drop_path_prob, self.training)
@@ -185,6 +199,8 @@ class Serpent(nn.Module):
         dt_rank: rank of the step-size projection; ``auto`` is ceil(width / 16).
         mlp_ratio: hidden width of the feed-forward network as a multiple of the block width;
             0 removes the feed-forward networks.
+        ffn_conv: kernel size of a depthwise convolution inside every feed-forward network (local
+            mixing beside the global scan); 0 (default) keeps the token-wise MLP.
         scan_directions: 1 (row-major), 2 (row-major both ways) or 4 (rows and columns both
             ways, the paper's cross-scan).
         drop_path_rate: stochastic depth rate, rising linearly to this value over the blocks.
@@ -210,6 +226,7 @@ class Serpent(nn.Module):
         d_conv: int = 3,
         dt_rank: int | str = "auto",
         mlp_ratio: float = 2.0,
+        ffn_conv: int = 0,
         scan_directions: int = 4,
         drop_path_rate: float = 0.1,
         use_checkpoint: bool = False,
@@ -233,6 +250,7 @@ class Serpent(nn.Module):
 
         block_kw = dict(
             mlp_ratio=mlp_ratio,
+            ffn_conv=ffn_conv,
             d_state=d_state,
             ssm_ratio=ssm_ratio,
             d_conv=d_conv,

@@ -108,22 +108,36 @@ def _val_records(root: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def measure(task: str, networks: list[str], out: Path, threads: int | None, repeats: int) -> dict[str, dict]:
-    """s / iteration of ``networks`` on ``task``: from ``out``'s record, measuring the missing ones."""
+def throughput_path(task: str, out: Path, threads: int | None, recheck: bool = False) -> Path:
+    import torch
+
+    return out / f"throughput_{task}_{threads or torch.get_num_threads()}threads{'_recheck' if recheck else ''}.json"
+
+
+def measure(
+    task: str, networks: list[str], out: Path, threads: int | None, repeats: int, recheck: bool = False
+) -> dict[str, dict]:
+    """s / iteration of ``networks`` on ``task``: from ``out``'s record, measuring the missing ones.
+
+    ``recheck`` measures all of ``networks`` afresh, interleaved in one run, into a separate record
+    (``..._recheck.json``) that never changes the iteration counts: the table sets it beside the
+    record the counts came from, so a measurement taken in several sittings can be checked.
+    """
     import torch
 
     import serpent_arch  # noqa: F401  (registers Serpent before BasicSR builds networks)
     from serpent_arch.benchmark.throughput import seconds_per_iteration
 
     t = TASKS[task]
-    path = out / f"throughput_{task}_{threads or torch.get_num_threads()}threads.json"
-    record = json.loads(path.read_text()) if path.is_file() else {}
+    path = throughput_path(task, out, threads, recheck)
+    record = json.loads(path.read_text()) if path.is_file() and not recheck else {}
     shape = dict(batch=t["batch"], gt_size=t["gt_size"], scale=t["scale"])
     if record.get("shape") != shape:
         record = {"shape": shape, "networks": {}}
     missing = [n for n in networks if n not in record["networks"]]
     if missing:
-        print(f"[budget] {task}: measuring s/iteration of {', '.join(missing)} (interleaved, {repeats} rounds)")
+        what = "checking" if recheck else "measuring"
+        print(f"[budget] {task}: {what} s/iteration of {', '.join(missing)} (interleaved, {repeats} rounds)")
         measured = seconds_per_iteration({n: NETWORKS[n][task] for n in missing}, repeats=repeats, **shape)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         for n, m in measured.items():
@@ -131,6 +145,12 @@ def measure(task: str, networks: list[str], out: Path, threads: int | None, repe
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1))
     return {n: record["networks"][n] for n in networks}
+
+
+def rechecked(task: str, out: Path, threads: int | None) -> dict[str, dict]:
+    """The last ``--recheck-throughput`` record of ``task`` (empty when there is none)."""
+    path = throughput_path(task, out, threads, recheck=True)
+    return json.loads(path.read_text())["networks"] if path.is_file() else {}
 
 
 def train_run(task, network, lr, iters, args, root: Path) -> dict:
@@ -216,6 +236,8 @@ def test_run(task, network, name, args, root: Path) -> dict | None:
 
 def run_task(task: str, networks: list[str], args, root: Path) -> Path:
     speeds = measure(task, networks, args.out, args.threads, args.repeats)
+    if args.recheck_throughput:
+        measure(task, networks, args.out, args.threads, args.repeats, recheck=True)
     rows = []
     for network in networks:
         iters = args.iterations or iterations_for(args.minutes, speeds[network]["s_per_iter"])
@@ -232,7 +254,7 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
             row["report"] = test_run(task, network, best["name"], args, root)
         rows.append(row)
     stem = args.out / f"budget_{task}_{budget_label(args)}_s{args.seed}"  # 0.5min has a dot: no with_suffix
-    print(report.write(task, rows, args, speeds, stem))
+    print(report.write(task, rows, args, speeds, stem, rechecked(task, args.out, args.threads)))
     return stem
 
 
@@ -254,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads for measuring and training")
     parser.add_argument("--seed", type=int, default=0, help="manual_seed of every run")
     parser.add_argument("--val-points", type=int, default=4, help="validations per run (curve points)")
+    parser.add_argument(
+        "--recheck-throughput",
+        action="store_true",
+        help="measure every listed network again, interleaved in one run, beside the recorded s / iteration "
+        "(the iteration counts stay those of the record)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved throughput rounds")
     parser.add_argument("--options", type=Path, default=OPTIONS_DIR, help="folder of the option files")
     parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks/budget"), help="tables and plots")

@@ -8,9 +8,9 @@ from pathlib import Path
 from serpent_arch.benchmark.contenders import NETWORKS, TASKS
 
 
-def write(task: str, rows: list[dict], args, speeds: dict, stem: Path) -> str:
+def write(task: str, rows: list[dict], args, speeds: dict, stem: Path, recheck: dict | None = None) -> str:
     """Write ``stem``.md, .csv and .png of one task; returns the Markdown table."""
-    text, csv_rows = tabulate(task, rows, args, speeds)
+    text, csv_rows = tabulate(task, rows, args, speeds, recheck)
     stem.with_name(stem.name + ".md").write_text(text)
     with open(stem.with_name(stem.name + ".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]) if csv_rows else ["task"])
@@ -40,8 +40,8 @@ def _fmt(value, digits=2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def tabulate(task: str, rows: list[dict], args, speeds: dict) -> tuple[str, list[dict]]:
-    """Markdown table and CSV rows of one task."""
+def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | None = None) -> tuple[str, list[dict]]:
+    """Markdown table and CSV rows of one task (``recheck``: a later interleaved measurement, noted)."""
     t = TASKS[task]
     report_base = next((r["report"]["baseline"] for r in rows if r.get("report")), {})
     lines = [
@@ -112,6 +112,19 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict) -> tuple[str, list
         "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
         f"{speed.get('threads')} torch threads, measured {' and '.join(stamps) or '-'} on "
         f"{speed.get('machine', 'a machine not recorded')}; data loading, EMA and validation not included.",
+    ]
+    checked = [r["network"] for r in rows if r["network"] in (recheck or {})]
+    if checked:
+        stamp = recheck[checked[0]].get("measured")
+        ratios = ", ".join(
+            f"{n} {recheck[n]['s_per_iter']:.3f} ({recheck[n]['s_per_iter'] / speeds[n]['s_per_iter']:.2f}x)"
+            for n in checked
+        )
+        lines.append(
+            f"- s / iter checked {stamp}, all of these networks interleaved in one run (the iteration counts "
+            f"stay those above): {ratios}."
+        )
+    lines += [
         "- pick PSNR per lr: final EMA weights on the pick set (chelsea, coffee, grace_hopper); "
         "report PSNR / SSIM: the kept lr on the report set (camera, coins, moon, grass).",
         "- `python -m serpent_arch.benchmark budget "

@@ -81,6 +81,51 @@ NETWORKS: dict[str, dict[str, dict]] = {
             upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0,
         ),
     },
+    # With local mixing: a depthwise 3x3 convolution in every feed-forward network (ffn_conv), the
+    # inner width moved from the scan (ssm_ratio 1) to the FFN (mlp_ratio 4); then the same twice as deep.
+    "serpent-cffn-lr": {
+        "sr": dict(
+            type="Serpent",
+            variant="tiny",
+            patch_size=1,
+            embed_dim=48,
+            ssm_ratio=1.0,
+            mlp_ratio=4.0,
+            ffn_conv=3,
+            upscale=4,
+            upsampler="pixelshuffle",
+            drop_path_rate=0.0,
+        ),
+    },
+    "serpent-cffn-deep-lr": {
+        "sr": dict(
+            type="Serpent",
+            variant="tiny",
+            patch_size=1,
+            embed_dim=48,
+            depths=[2, 2, 2],
+            depths_decoder=[2, 2],
+            ssm_ratio=1.0,
+            ffn_conv=3,
+            upscale=4,
+            upsampler="pixelshuffle",
+            drop_path_rate=0.0,
+        ),
+    },
+    "serpent-cffn-wide-lr": {
+        "sr": dict(
+            type="Serpent",
+            variant="tiny",
+            patch_size=1,
+            embed_dim=64,
+            ssm_ratio=1.0,
+            mlp_ratio=4.0,
+            ffn_conv=3,
+            upscale=4,
+            upsampler="pixelshuffle",
+            drop_path_rate=0.0,
+        ),
+    },
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {
         "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
