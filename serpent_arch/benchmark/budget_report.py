@@ -129,8 +129,9 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         "report PSNR / SSIM: the kept lr on the report set (camera, coins, moon, grass).",
         "- `python -m serpent_arch.benchmark budget "
         + (f"--iterations {args.iterations}" if args.iterations else f"--minutes {args.minutes:g}")
-        + f" --tasks {task} --seed {args.seed}`"
-        + (f" --threads {args.threads}" if args.threads else ""),
+        + f" --tasks {task} --seed {args.seed}"
+        + (f" --threads {args.threads}" if args.threads else "")
+        + "`",
     ]
     return "\n".join(lines) + "\n", csv_rows
 
