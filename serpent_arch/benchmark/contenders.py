@@ -54,6 +54,15 @@ SWINIR_LIGHT = dict(
     resi_connection="1conv",
 )
 
+
+def _serpent_lr(**structure) -> dict:
+    """x4 Serpent at the LR size: tiny's hierarchy, one token per LR pixel, conv + PixelShuffle at the end."""
+    return dict(
+        type="Serpent", variant="tiny", patch_size=1, **structure, upscale=4, upsampler="pixelshuffle",
+        drop_path_rate=0.0,
+    )
+
+
 # name -> {task: network_g}. A network absent from a task does not take part in it.
 NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-tiny": {
@@ -62,70 +71,18 @@ NETWORKS: dict[str, dict[str, dict]] = {
     },
     # A new variant (README, "Making Serpent win"): the tiny hierarchy at the LR size, one token per
     # LR pixel (patch 1), ending with conv + PixelShuffle like the SR CNNs; no bicubic-upsampled path.
-    "serpent-tiny-lr": {
-        "sr": dict(
-            type="Serpent", variant="tiny", patch_size=1, upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0
-        ),
-    },
+    "serpent-tiny-lr": {"sr": _serpent_lr()},
     # Candidates for the time of EDSR-baseline's iteration (README, "Making Serpent win"): the
     # LR-size tiny hierarchy twice as wide, or 4/3 as wide and twice as deep.
-    "serpent-wide-lr": {
-        "sr": dict(
-            type="Serpent", variant="tiny", patch_size=1, embed_dim=48, upscale=4, upsampler="pixelshuffle",
-            drop_path_rate=0.0,
-        ),
-    },
-    "serpent-deep-lr": {
-        "sr": dict(
-            type="Serpent", variant="tiny", patch_size=1, embed_dim=32, depths=[2, 2, 2], depths_decoder=[2, 2],
-            upscale=4, upsampler="pixelshuffle", drop_path_rate=0.0,
-        ),
-    },
+    "serpent-wide-lr": {"sr": _serpent_lr(embed_dim=48)},
+    "serpent-deep-lr": {"sr": _serpent_lr(embed_dim=32, depths=[2, 2, 2], depths_decoder=[2, 2])},
     # With local mixing: a depthwise 3x3 convolution in every feed-forward network (ffn_conv), the
-    # inner width moved from the scan (ssm_ratio 1) to the FFN (mlp_ratio 4); then the same twice as deep.
-    "serpent-cffn-lr": {
-        "sr": dict(
-            type="Serpent",
-            variant="tiny",
-            patch_size=1,
-            embed_dim=48,
-            ssm_ratio=1.0,
-            mlp_ratio=4.0,
-            ffn_conv=3,
-            upscale=4,
-            upsampler="pixelshuffle",
-            drop_path_rate=0.0,
-        ),
-    },
+    # inner width moved from the scan (ssm_ratio 1) to the FFN (mlp_ratio 4); then deeper, then wider.
+    "serpent-cffn-lr": {"sr": _serpent_lr(embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)},
     "serpent-cffn-deep-lr": {
-        "sr": dict(
-            type="Serpent",
-            variant="tiny",
-            patch_size=1,
-            embed_dim=48,
-            depths=[2, 2, 2],
-            depths_decoder=[2, 2],
-            ssm_ratio=1.0,
-            ffn_conv=3,
-            upscale=4,
-            upsampler="pixelshuffle",
-            drop_path_rate=0.0,
-        ),
+        "sr": _serpent_lr(embed_dim=48, depths=[2, 2, 2], depths_decoder=[2, 2], ssm_ratio=1.0, ffn_conv=3)
     },
-    "serpent-cffn-wide-lr": {
-        "sr": dict(
-            type="Serpent",
-            variant="tiny",
-            patch_size=1,
-            embed_dim=64,
-            ssm_ratio=1.0,
-            mlp_ratio=4.0,
-            ffn_conv=3,
-            upscale=4,
-            upsampler="pixelshuffle",
-            drop_path_rate=0.0,
-        ),
-    },
+    "serpent-cffn-wide-lr": {"sr": _serpent_lr(embed_dim=64, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)},
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {
         "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
