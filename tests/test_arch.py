@@ -37,6 +37,8 @@ def test_registered_in_basicsr():
         ((1, 3, 24, 20), {"scan_directions": 1, "patch_size": 2}, (24, 20)),
         ((1, 3, 15, 15), {"patch_size": 1, "depths": [1, 1], "embed_dim": 8}, (15, 15)),
         ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "pixelshuffle", "ffn_conv": 3}, (36, 56)),
+        ((1, 3, 9, 14), {"patch_size": 1, "upscale": 2, "upsampler": "pixelshuffle", "stage_conv": True}, (18, 28)),
+        ((1, 3, 20, 20), {"depths": [1, 2], "stage_conv": True}, (20, 20)),
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -227,7 +229,7 @@ def test_drop_path_only_in_training():
 def test_ffn_conv_mixes_neighbouring_tokens():
     """ffn_conv adds a depthwise convolution to every FFN: a token's FFN output then depends on its
     neighbours (the plain MLP's does not), and the option leaves the rest of the network alone."""
-    from serpent_arch.archs.serpent_arch import FeedForward
+    from serpent_arch.archs.blocks import FeedForward
 
     torch.manual_seed(0)
     x = torch.randn(1, 6, 7, 8)
@@ -249,3 +251,32 @@ def test_ffn_conv_mixes_neighbouring_tokens():
     conv(torch.rand(1, 3, 16, 16)).sum().backward()
     assert all(m.dwconv.weight.grad is not None and m.dwconv.weight.grad.abs().sum() > 0
                for m in conv.modules() if isinstance(m, FeedForward))
+
+
+def test_stage_conv_closes_every_stage_with_a_residual_dense_conv():
+    """stage_conv adds one dense 3x3 conv (with bias) after the blocks of every encoder and decoder
+    stage, inside a residual: it mixes channels and neighbouring tokens, is a no-op when zeroed,
+    and receives gradients."""
+    from serpent_arch.archs.blocks import Stage
+
+    torch.manual_seed(0)
+    stage = Stage(8, 0, [], False, conv=True)  # no blocks: the stage is x + conv(x)
+    x = torch.randn(1, 6, 7, 8)
+    changed = x.clone()
+    changed[0, 3, 4, 0] += 1.0  # one channel of one token
+    diff = (stage(changed) - stage(x)).abs()[0]
+    assert diff[3, 4, 5] > 0 and diff[2, 3].sum() > 0 and diff[0, 0].sum() == 0  # channels, neighbours, local
+    torch.nn.init.zeros_(stage.conv.weight)
+    torch.nn.init.zeros_(stage.conv.bias)
+    assert torch.equal(stage(x), x)
+
+    plain = Serpent(variant="tiny")
+    conv = Serpent(variant="tiny", stage_conv=True)
+    extra = sum(p.numel() for p in conv.parameters()) - sum(p.numel() for p in plain.parameters())
+    widths = [24, 48, 96, 48, 24]  # tiny: encoder 24, 48, 96; decoder 48, 24
+    assert extra == sum(w * w * 9 + w for w in widths)
+    assert plain(torch.zeros(1, 3, 8, 8)).shape == conv(torch.zeros(1, 3, 8, 8)).shape
+    torch.nn.init.normal_(conv.conv_last.weight)  # zero-initialised: no gradient would pass it
+    conv(torch.rand(1, 3, 16, 16)).sum().backward()
+    stages = [m for m in conv.modules() if isinstance(m, Stage)]
+    assert len(stages) == 5 and all(s.conv.weight.grad.abs().sum() > 0 for s in stages)

@@ -7,16 +7,14 @@ global residual from the (upsampled) input. Tokens travel channels-last, (B, H, 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from serpent_arch.archs.ss2d import SS2D
+from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, PixelShuffleUpsampler, Stage, pixel_shuffle_last
 
 # Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
 # Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
@@ -42,130 +40,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
         mode = "reflect" if pad_h < h and pad_w < w else "replicate"
         x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
     return x, (h, w)
-
-
-def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop whole residual branches per sample, rescale the survivors."""
-    if prob == 0.0 or not training:
-        return x
-    keep = 1.0 - prob
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
-
-
-class FeedForward(nn.Module):
-    """Linear(C -> hidden) -> [depthwise k x k conv] -> GELU -> Linear(hidden -> C). (B, H, W, C) -> same.
-
-    ``conv_kernel`` 0 is the token-wise MLP of the design. An odd ``conv_kernel`` adds a depthwise
-    convolution over the hidden features (as Restormer's and Uformer's feed-forward networks do):
-    the scan sees the whole image but mixes neighbouring pixels only through SS2D's own small
-    convolution, and local texture is most of what super-resolution has to model.
-    """
-
-    def __init__(self, dim: int, hidden: int, conv_kernel: int = 0):
-        super().__init__()
-        if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
-            raise ValueError(f"Serpent: ffn_conv must be 0 or a positive odd kernel size, got {conv_kernel}.")
-        self.fc1 = nn.Linear(dim, hidden)
-        self.dwconv = (
-            nn.Conv2d(hidden, hidden, conv_kernel, padding=conv_kernel // 2, groups=hidden) if conv_kernel else None
-        )
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(x)
-        if self.dwconv is not None:
-            x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.fc2(self.act(x))
-
-
-class SerpentBlock(nn.Module):
-    """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same."""
-
-    def __init__(self, dim: int, drop_path_prob: float, mlp_ratio: float, ffn_conv: int = 0, **ss2d_kwargs):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.ss2d = SS2D(dim, **ss2d_kwargs)
-        self.drop_path_prob = drop_path_prob
-        self.has_ffn = mlp_ratio > 0
-        if self.has_ffn:
-            self.norm2 = nn.LayerNorm(dim)
-            self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.ss2d(self.norm1(x)), self.drop_path_prob, self.training)
-        if self.has_ffn:
-            x = x + drop_path(self.ffn(self.norm2(x)), self.drop_path_prob, self.training)
-        return x
-
-
-class PatchMerging(nn.Module):
-    """2x2 neighbourhoods -> LayerNorm(4C) -> Linear(4C -> 2C). (B, H, W, C) -> (B, H/2, W/2, 2C)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        return self.reduction(self.norm(x))
-
-
-def pixel_shuffle_last(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """Channels-last pixel shuffle: (B, H, W, C*f*f) -> (B, H*f, W*f, C)."""
-    b, h, w, c = x.shape
-    c_out = c // (factor * factor)
-    x = x.view(b, h, w, factor, factor, c_out).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h * factor, w * factor, c_out)
-
-
-class PatchExpanding(nn.Module):
-    """Linear(C -> 2C) then a 2x pixel shuffle: (B, H, W, C) -> (B, 2H, 2W, C/2)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.expand = nn.Linear(dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(dim // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(pixel_shuffle_last(self.expand(x), 2))
-
-
-class Stage(nn.Module):
-    """A run of Serpent blocks at one width; gradient checkpointing per block when asked."""
-
-    def __init__(self, dim: int, depth: int, drop_path_probs: Sequence[float], use_checkpoint: bool, **kw):
-        super().__init__()
-        self.blocks = nn.ModuleList(SerpentBlock(dim, drop_path_probs[i], **kw) for i in range(depth))
-        self.use_checkpoint = use_checkpoint
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.float16, torch.bfloat16):  # under autocast: keep the residual stream float32
-            x = x.float()
-        for block in self.blocks:
-            if self.use_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
-
-
-class PixelShuffleUpsampler(nn.Sequential):
-    """conv + PixelShuffle steps for scale 2^n or 3: (B, C, H, W) -> (B, C, sH, sW)."""
-
-    def __init__(self, scale: int, channels: int):
-        layers: list[nn.Module] = []
-        if scale & (scale - 1) == 0:
-            for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(channels, 4 * channels, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(channels, 9 * channels, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f"Serpent: upsampler 'pixelshuffle' supports upscale 2^n or 3, got {scale}.")
-        super().__init__(*layers)
 
 
 @ARCH_REGISTRY.register()
@@ -201,6 +75,8 @@ class Serpent(nn.Module):
             0 removes the feed-forward networks.
         ffn_conv: kernel size of a depthwise convolution inside every feed-forward network (local
             mixing beside the global scan); 0 (default) keeps the token-wise MLP.
+        stage_conv: close every encoder and decoder stage with a residual dense 3x3 convolution
+            (as SwinIR closes each residual group); default False.
         scan_directions: 1 (row-major), 2 (row-major both ways) or 4 (rows and columns both
             ways, the paper's cross-scan).
         drop_path_rate: stochastic depth rate, rising linearly to this value over the blocks.
@@ -227,6 +103,7 @@ class Serpent(nn.Module):
         dt_rank: int | str = "auto",
         mlp_ratio: float = 2.0,
         ffn_conv: int = 0,
+        stage_conv: bool = False,
         scan_directions: int = 4,
         drop_path_rate: float = 0.1,
         use_checkpoint: bool = False,
@@ -269,7 +146,7 @@ class Serpent(nn.Module):
         self.encoder = nn.ModuleList()
         self.merges = nn.ModuleList()
         for i in range(self.num_scales):
-            self.encoder.append(Stage(widths[i], depths[i], enc_probs[i], use_checkpoint, **block_kw))
+            self.encoder.append(Stage(widths[i], depths[i], enc_probs[i], use_checkpoint, stage_conv, **block_kw))
             if i < self.num_scales - 1:
                 self.merges.append(PatchMerging(widths[i]))
 
@@ -283,7 +160,7 @@ class Serpent(nn.Module):
             dec_probs += [dec_probs[-1] if dec_probs else 0.0] * (depth - len(dec_probs))
             self.expands.append(PatchExpanding(widths[scale_idx + 1]))
             self.fuses.append(nn.Linear(2 * width, width))
-            self.decoder.append(Stage(width, depth, dec_probs, use_checkpoint, **block_kw))
+            self.decoder.append(Stage(width, depth, dec_probs, use_checkpoint, stage_conv, **block_kw))
         self.out_norm = nn.LayerNorm(embed_dim)
 
         # Tokens back to a full-resolution feature map, merged with the shallow features.
