@@ -131,7 +131,7 @@ def walk(net_opt: dict, size: tuple[int, int]) -> Walk:
         shallow_shape=seen["shallow"][1],
         cropped_shape=seen["upsample"][0],
         upsample_factors=factors,
-        upsample_shape=seen["upsample"][1] if factors else (),
+        upsample_shape=seen["upsample"][1] if factors or (net.upscale > 1 and net.upsampler == "nearest+conv") else (),
         output_shape=tuple(output.shape),
         residual=net.in_chans == net.out_chans,
     )
@@ -308,7 +308,18 @@ def _draw_output_side(canvas: Canvas, w: Walk) -> None:
         ),
         ("add_shallow", "+ shallow features, crop", ["the padding is cropped off:", hwc(w.cropped_shape)], "post"),
     ]
-    if w.upsample_factors:
+    if w.upscale > 1 and w.upsampler == "nearest+conv":
+        n = w.upscale.bit_length() - 1
+        steps = f"{n} \u00d7 (nearest \u00d72, Conv 3\u00d73, LeakyReLU),"
+        rows.append(
+            (
+                "upsample",
+                f"nearest+conv upsampler \u00d7{w.upscale}",
+                ["Conv 3\u00d73, LeakyReLU, then", steps, f"Conv 3\u00d73, LeakyReLU: {hwc(w.upsample_shape)}"],
+                "post",
+            )
+        )
+    elif w.upsample_factors:
         f = w.upsample_factors[0]  # PixelShuffleUpsampler repeats one factor (2 for 2^n, or a single 3)
         steps = f"{len(w.upsample_factors)} \u00d7 (Conv 3\u00d73 \u2192 {f * f}C, PixelShuffle \u00d7{f})"
         rows.append(

@@ -39,6 +39,8 @@ def test_registered_in_basicsr():
         ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "pixelshuffle", "ffn_conv": 3}, (36, 56)),
         ((1, 3, 9, 14), {"patch_size": 1, "upscale": 2, "upsampler": "pixelshuffle", "stage_conv": True}, (18, 28)),
         ((1, 3, 20, 20), {"depths": [1, 2], "stage_conv": True}, (20, 20)),
+        ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}, (36, 56)),
+        ((1, 1, 8, 6), {"upscale": 2, "upsampler": "nearest+conv", "in_chans": 1}, (16, 12)),
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -75,6 +77,7 @@ def test_variants_and_overrides():
         ({"variant": "huge"}, "unknown variant 'huge'"),
         ({"upsampler": "nearest"}, "upsampler must be one of"),
         ({"upscale": 5, "upsampler": "pixelshuffle"}, "2\\^n or 3"),
+        ({"upscale": 3, "upsampler": "nearest+conv"}, "'nearest\\+conv' supports upscale 2\\^n, got 3"),
         ({"patch_size": 3}, "patch_size must be 1, 2 or 4"),
         ({"depths": [1, 1], "depths_decoder": [1, 1]}, "depths_decoder must list 1"),
         ({"scan_directions": 3}, "scan_directions must be 1, 2 or 4"),
@@ -280,3 +283,26 @@ def test_stage_conv_closes_every_stage_with_a_residual_dense_conv():
     conv(torch.rand(1, 3, 16, 16)).sum().backward()
     stages = [m for m in conv.modules() if isinstance(m, Stage)]
     assert len(stages) == 5 and all(s.conv.weight.grad.abs().sum() > 0 for s in stages)
+
+
+def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
+    """nearest+conv: per x2 step nearest + conv + LeakyReLU, then a conv + LeakyReLU at the output size;
+    the body runs at the input size as with pixelshuffle, and training starts at the bicubic image."""
+    from serpent_arch.archs.blocks import NearestConvUpsampler
+
+    up = NearestConvUpsampler(4, 6)
+    convs = [m for m in up if isinstance(m, torch.nn.Conv2d)]
+    acts = [m for m in up if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(convs) == 3 and len(acts) == 3  # two x2 steps and the output-size conv
+    x = torch.randn(1, 6, 5, 7)
+    assert up(x).shape == (1, 6, 20, 28)
+    assert not torch.allclose(up(2 * x), 2 * up(x))  # non-linear, unlike conv + PixelShuffle
+
+    torch.manual_seed(0)
+    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        out = net(lr)
+    bicubic = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    assert torch.allclose(out, bicubic, atol=1e-6)  # zero-initialised last conv
+    assert net.patch_embed.stride == (1, 1) and net.restore_features(lr).shape[-2:] == (8, 8)  # LR-size body

@@ -141,3 +141,19 @@ class PixelShuffleUpsampler(nn.Sequential):
         else:
             raise ValueError(f"Serpent: upsampler 'pixelshuffle' supports upscale 2^n or 3, got {scale}.")
         super().__init__(*layers)
+
+
+class NearestConvUpsampler(nn.Sequential):
+    """Nearest-neighbour x2 + conv + LeakyReLU steps for scale 2^n, then a conv + LeakyReLU at the
+    output size (SwinIR's ``nearest+conv``, ESRGAN's upsampler): unlike conv + PixelShuffle, every
+    step is non-linear and the last one works on the full-resolution grid. (B, C, H, W) -> (B, C, sH, sW)."""
+
+    def __init__(self, scale: int, channels: int):
+        if scale < 2 or scale & (scale - 1):
+            raise ValueError(f"Serpent: upsampler 'nearest+conv' supports upscale 2^n, got {scale}.")
+        layers: list[nn.Module] = []
+        for _ in range(int(math.log2(scale))):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, 1, 1)]
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)]
+        super().__init__(*layers)

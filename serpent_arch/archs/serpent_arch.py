@@ -14,7 +14,14 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, PixelShuffleUpsampler, Stage, pixel_shuffle_last
+from serpent_arch.archs.blocks import (
+    NearestConvUpsampler,
+    PatchExpanding,
+    PatchMerging,
+    PixelShuffleUpsampler,
+    Stage,
+    pixel_shuffle_last,
+)
 
 # Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
 # Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
@@ -24,7 +31,7 @@ VARIANTS: dict[str, dict] = {
     "base": dict(patch_size=4, embed_dim=64, depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2)),
     "large": dict(patch_size=4, embed_dim=96, depths=(2, 2, 4, 4), depths_decoder=(4, 2, 2)),
 }
-UPSAMPLERS = ("interpolate", "pixelshuffle")
+UPSAMPLERS = {"interpolate": None, "pixelshuffle": PixelShuffleUpsampler, "nearest+conv": NearestConvUpsampler}
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -59,7 +66,9 @@ class Serpent(nn.Module):
         upscale: super-resolution factor; 1 for restoration at the same size.
         upsampler: ``interpolate`` resizes the input bicubically to the target size first and
             restores at full size (how U-Net restorers do 8x face SR); ``pixelshuffle`` runs the
-            network at input size and ends with conv + PixelShuffle (SwinIR-style classic SR).
+            network at input size and ends with conv + PixelShuffle (SwinIR-style classic SR);
+            ``nearest+conv`` runs it at input size too and ends with nearest x2 + conv + LeakyReLU
+            steps and a conv at the output size (SwinIR's real-world upsampler, ESRGAN's).
             Ignored when ``upscale == 1``.
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
         patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
@@ -165,11 +174,11 @@ class Serpent(nn.Module):
 
         # Tokens back to a full-resolution feature map, merged with the shallow features.
         self.unembed = nn.Linear(embed_dim, patch_size * patch_size * embed_dim)
-        if upscale > 1 and upsampler == "pixelshuffle":
+        if upscale > 1 and UPSAMPLERS[upsampler] is not None:
             self.upsample = nn.Sequential(
                 nn.Conv2d(embed_dim, embed_dim, 3, 1, 1),
                 nn.LeakyReLU(0.2, inplace=True),
-                PixelShuffleUpsampler(upscale, embed_dim),
+                UPSAMPLERS[upsampler](upscale, embed_dim),
             )
         else:
             self.upsample = nn.Identity()
@@ -258,8 +267,8 @@ def _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_ra
         raise ValueError(f"Serpent: upscale must be a positive integer, got {upscale}.")
     if upsampler not in UPSAMPLERS:
         raise ValueError(f"Serpent: upsampler must be one of {', '.join(UPSAMPLERS)}, got {upsampler!r}.")
-    if upscale > 1 and upsampler == "pixelshuffle":
-        PixelShuffleUpsampler(upscale, 1)  # validates the factor
+    if upscale > 1 and UPSAMPLERS[upsampler] is not None:
+        UPSAMPLERS[upsampler](upscale, 1)  # validates the factor
     if img_range <= 0:
         raise ValueError(f"Serpent: img_range must be > 0, got {img_range}.")
     if not 0 <= drop_path_rate < 1:
