@@ -55,10 +55,10 @@ SWINIR_LIGHT = dict(
 )
 
 
-def _serpent_lr(**structure) -> dict:
+def _serpent_lr(upsampler: str = "pixelshuffle", **structure) -> dict:
     """x4 Serpent at the LR size: tiny's hierarchy, one token per LR pixel, conv + PixelShuffle at the end."""
     return dict(
-        type="Serpent", variant="tiny", patch_size=1, **structure, upscale=4, upsampler="pixelshuffle",
+        type="Serpent", variant="tiny", patch_size=1, **structure, upscale=4, upsampler=upsampler,
         drop_path_rate=0.0,
     )
 
@@ -83,6 +83,26 @@ NETWORKS: dict[str, dict[str, dict]] = {
         "sr": _serpent_lr(embed_dim=48, depths=[2, 2, 2], depths_decoder=[2, 2], ssm_ratio=1.0, ffn_conv=3)
     },
     "serpent-cffn-wide-lr": {"sr": _serpent_lr(embed_dim=64, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)},
+    # Depth where the pixels are: two blocks at the LR scale (encoder and decoder), one below.
+    "serpent-cffn-top-lr": {
+        "sr": _serpent_lr(
+            embed_dim=48, depths=[2, 1, 1], depths_decoder=[1, 2], ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
+        )
+    },
+    # A residual dense 3x3 convolution closing every stage (stage_conv, SwinIR's "1conv").
+    "serpent-cffn-sc-lr": {
+        "sr": _serpent_lr(embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3, stage_conv=True)
+    },
+    # The non-linear upsampler of ESRGAN and SwinIR's real-world SR (nearest x2 + conv + LeakyReLU).
+    "serpent-cffn-nc-lr": {
+        "sr": _serpent_lr(upsampler="nearest+conv", embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)
+    },
+    "serpent-cffn-top-nc-lr": {
+        "sr": _serpent_lr(
+            upsampler="nearest+conv", embed_dim=48, depths=[2, 1, 1], depths_decoder=[1, 2], ssm_ratio=1.0,
+            mlp_ratio=4.0, ffn_conv=3,
+        )
+    },
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {
         "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
