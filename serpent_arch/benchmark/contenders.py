@@ -147,6 +147,7 @@ DEFAULT_NETWORKS = {
         "serpent-tiny",
         "serpent-tiny-lr",
         "serpent-cffn-lr",
+        "serpent-cffn-nc-lr",
         "serpent-small",
         "swinir-light",
         "edsr-baseline",
