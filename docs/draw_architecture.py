@@ -131,7 +131,7 @@ def walk(net_opt: dict, size: tuple[int, int]) -> Walk:
         shallow_shape=seen["shallow"][1],
         cropped_shape=seen["upsample"][0],
         upsample_factors=factors,
-        upsample_shape=seen["upsample"][1] if factors or (net.upscale > 1 and net.upsampler == "nearest+conv") else (),
+        upsample_shape=seen["upsample"][1] if net.upscale > 1 and net.upsampler != "interpolate" else (),
         output_shape=tuple(output.shape),
         residual=net.in_chans == net.out_chans,
     )
