@@ -76,6 +76,18 @@ def test_budget_command_end_to_end(tmp_path):
     again = basicsr_budget(tmp_path, args)
     assert "[budget] train" not in again.stdout and "[budget] test" not in again.stdout
     assert (out / "budget_sr_0.03min_s0.md").read_text() == table
+    # another seed at the learning rate each network kept with seed 0, and the table across seeds
+    kept = {r["network"]: float(r["lr"]) for r in rows}
+    args_s1 = [*args, "--seed", "1", "--lr-of-seed", "0"]
+    args_s1[args_s1.index("serpent-tiny,msrresnet")] = "serpent-tiny"
+    seed1 = basicsr_budget(tmp_path, args_s1)
+    assert seed1.stdout.count("[budget] train") == 1
+    assert f"lr{kept['serpent-tiny']:g}_0.03min_s1" in seed1.stdout
+    assert "it kept with seed 0" in (out / "budget_sr_0.03min_s1.md").read_text()
+    seeds = (out / "budget_sr_0.03min_seeds.md").read_text()
+    assert "| serpent-tiny |" in seeds and "| seed 0 | seed 1 |" in seeds and "msrresnet" not in seeds
+    no_sweep = basicsr_budget(tmp_path, [*args_s1[:-1], "7"], ok=False)
+    assert "no finished sr run with seed 7" in no_sweep.stdout + no_sweep.stderr
     # equal iterations: a network's time-budget runs are the same training at their iteration count
     iters = {r["network"]: int(r["iterations"]) for r in rows}["serpent-tiny"]
     args_it = ["--iterations", str(iters), *args[2:], "--recheck-throughput"]
@@ -103,7 +115,46 @@ def test_a_finished_run_of_the_same_training_is_found(tmp_path):
     assert budget._same_training("sr", "n", 1e-3, 50, 0, tmp_path) is None
 
 
-def basicsr_budget(cwd: Path, args: list[str]):
+def _finished(runs: Path, results: Path | None, network: str, lr: float, seed: int, pick: float, report=None):
+    name = budget.run_name("sr", network, lr, "5min", seed)
+    record = dict(name=name, task="sr", network=network, lr=lr, seed=seed, iters=10, status="ok",
+                  pick_curve=[{"iter": 5, "psnr": 20.0}, {"iter": 10, "psnr": pick}])
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{name}.json").write_text(json.dumps(record))
+    if report is not None:
+        (results / name).mkdir(parents=True)
+        (results / name / "metrics.json").write_text(json.dumps({"report": {"metrics": {"psnr": report}}}))
+
+
+def test_the_kept_learning_rate_and_the_table_across_seeds(tmp_path):
+    out, runs, results = tmp_path / "out", tmp_path / "out" / "runs", tmp_path / "results"
+    _finished(runs, results, "a", 2e-4, 0, pick=28.0, report=None)  # the lower pick: not tested
+    _finished(runs, results, "a", 1e-3, 0, pick=29.0, report=29.5)
+    _finished(runs, results, "a", 1e-3, 1, pick=28.9, report=29.2)
+    _finished(runs, results, "a", 2e-3, 1, pick=30.0, report=31.0)  # outside the sweep: ignored
+    _finished(runs, results, "b", 2e-4, 0, pick=29.4, report=29.4)
+    _finished(runs, results, "b", 1e-3, 0, pick=27.0, report=None)
+    _finished(runs, results, "c", 1e-3, 0, pick=29.0, report=29.9)  # one seed: not in the table
+    lrs = [2e-4, 1e-3]
+    assert budget.kept_lr("sr", "a", "5min", 0, lrs, runs) == 1e-3
+    assert budget.kept_lr("sr", "b", "5min", 0, lrs, runs) == 2e-4
+    assert budget.kept_lr("sr", "a", "5min", 1, [2e-3, 1e-3], runs) == 2e-3
+    assert budget.kept_lr("sr", "b", "5min", 1, lrs, runs) is None
+    assert budget.kept_lr("sr", "a", "2min", 0, lrs, runs) is None
+    found = budget.seed_runs("sr", "5min", lrs, out, tmp_path)
+    assert {(r["network"], r["seed"], r["lr"]) for r in found} == {("a", 0, 1e-3), ("a", 1, 1e-3), ("b", 0, 2e-4),
+                                                                   ("c", 0, 1e-3)}
+    stem = out / "budget_sr_5min_seeds"
+    assert budget.report.write_seeds("sr", "5min", found, stem)
+    table = stem.with_name(stem.name + ".md").read_text()
+    assert "| a | 0.001 | 29.500 | 29.200 | 29.350 | 0.300 |" in table
+    assert "| b |" not in table and "| c |" not in table
+    rows = list(csv.DictReader(open(stem.with_name(stem.name + ".csv"))))
+    assert [(r["network"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1")]
+    assert not budget.report.write_seeds("sr", "5min", [r for r in found if r["network"] != "a"], tmp_path / "none")
+
+
+def basicsr_budget(cwd: Path, args: list[str], ok: bool = True):
     import os
     import subprocess
     import sys
@@ -113,5 +164,5 @@ def basicsr_budget(cwd: Path, args: list[str]):
         [sys.executable, "-m", "serpent_arch.benchmark", "budget", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
     return proc

@@ -1,8 +1,8 @@
 """Quality at an equal training budget: Serpent against BasicSR's own networks, trained the same way.
 
     python -m serpent_arch.benchmark budget [--minutes 10 | --iterations N] [--tasks sr,deblur]
-        [--networks NAME,...] [--lrs 2e-4,1e-3] [--threads T] [--seed 0] [--val-points 4]
-        [--out experiments/benchmarks/budget]
+        [--networks NAME,...] [--lrs 2e-4,1e-3] [--threads T] [--seed 0] [--lr-of-seed S]
+        [--val-points 4] [--out experiments/benchmarks/budget]
 
 Protocol, per task (``serpent_arch.benchmark.contenders``: the tasks, the networks and their
 option files ``options/budget/``, which differ only in ``network_g``):
@@ -21,6 +21,10 @@ option files ``options/budget/``, which differ only in ``network_g``):
    used for a choice): results/<run>/metrics.json, so ``basicsr leaderboard`` lists it.
 4. ``OUT/budget_<task>_<M>min_s<SEED>.{md,csv,png}``: the table and the validation curves (pick-set
    PSNR against training seconds = iterations x s / iteration).
+
+``--seed 1 --lr-of-seed 0`` repeats a sweep with another seed: every network trains only at the
+learning rate it kept with seed 0. ``OUT/budget_<task>_<M>min_seeds.{md,csv}`` then tabulates the
+report PSNR of each network's kept run at every seed trained, with their mean and spread.
 
 ``--iterations N`` compares at equal iterations instead: every network trains for N iterations
 (runs ``..._<N>it_s<SEED>``, tables ``budget_<task>_<N>it_s<SEED>``), e.g. N = the iterations the
@@ -67,6 +71,18 @@ def _same_training(task, network, lr, iters, seed, runs: Path) -> dict | None:
         if same == (task, network, lr, seed, iters) and record.get("status") == "ok":
             return record
     return None
+
+
+def kept_lr(task: str, network: str, label: str, seed: int, lrs, runs: Path) -> float | None:
+    """The learning rate of ``lrs`` whose finished run of ``network`` at ``seed`` has the best final
+    pick-set PSNR (None when none of them has finished)."""
+    finished = []
+    for lr in lrs:
+        path = runs / f"{run_name(task, network, lr, label, seed)}.json"
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if record.get("status") == "ok" and record.get("pick_curve"):
+            finished.append((record["pick_curve"][-1]["psnr"], lr))
+    return max(finished)[1] if finished else None
 
 
 def iterations_for(minutes: float, s_per_iter: float) -> int:
@@ -238,10 +254,21 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
     speeds = measure(task, networks, args.out, args.threads, args.repeats)
     if args.recheck_throughput:
         measure(task, networks, args.out, args.threads, args.repeats, recheck=True)
+    lrs = {network: list(args.lrs) for network in networks}
+    if args.lr_of_seed is not None:
+        for network in networks:
+            lr = kept_lr(task, network, budget_label(args), args.lr_of_seed, args.lrs, args.out / "runs")
+            if lr is None:
+                raise SystemExit(
+                    f"[budget] --lr-of-seed {args.lr_of_seed}: {network} has no finished {task} run with seed "
+                    f"{args.lr_of_seed} at {budget_label(args)} and learning rates {_lr_list(args.lrs)}; "
+                    "run that seed's sweep first"
+                )
+            lrs[network] = [lr]
     rows = []
     for network in networks:
         iters = args.iterations or iterations_for(args.minutes, speeds[network]["s_per_iter"])
-        runs = [train_run(task, network, lr, iters, args, root) for lr in args.lrs]
+        runs = [train_run(task, network, lr, iters, args, root) for lr in lrs[network]]
         ok = [r for r in runs if r["status"] == "ok"]
         pick_per_lr = {r["lr"]: (r["pick_curve"][-1]["psnr"] if r["status"] == "ok" else None) for r in runs}
         params, gflops = report.network_facts(task, network)
@@ -255,7 +282,28 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
         rows.append(row)
     stem = args.out / f"budget_{task}_{budget_label(args)}_s{args.seed}"  # 0.5min has a dot: no with_suffix
     print(report.write(task, rows, args, speeds, stem, rechecked(task, args.out, args.threads)))
+    label = budget_label(args)
+    seeds = args.out / f"budget_{task}_{label}_seeds"
+    if report.write_seeds(task, label, seed_runs(task, label, args.lrs, args.out, root), seeds):
+        print(f"[budget] {task}: report PSNR across seeds in {seeds}.md")
     return stem
+
+
+def seed_runs(task: str, label: str, lrs, out: Path, root: Path) -> list[dict]:
+    """Every (network, seed) of ``task`` at ``label`` with a tested kept run: the run of ``lrs`` with
+    the best final pick-set PSNR at that seed, with its report metrics."""
+    found = []
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"budget_{task}_*_{label}_s*.json"))]
+    for network, seed in sorted({(r["network"], r["seed"]) for r in records if r.get("task") == task}):
+        lr = kept_lr(task, network, label, seed, lrs, out / "runs")
+        metrics = root / "results" / run_name(task, network, lr, label, seed) / "metrics.json" if lr else None
+        if metrics is not None and metrics.is_file():
+            found.append(dict(network=network, seed=seed, lr=lr, report=json.loads(metrics.read_text())["report"]))
+    return found
+
+
+def _lr_list(lrs) -> str:
+    return ", ".join(f"{lr:g}" for lr in lrs)
 
 
 def _csv_list(text: str) -> list[str]:
@@ -275,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in DEFAULT_LRS), help="learning rates swept")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for measuring and training")
     parser.add_argument("--seed", type=int, default=0, help="manual_seed of every run")
+    parser.add_argument(
+        "--lr-of-seed",
+        type=int,
+        default=None,
+        help="train every network only at the learning rate (of --lrs) it kept with this seed: "
+        "for repeating a sweep with --seed",
+    )
     parser.add_argument("--val-points", type=int, default=4, help="validations per run (curve points)")
     parser.add_argument(
         "--recheck-throughput",

@@ -53,8 +53,13 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
             else f"{args.minutes:g} minutes of training per run (converted to iterations with the s / iteration "
             "measured interleaved below), "
         )
-        + f"seed {args.seed}, learning rates {', '.join(f'{lr:g}' for lr in args.lrs)} "
-        f"(best on the pick set kept); batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
+        + f"seed {args.seed}, "
+        + (
+            f"every network at the learning rate it kept with seed {args.lr_of_seed} (of {_lrs(args.lrs)}); "
+            if getattr(args, "lr_of_seed", None) is not None
+            else f"learning rates {_lrs(args.lrs)} (best on the pick set kept); "
+        )
+        + f"batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
         "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated). Report set: 4 photos never trained "
         "on nor used for a choice"
         + (f" (central {t['eval_crop']}x{t['eval_crop']} of each)" if t.get("eval_crop") else "")
@@ -130,10 +135,53 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         "- `python -m serpent_arch.benchmark budget "
         + (f"--iterations {args.iterations}" if args.iterations else f"--minutes {args.minutes:g}")
         + f" --tasks {task} --seed {args.seed}"
+        + (f" --lr-of-seed {args.lr_of_seed}" if getattr(args, "lr_of_seed", None) is not None else "")
         + (f" --threads {args.threads}" if args.threads else "")
         + "`",
     ]
     return "\n".join(lines) + "\n", csv_rows
+
+
+def _lrs(lrs) -> str:
+    return ", ".join(f"{lr:g}" for lr in lrs)
+
+
+def write_seeds(task: str, label: str, runs: list[dict], stem: Path) -> bool:
+    """``stem``.md and .csv: each network's report PSNR at every seed it was trained with (its kept
+    run per seed), mean and spread, for the networks trained with at least two seeds. ``runs``:
+    ``budget.seed_runs``. Returns whether there was such a network."""
+    by_network: dict[str, dict[int, dict]] = {}
+    for run in runs:
+        by_network.setdefault(run["network"], {})[run["seed"]] = run
+    by_network = {n: s for n, s in by_network.items() if len(s) >= 2}
+    if not by_network:
+        return False
+    seeds = sorted({seed for s in by_network.values() for seed in s})
+    psnr = {n: {seed: r["report"]["metrics"]["psnr"] for seed, r in s.items()} for n, s in by_network.items()}
+    mean = {n: sum(v.values()) / len(v) for n, v in psnr.items()}
+    lines = [
+        f"# Equal training budget across seeds: {TASKS[task]['title']} ({label} runs)",
+        "",
+        "Report-set PSNR of each network's kept run (the learning rate with the best final pick-set PSNR "
+        "at that seed) for every seed it was trained with; spread = highest minus lowest.",
+        "",
+        "| network | lr | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | spread |",
+        "|---|---:|" + "---:|" * (len(seeds) + 2),
+    ]
+    csv_rows = []
+    for n in sorted(psnr, key=lambda n: -mean[n]):
+        lrs = sorted({r["lr"] for r in by_network[n].values()})
+        cells = [f"{psnr[n][seed]:.3f}" if seed in psnr[n] else "-" for seed in seeds]
+        spread = max(psnr[n].values()) - min(psnr[n].values())
+        lines.append(f"| {n} | {_lrs(lrs)} | {' | '.join(cells)} | {mean[n]:.3f} | {spread:.3f} |")
+        csv_rows += [dict(task=task, budget=label, network=n, seed=seed, lr=by_network[n][seed]["lr"],
+                          report_psnr=value, run_mean=mean[n]) for seed, value in psnr[n].items()]
+    stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
+    with open(stem.with_name(stem.name + ".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    return True
 
 
 def _fmt_lr(lr) -> str:
