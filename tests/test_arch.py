@@ -41,6 +41,8 @@ def test_registered_in_basicsr():
         ((1, 3, 20, 20), {"depths": [1, 2], "stage_conv": True}, (20, 20)),
         ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}, (36, 56)),
         ((1, 1, 8, 6), {"upscale": 2, "upsampler": "nearest+conv", "in_chans": 1}, (16, 12)),
+        ((1, 3, 9, 14), {"upscale": 4, "upsampler": "nearest+conv", "upsampler_channels": 5}, (36, 56)),
+        ((1, 3, 7, 10), {"upscale": 3, "upsampler": "pixelshuffle", "upsampler_channels": 7}, (21, 30)),
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -83,6 +85,8 @@ def test_variants_and_overrides():
         ({"scan_directions": 3}, "scan_directions must be 1, 2 or 4"),
         ({"img_range": 0}, "img_range must be > 0"),
         ({"ffn_conv": 2}, "ffn_conv must be 0 or a positive odd kernel size, got 2"),
+        ({"upsampler_channels": 0}, "upsampler_channels must be a positive integer, got 0"),
+        ({"upsampler_channels": 1.5}, "upsampler_channels must be a positive integer, got 1.5"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -306,3 +310,22 @@ def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
     bicubic = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
     assert torch.allclose(out, bicubic, atol=1e-6)  # zero-initialised last conv
     assert net.patch_embed.stride == (1, 1) and net.restore_features(lr).shape[-2:] == (8, 8)  # LR-size body
+
+
+def test_upsampler_channels_sets_the_width_of_the_output_size_convolutions():
+    """upsampler_channels (SwinIR's num_feat): a conv maps embed_dim to it, and every upsampler conv
+    and the last conv work at that width; the default keeps embed_dim, and upscale 1 ignores it."""
+    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv", upsampler_channels=10)
+    convs = [m for m in net.upsample.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(24, 10)] + [(10, 10)] * 3
+    assert net.conv_last.in_channels == 10
+    default = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv")
+    assert {c.out_channels for c in default.upsample.modules() if isinstance(c, torch.nn.Conv2d)} == {24}
+    narrower = sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in default.parameters())
+    assert narrower
+    same_size = Serpent(variant="tiny", upscale=1, upsampler_channels=10)
+    assert same_size.conv_last.in_channels == 24  # no upsampler: the option has nothing to set
+    lr = torch.rand(2, 3, 6, 6)
+    net.conv_last.weight.data.normal_()  # leave the zero start, so every parameter gets a gradient
+    net(lr).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.upsample.parameters())

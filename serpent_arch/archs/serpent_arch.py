@@ -70,6 +70,9 @@ class Serpent(nn.Module):
             ``nearest+conv`` runs it at input size too and ends with nearest x2 + conv + LeakyReLU
             steps and a conv at the output size (SwinIR's real-world upsampler, ESRGAN's).
             Ignored when ``upscale == 1``.
+        upsampler_channels: width of the ``pixelshuffle`` / ``nearest+conv`` upsampler's
+            convolutions (SwinIR's ``num_feat``); a conv maps ``embed_dim`` to it first. Default
+            ``embed_dim``. Narrower makes the output-size convolutions cheaper.
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
         patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
@@ -101,6 +104,7 @@ class Serpent(nn.Module):
         out_chans: int | None = None,
         upscale: int = 1,
         upsampler: str = "interpolate",
+        upsampler_channels: int | None = None,
         img_range: float = 1.0,
         patch_size: int | None = None,
         embed_dim: int | None = None,
@@ -124,6 +128,8 @@ class Serpent(nn.Module):
         depths, depths_decoder = config["depths"], config["depths_decoder"]
         out_chans = in_chans if out_chans is None else out_chans
         _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_rate)
+        if upsampler_channels is not None and (not isinstance(upsampler_channels, int) or upsampler_channels < 1):
+            raise ValueError(f"Serpent: upsampler_channels must be a positive integer, got {upsampler_channels!r}.")
 
         self.variant = variant
         self.in_chans, self.out_chans = in_chans, out_chans
@@ -174,15 +180,17 @@ class Serpent(nn.Module):
 
         # Tokens back to a full-resolution feature map, merged with the shallow features.
         self.unembed = nn.Linear(embed_dim, patch_size * patch_size * embed_dim)
+        out_width = embed_dim
         if upscale > 1 and UPSAMPLERS[upsampler] is not None:
+            out_width = upsampler_channels or embed_dim
             self.upsample = nn.Sequential(
-                nn.Conv2d(embed_dim, embed_dim, 3, 1, 1),
+                nn.Conv2d(embed_dim, out_width, 3, 1, 1),
                 nn.LeakyReLU(0.2, inplace=True),
-                UPSAMPLERS[upsampler](upscale, embed_dim),
+                UPSAMPLERS[upsampler](upscale, out_width),
             )
         else:
             self.upsample = nn.Identity()
-        self.conv_last = nn.Conv2d(embed_dim, out_chans, 3, 1, 1)
+        self.conv_last = nn.Conv2d(out_width, out_chans, 3, 1, 1)
         self.apply(_init_weights)
         # Zero-init the last conv: an untrained network returns the (upsampled) input, so training
         # starts at the bicubic / identity baseline instead of below it and only has to learn the residual.

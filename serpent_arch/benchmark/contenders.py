@@ -103,6 +103,18 @@ NETWORKS: dict[str, dict[str, dict]] = {
             mlp_ratio=4.0, ffn_conv=3,
         )
     },
+    # The same with a narrower upsampler (upsampler_channels 32, SwinIR's num_feat): its output-size
+    # convolutions cost 0.44x, so more iterations fit the budget; then the body at C 64 with it.
+    "serpent-cffn-nc-u32-lr": {
+        "sr": _serpent_lr(
+            upsampler="nearest+conv", upsampler_channels=32, embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
+        )
+    },
+    "serpent-cffn-wide-nc-u32-lr": {
+        "sr": _serpent_lr(
+            upsampler="nearest+conv", upsampler_channels=32, embed_dim=64, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
+        )
+    },
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {
         "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
