@@ -134,7 +134,7 @@ def _run_pipeline(command: str, rest: list[str]) -> int:
     if command == "train":
         import basicsr.train
 
-        from serpent_arch import compat, training
+        from serpent_arch import compat, nonfinite, training
 
         run = training.TrainingRun()
         try:
@@ -143,7 +143,7 @@ def _run_pipeline(command: str, rest: list[str]) -> int:
         except training.TrainingInterrupted as stop:
             print(f"basicsr train: {stop}", file=sys.stderr)
             return 128 + stop.signum
-        except training.NonFiniteLossError as err:
+        except nonfinite.NonFiniteLossError as err:
             logging.getLogger("basicsr").error(str(err))
             print(f"basicsr train: error: {err}", file=sys.stderr)
             return 1

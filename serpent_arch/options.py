@@ -107,7 +107,7 @@ def check_options(path: str, is_train: bool, force_yml: list[str] | None = None,
             problems += _optimization_problems(train, MODEL_REGISTRY.get(model_type))
         if train and not (train.get("pixel_opt") or train.get("perceptual_opt")):
             problems.append("'train' needs a loss: set train.pixel_opt (e.g. {type: L1Loss, loss_weight: 1.0})")
-        from serpent_arch.training import NONFINITE_ACTIONS
+        from serpent_arch.nonfinite import NONFINITE_ACTIONS
 
         if train.get("on_nonfinite_loss", "stop") not in NONFINITE_ACTIONS:
             problems.append(

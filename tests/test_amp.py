@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import serpent_arch  # noqa: F401
-from serpent_arch import amp, training
+from serpent_arch import amp, nonfinite
 from serpent_arch.archs.serpent_arch import Serpent
 from serpent_arch.models import SerpentModel
 
@@ -193,9 +193,9 @@ def test_fp16_resume_with_the_scaler_state_gives_the_straight_run(tmp_path):
 
 
 def test_fp16_overflow_skips_are_not_non_finite_losses(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(training, "MAX_FP16_OVERFLOWS", 3)
+    monkeypatch.setattr(nonfinite, "MAX_FP16_OVERFLOWS", 3)
     model = build(tmp_path, "fp16")
-    training._guard_optimizer(model.optimizer_g, model)  # as basicsr train installs it (stop mode)
+    nonfinite.guard_optimizer(model.optimizer_g, model)  # as basicsr train installs it (stop mode)
     before = copy.deepcopy(model.net_g.state_dict())
     model.scaler.load_state_dict({**model.scaler.state_dict(), "scale": 2.0**100})  # every step overflows
     logger = logging.getLogger("basicsr")  # BasicSR stops it propagating to caplog's root handler
@@ -207,17 +207,18 @@ def test_fp16_overflow_skips_are_not_non_finite_losses(tmp_path, caplog, monkeyp
         logger.removeHandler(caplog.handler)
     assert sum("fp16 gradients overflowed; step skipped" in r.getMessage() for r in caplog.records) == 2
     assert all(torch.equal(v, model.net_g.state_dict()[k]) for k, v in before.items())
-    with pytest.raises(training.NonFiniteLossError, match="overflowed in 3 steps in a row although the loss is finite"):
+    overflowed = "overflowed in 3 steps in a row although the loss is finite"
+    with pytest.raises(nonfinite.NonFiniteLossError, match=overflowed):
         run_steps(model, [2])
 
 
 def test_fp16_non_finite_loss_still_goes_to_the_guard(tmp_path):
     model = build(tmp_path, "fp16")
-    training._guard_optimizer(model.optimizer_g, model)
+    nonfinite.guard_optimizer(model.optimizer_g, model)
     data = batch(0)
     data["lq"][0, 0, 0, 0] = float("nan")  # reaches the gradients (a NaN target alone does not, for L1)
     model.feed_data(data)
-    with pytest.raises(training.NonFiniteLossError, match="the loss is not finite"):
+    with pytest.raises(nonfinite.NonFiniteLossError, match="the loss is not finite"):
         model.optimize_parameters(1)
 
 

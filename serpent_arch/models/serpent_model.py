@@ -42,7 +42,7 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from serpent_arch import amp, training
+from serpent_arch import amp, nonfinite
 from serpent_arch.checkpoints import atomic_save
 from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
 from serpent_arch.ops.backend_report import scan_log_line
@@ -113,7 +113,7 @@ class SerpentModel(SRModel):
             loss_dict = OrderedDict((k, v.float()) for k, v in loss_dict.items() if v is not None)
             l_total = sum(loss_dict.values())
         self.scaler.scale(l_total).backward()
-        training.scaled_step(self.scaler, self.optimizer_g, l_total, current_iter)
+        nonfinite.scaled_step(self.scaler, self.optimizer_g, l_total, current_iter)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
