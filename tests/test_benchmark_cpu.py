@@ -41,6 +41,14 @@ def test_scan_benchmark_measures_native_and_forced_builds(tmp_path):
 
 
 @needs_kernel
+def test_scan_benchmark_at_another_state_size(tmp_path):
+    args = ["--quick", "--repeats", "1", "--out", str(tmp_path), "--march", "--no-fast-math", "--d-state", "4"]
+    text = scan_bench.main([*args, "--backends", "reference", "cpu_kernel"])
+    assert (tmp_path / "scan_benchmark_quick_N4.md").read_text() == text and "N 4," in text
+    assert not (tmp_path / "scan_benchmark_quick.md").exists()
+
+
+@needs_kernel
 @needs_x86
 def test_train_benchmark_measures_native_and_forced_builds(tmp_path):
     args = ["--iters", "1", "--repeats", "1", "--backends", "cpu_kernel", "--march", "x86-64-v2"]

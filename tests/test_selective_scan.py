@@ -123,9 +123,11 @@ CASES = [
     pytest.param(1, 8, 3 * CHUNK + 5, 2, 4, True, False, False, True, False, id="L3chunk+5-g4"),
     pytest.param(2, 40, 70, 3, 2, True, True, True, True, True, id="dim40-partial-simd-block"),
     pytest.param(1, 4, 7, 1, 1, True, True, True, False, True, id="N1-g1-4d"),
-    # N = 16 takes the C kernel's specialised backward (constant trip count)
+    # N = 16, 8 and 4 take the C kernel's specialised backward (constant trip count); 4: the Lchunk cases
     pytest.param(2, 24, 33, 16, 2, True, True, True, True, True, id="N16-g2"),
     pytest.param(1, 8, 20, 16, 1, False, True, False, True, False, id="N16-3d-noz"),
+    pytest.param(2, 24, 33, 8, 2, True, True, True, True, True, id="N8-g2"),
+    pytest.param(1, 8, 20, 8, 1, False, False, True, False, True, id="N8-3d-noD"),
 ]
 
 

@@ -1,6 +1,7 @@
 """Benchmark the selective-scan backends on CPU.
 
     python -m serpent_arch.benchmark.scan [--repeats 5] [--out DIR] [--quick] [--threads N] [--march haswell ...]
+        [--d-state N]
 
 Target size (Serpent's widest stage on a 64x64 crop): batch 1, dim 768, L 4096, N 16, 4 groups,
 delta_bias, delta_softplus, D, no z, float32. ``--quick`` uses a small size as a smoke test.
@@ -188,11 +189,18 @@ def main(argv: list[str] | None = None) -> str:
                         help="also measure cpu_kernel built with these -march (default: haswell where the CPU "
                         "has AVX2; none: --march with no value)")  # fmt: skip
     parser.add_argument("--no-fast-math", action="store_true", help="skip the -ffast-math builds")
+    parser.add_argument("--d-state", type=int, default=None,
+                        help="state size N instead of the size's own (16; 8 for --quick); the table is "
+                        "written to scan_benchmark_N<d>.md")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.d_state is not None and args.d_state < 1:
+        parser.error(f"--d-state: expected a positive state size, got {args.d_state}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = QUICK if args.quick else TARGET
+    cfg = dict(QUICK if args.quick else TARGET)
+    if args.d_state is not None:
+        cfg["N"] = args.d_state
     inputs = make_inputs(**cfg)
     gout = torch.randn(cfg["batch"], cfg["dim"], cfg["L"], generator=torch.Generator().manual_seed(1))
     usable = set(available_backends("cpu"))
@@ -215,7 +223,8 @@ def main(argv: list[str] | None = None) -> str:
     table = render(cfg, rows, args.repeats, builds)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("scan_benchmark_quick.md" if args.quick else "scan_benchmark.md")
+    suffix = ("_quick" if args.quick else "") + (f"_N{args.d_state}" if args.d_state is not None else "")
+    path = args.out / f"scan_benchmark{suffix}.md"
     path.write_text(table)
     print(f"written to {path}")
     return table
