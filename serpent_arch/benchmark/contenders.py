@@ -104,10 +104,16 @@ NETWORKS: dict[str, dict[str, dict]] = {
         )
     },
     # The same with a narrower upsampler (upsampler_channels 32, SwinIR's num_feat): its output-size
-    # convolutions cost 0.44x, so more iterations fit the budget; then the body at C 64 with it.
+    # convolutions cost 0.44x, so more iterations fit the budget; then the body at C 64 with it; then
+    # a wider one (64, MSRResNet's and SwinIR's width there).
     "serpent-cffn-nc-u32-lr": {
         "sr": _serpent_lr(
             upsampler="nearest+conv", upsampler_channels=32, embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
+        )
+    },
+    "serpent-cffn-nc-u64-lr": {
+        "sr": _serpent_lr(
+            upsampler="nearest+conv", upsampler_channels=64, embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
         )
     },
     "serpent-cffn-wide-nc-u32-lr": {
