@@ -63,6 +63,12 @@ def _serpent_lr(upsampler: str = "pixelshuffle", **structure) -> dict:
     )
 
 
+def _cffn(upsampler: str = "pixelshuffle", **changes) -> dict:
+    """serpent-cffn-lr's structure (C 48, a depthwise 3x3 conv in every FFN, the inner width in the FFN:
+    ssm_ratio 1, mlp_ratio 4) with ``upsampler`` and ``changes``."""
+    return _serpent_lr(upsampler, **{"embed_dim": 48, "ssm_ratio": 1.0, "mlp_ratio": 4.0, "ffn_conv": 3, **changes})
+
+
 # name -> {task: network_g}. A network absent from a task does not take part in it.
 NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-tiny": {
@@ -78,56 +84,27 @@ NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-deep-lr": {"sr": _serpent_lr(embed_dim=32, depths=[2, 2, 2], depths_decoder=[2, 2])},
     # With local mixing: a depthwise 3x3 convolution in every feed-forward network (ffn_conv), the
     # inner width moved from the scan (ssm_ratio 1) to the FFN (mlp_ratio 4); then deeper, then wider.
-    "serpent-cffn-lr": {"sr": _serpent_lr(embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)},
+    "serpent-cffn-lr": {"sr": _cffn()},
     "serpent-cffn-deep-lr": {
         "sr": _serpent_lr(embed_dim=48, depths=[2, 2, 2], depths_decoder=[2, 2], ssm_ratio=1.0, ffn_conv=3)
     },
-    "serpent-cffn-wide-lr": {"sr": _serpent_lr(embed_dim=64, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)},
+    "serpent-cffn-wide-lr": {"sr": _cffn(embed_dim=64)},
     # Depth where the pixels are: two blocks at the LR scale (encoder and decoder), one below.
-    "serpent-cffn-top-lr": {
-        "sr": _serpent_lr(
-            embed_dim=48, depths=[2, 1, 1], depths_decoder=[1, 2], ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
-        )
-    },
+    "serpent-cffn-top-lr": {"sr": _cffn(depths=[2, 1, 1], depths_decoder=[1, 2])},
     # A residual dense 3x3 convolution closing every stage (stage_conv, SwinIR's "1conv").
-    "serpent-cffn-sc-lr": {
-        "sr": _serpent_lr(embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3, stage_conv=True)
-    },
+    "serpent-cffn-sc-lr": {"sr": _cffn(stage_conv=True)},
     # The non-linear upsampler of ESRGAN and SwinIR's real-world SR (nearest x2 + conv + LeakyReLU).
-    "serpent-cffn-nc-lr": {
-        "sr": _serpent_lr(upsampler="nearest+conv", embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3)
-    },
-    "serpent-cffn-top-nc-lr": {
-        "sr": _serpent_lr(
-            upsampler="nearest+conv", embed_dim=48, depths=[2, 1, 1], depths_decoder=[1, 2], ssm_ratio=1.0,
-            mlp_ratio=4.0, ffn_conv=3,
-        )
-    },
+    "serpent-cffn-nc-lr": {"sr": _cffn("nearest+conv")},
+    "serpent-cffn-top-nc-lr": {"sr": _cffn("nearest+conv", depths=[2, 1, 1], depths_decoder=[1, 2])},
     # The same with a narrower upsampler (upsampler_channels 32, SwinIR's num_feat): its output-size
     # convolutions cost 0.44x, so more iterations fit the budget; then the body at C 64 with it; then
     # a wider one (64, MSRResNet's and SwinIR's width there).
-    "serpent-cffn-nc-u32-lr": {
-        "sr": _serpent_lr(
-            upsampler="nearest+conv", upsampler_channels=32, embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
-        )
-    },
-    "serpent-cffn-nc-u64-lr": {
-        "sr": _serpent_lr(
-            upsampler="nearest+conv", upsampler_channels=64, embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
-        )
-    },
+    "serpent-cffn-nc-u32-lr": {"sr": _cffn("nearest+conv", upsampler_channels=32)},
+    "serpent-cffn-wide-nc-u32-lr": {"sr": _cffn("nearest+conv", upsampler_channels=32, embed_dim=64)},
+    "serpent-cffn-nc-u64-lr": {"sr": _cffn("nearest+conv", upsampler_channels=64)},
     # serpent-cffn-nc-lr with state size 8 (the CPU scan's backward got an N = 8 copy: 0.90x the time
     # per training iteration of N = 16).
-    "serpent-cffn-nc-ds8-lr": {
-        "sr": _serpent_lr(
-            upsampler="nearest+conv", embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3, d_state=8
-        )
-    },
-    "serpent-cffn-wide-nc-u32-lr": {
-        "sr": _serpent_lr(
-            upsampler="nearest+conv", upsampler_channels=32, embed_dim=64, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3
-        )
-    },
+    "serpent-cffn-nc-ds8-lr": {"sr": _cffn("nearest+conv", d_state=8)},
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {
         "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
