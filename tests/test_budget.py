@@ -166,3 +166,33 @@ def basicsr_budget(cwd: Path, args: list[str], ok: bool = True):
     )
     assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
     return proc
+
+
+def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
+    """New networks are timed in one interleaved run with a recorded one and scaled by its recorded /
+    measured time; a recheck measures everything afresh, unscaled."""
+    from serpent_arch.benchmark import throughput
+
+    fake = {"serpent-tiny": 0.1, "msrresnet": 0.3, "edsr-baseline": 0.5}
+    timed = []
+
+    def seconds_per_iteration(networks, repeats, **shape):
+        timed.append(sorted(networks))
+        return {n: {"s_per_iter": fake[n], "blocks": [fake[n]], "iters_per_block": 1} for n in networks}
+
+    monkeypatch.setattr(throughput, "seconds_per_iteration", seconds_per_iteration)
+    first = budget.measure("sr", ["serpent-tiny"], tmp_path, 1, 1)
+    assert first["serpent-tiny"]["s_per_iter"] == 0.1 and "anchor" not in first["serpent-tiny"]
+    fake["serpent-tiny"] = 0.05  # the machine is twice as fast in the second sitting
+    second = budget.measure("sr", ["msrresnet", "edsr-baseline"], tmp_path, 1, 1)
+    assert timed[-1] == ["edsr-baseline", "msrresnet", "serpent-tiny"]
+    assert second["msrresnet"]["s_per_iter"] == pytest.approx(0.6) and second["msrresnet"]["raw_s_per_iter"] == 0.3
+    assert second["edsr-baseline"]["anchor"] == "serpent-tiny" and second["edsr-baseline"]["anchor_factor"] == 2.0
+    # a listed recorded network is the anchor; one measured directly is preferred to a scaled one
+    assert budget._anchor(json.loads(budget.throughput_path("sr", tmp_path, 1).read_text())["networks"],
+                          ["msrresnet", "swinir-light"]) == "serpent-tiny"
+    assert budget._anchor({"serpent-tiny": {}, "msrresnet": {}}, ["msrresnet"]) == "msrresnet"
+    assert budget._anchor({"a": {"anchor": "x"}}, ["a"]) is None  # not a contender
+    recheck = budget.measure("sr", ["msrresnet"], tmp_path, 1, 1, recheck=True)
+    assert timed[-1] == ["msrresnet"] and recheck["msrresnet"]["s_per_iter"] == 0.3
+    assert budget.measure("sr", ["msrresnet"], tmp_path, 1, 1)["msrresnet"]["s_per_iter"] == pytest.approx(0.6)

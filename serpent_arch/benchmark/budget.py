@@ -1,7 +1,7 @@
 """Quality at an equal training budget: Serpent against BasicSR's own networks, trained the same way.
 
     python -m serpent_arch.benchmark budget [--minutes 10 | --iterations N] [--tasks sr,deblur]
-        [--networks NAME,...] [--lrs 2e-4,1e-3] [--threads T] [--seed 0] [--lr-of-seed S]
+        [--networks NAME,...] [--lrs 2e-4,5e-4,1e-3] [--threads T] [--seed 0] [--lr-of-seed S]
         [--val-points 4] [--out experiments/benchmarks/budget]
 
 Protocol, per task (``serpent_arch.benchmark.contenders``: the tasks, the networks and their
@@ -11,7 +11,10 @@ option files ``options/budget/``, which differ only in ``network_g``):
    per training iteration; the budget (``--minutes`` of training) becomes an iteration count per
    network. Runs are then trained for their count, whatever the load while they run, so results
    depend on the seed only. The measurement is kept in ``OUT/throughput_<task>_<T>threads.json``
-   and reused by later sittings (delete it to measure again).
+   and reused by later sittings (delete it to measure again). A later sitting measures the
+   networks it adds beside one already recorded (the anchor: a listed one if any) and scales
+   them by the anchor's recorded / measured time, so a machine whose speed changed between
+   sittings (shared, or another load) does not shift the counts.
 2. Every network is trained at every learning rate of ``--lrs`` by ``basicsr train`` (a
    subprocess, experiment ``budget_<task>_<network>_lr<LR>_<M>min_s<SEED>``), AdamW with a cosine
    schedule over its iterations, EMA 0.999 with SerpentModel's warm-up, validating the EMA weights
@@ -51,7 +54,7 @@ from serpent_arch.benchmark import budget_report as report
 from serpent_arch.benchmark import machine
 from serpent_arch.benchmark.contenders import DEFAULT_NETWORKS, NETWORKS, OPTIONS_DIR, TASKS, option_paths
 
-DEFAULT_LRS = (2e-4, 1e-3)
+DEFAULT_LRS = (2e-4, 5e-4, 1e-3)
 
 
 def budget_label(args) -> str:
@@ -152,15 +155,33 @@ def measure(
         record = {"shape": shape, "networks": {}}
     missing = [n for n in networks if n not in record["networks"]]
     if missing:
+        anchor = None if recheck else _anchor(record["networks"], networks)
         what = "checking" if recheck else "measuring"
-        print(f"[budget] {task}: {what} s/iteration of {', '.join(missing)} (interleaved, {repeats} rounds)")
-        measured = seconds_per_iteration({n: NETWORKS[n][task] for n in missing}, repeats=repeats, **shape)
+        print(
+            f"[budget] {task}: {what} s/iteration of {', '.join(missing)} (interleaved, {repeats} rounds"
+            + (f", with {anchor} as the anchor)" if anchor else ")")
+        )
+        listed = {n: NETWORKS[n][task] for n in missing + ([anchor] if anchor else [])}
+        measured = seconds_per_iteration(listed, repeats=repeats, **shape)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        for n, m in measured.items():
-            record["networks"][n] = dict(m, measured=stamp, threads=torch.get_num_threads(), machine=machine.describe())
+        factor = record["networks"][anchor]["s_per_iter"] / measured[anchor]["s_per_iter"] if anchor else None
+        for n in missing:
+            m = dict(measured[n], measured=stamp, threads=torch.get_num_threads(), machine=machine.describe())
+            if anchor:  # in the record's time scale: the anchor's recorded / measured s / iteration
+                m.update(s_per_iter=m["s_per_iter"] * factor, raw_s_per_iter=m["s_per_iter"], anchor=anchor,
+                         anchor_factor=factor)
+            record["networks"][n] = m
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1))
     return {n: record["networks"][n] for n in networks}
+
+
+def _anchor(recorded: dict[str, dict], networks: list[str]) -> str | None:
+    """The recorded network that a later sitting measures beside its new ones: a listed one if
+    any, measured directly (not itself scaled by an anchor) if possible."""
+    candidates = [n for n in [*networks, *recorded] if n in recorded and n in NETWORKS]
+    direct = [n for n in candidates if "anchor" not in recorded[n]]
+    return (direct or candidates or [None])[0]
 
 
 def rechecked(task: str, out: Path, threads: int | None) -> dict[str, dict]:

@@ -118,6 +118,15 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         f"{speed.get('threads')} torch threads, measured {' and '.join(stamps) or '-'} on "
         f"{speed.get('machine', 'a machine not recorded')}; data loading, EMA and validation not included.",
     ]
+    anchored = [r["network"] for r in rows if speeds[r["network"]].get("anchor")]
+    if anchored:
+        lines.append(
+            "- s / iter measured beside an anchor already recorded and scaled by the anchor's recorded / measured "
+            "time: " + ", ".join(
+                f"{n} (anchor {speeds[n]['anchor']}, x{speeds[n]['anchor_factor']:.2f}, "
+                f"{speeds[n]['raw_s_per_iter']:.3f} as measured)" for n in anchored
+            ) + "."
+        )
     checked = [r["network"] for r in rows if r["network"] in (recheck or {})]
     if checked:
         stamp = recheck[checked[0]].get("measured")
