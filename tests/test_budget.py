@@ -132,6 +132,7 @@ def test_the_kept_learning_rate_and_the_table_across_seeds(tmp_path):
     _finished(runs, results, "a", 1e-3, 0, pick=29.0, report=29.5)
     _finished(runs, results, "a", 1e-3, 1, pick=28.9, report=29.2)
     _finished(runs, results, "a", 2e-3, 1, pick=30.0, report=31.0)  # outside the sweep: ignored
+    _finished(runs, results, "a", 2e-4, 1, pick=29.5, report=30.5)  # not the rate kept with seed 0: ignored
     _finished(runs, results, "b", 2e-4, 0, pick=29.4, report=29.4)
     _finished(runs, results, "b", 1e-3, 0, pick=27.0, report=None)
     _finished(runs, results, "c", 1e-3, 0, pick=29.0, report=29.9)  # one seed: not in the table
@@ -139,6 +140,7 @@ def test_the_kept_learning_rate_and_the_table_across_seeds(tmp_path):
     assert budget.kept_lr("sr", "a", "5min", 0, lrs, runs) == 1e-3
     assert budget.kept_lr("sr", "b", "5min", 0, lrs, runs) == 2e-4
     assert budget.kept_lr("sr", "a", "5min", 1, [2e-3, 1e-3], runs) == 2e-3
+    assert budget.kept_lr("sr", "a", "5min", 1, lrs, runs) == 2e-4
     assert budget.kept_lr("sr", "b", "5min", 1, lrs, runs) is None
     assert budget.kept_lr("sr", "a", "2min", 0, lrs, runs) is None
     found = budget.seed_runs("sr", "5min", lrs, out, tmp_path)

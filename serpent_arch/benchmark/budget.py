@@ -305,18 +305,19 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
     print(report.write(task, rows, args, speeds, stem, rechecked(task, args.out, args.threads)))
     label = budget_label(args)
     seeds = args.out / f"budget_{task}_{label}_seeds"
-    if report.write_seeds(task, label, seed_runs(task, label, args.lrs, args.out, root), seeds):
+    sweep_seed = 0 if args.lr_of_seed is None else args.lr_of_seed
+    if report.write_seeds(task, label, seed_runs(task, label, args.lrs, args.out, root, sweep_seed), seeds, sweep_seed):
         print(f"[budget] {task}: report PSNR across seeds in {seeds}.md")
     return stem
 
 
-def seed_runs(task: str, label: str, lrs, out: Path, root: Path) -> list[dict]:
-    """Every (network, seed) of ``task`` at ``label`` with a tested kept run: the run of ``lrs`` with
-    the best final pick-set PSNR at that seed, with its report metrics."""
+def seed_runs(task: str, label: str, lrs, out: Path, root: Path, sweep_seed: int = 0) -> list[dict]:
+    """Every tested run of ``task`` at ``label`` at the learning rate its network kept with
+    ``sweep_seed`` (of ``lrs``), one per (network, seed), with its report metrics."""
     found = []
     records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"budget_{task}_*_{label}_s*.json"))]
     for network, seed in sorted({(r["network"], r["seed"]) for r in records if r.get("task") == task}):
-        lr = kept_lr(task, network, label, seed, lrs, out / "runs")
+        lr = kept_lr(task, network, label, sweep_seed, lrs, out / "runs")
         metrics = root / "results" / run_name(task, network, lr, label, seed) / "metrics.json" if lr else None
         if metrics is not None and metrics.is_file():
             found.append(dict(network=network, seed=seed, lr=lr, report=json.loads(metrics.read_text())["report"]))

@@ -155,10 +155,10 @@ def _lrs(lrs) -> str:
     return ", ".join(f"{lr:g}" for lr in lrs)
 
 
-def write_seeds(task: str, label: str, runs: list[dict], stem: Path) -> bool:
-    """``stem``.md and .csv: each network's report PSNR at every seed it was trained with (its kept
-    run per seed), mean and spread, for the networks trained with at least two seeds. ``runs``:
-    ``budget.seed_runs``. Returns whether there was such a network."""
+def write_seeds(task: str, label: str, runs: list[dict], stem: Path, sweep_seed: int = 0) -> bool:
+    """``stem``.md and .csv: each network's report PSNR at every seed it was trained with (at the
+    learning rate it kept with ``sweep_seed``), mean and spread, for the networks trained with at
+    least two seeds. ``runs``: ``budget.seed_runs``. Returns whether there was such a network."""
     by_network: dict[str, dict[int, dict]] = {}
     for run in runs:
         by_network.setdefault(run["network"], {})[run["seed"]] = run
@@ -171,8 +171,9 @@ def write_seeds(task: str, label: str, runs: list[dict], stem: Path) -> bool:
     lines = [
         f"# Equal training budget across seeds: {TASKS[task]['title']} ({label} runs)",
         "",
-        "Report-set PSNR of each network's kept run (the learning rate with the best final pick-set PSNR "
-        "at that seed) for every seed it was trained with; spread = highest minus lowest.",
+        f"Report-set PSNR of each network at the learning rate it kept with seed {sweep_seed} (the best final "
+        "pick-set PSNR of the sweep), for every seed it was trained with at that rate; spread = highest minus "
+        "lowest.",
         "",
         "| network | lr | " + " | ".join(f"seed {seed}" for seed in seeds) + " | mean | spread |",
         "|---|---:|" + "---:|" * (len(seeds) + 2),
