@@ -9,7 +9,7 @@ import yaml
 from e2e_util import REPO
 
 import serpent_arch  # noqa: F401
-from serpent_arch.benchmark import budget, contenders
+from serpent_arch.benchmark import budget, budget_speeds, contenders
 from serpent_arch.benchmark.contenders import NETWORKS, TASKS, option_paths, train_options
 
 OPTIONS = REPO / "options" / "budget"
@@ -183,18 +183,18 @@ def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
         return {n: {"s_per_iter": fake[n], "blocks": [fake[n]], "iters_per_block": 1} for n in networks}
 
     monkeypatch.setattr(throughput, "seconds_per_iteration", seconds_per_iteration)
-    first = budget.measure("sr", ["serpent-tiny"], tmp_path, 1, 1)
+    first = budget_speeds.measure("sr", ["serpent-tiny"], tmp_path, 1, 1)
     assert first["serpent-tiny"]["s_per_iter"] == 0.1 and "anchor" not in first["serpent-tiny"]
     fake["serpent-tiny"] = 0.05  # the machine is twice as fast in the second sitting
-    second = budget.measure("sr", ["msrresnet", "edsr-baseline"], tmp_path, 1, 1)
+    second = budget_speeds.measure("sr", ["msrresnet", "edsr-baseline"], tmp_path, 1, 1)
     assert timed[-1] == ["edsr-baseline", "msrresnet", "serpent-tiny"]
     assert second["msrresnet"]["s_per_iter"] == pytest.approx(0.6) and second["msrresnet"]["raw_s_per_iter"] == 0.3
     assert second["edsr-baseline"]["anchor"] == "serpent-tiny" and second["edsr-baseline"]["anchor_factor"] == 2.0
     # a listed recorded network is the anchor; one measured directly is preferred to a scaled one
-    assert budget._anchor(json.loads(budget.throughput_path("sr", tmp_path, 1).read_text())["networks"],
+    assert budget_speeds._anchor(json.loads(budget_speeds.throughput_path("sr", tmp_path, 1).read_text())["networks"],
                           ["msrresnet", "swinir-light"]) == "serpent-tiny"
-    assert budget._anchor({"serpent-tiny": {}, "msrresnet": {}}, ["msrresnet"]) == "msrresnet"
-    assert budget._anchor({"a": {"anchor": "x"}}, ["a"]) is None  # not a contender
-    recheck = budget.measure("sr", ["msrresnet"], tmp_path, 1, 1, recheck=True)
+    assert budget_speeds._anchor({"serpent-tiny": {}, "msrresnet": {}}, ["msrresnet"]) == "msrresnet"
+    assert budget_speeds._anchor({"a": {"anchor": "x"}}, ["a"]) is None  # not a contender
+    recheck = budget_speeds.measure("sr", ["msrresnet"], tmp_path, 1, 1, recheck=True)
     assert timed[-1] == ["msrresnet"] and recheck["msrresnet"]["s_per_iter"] == 0.3
-    assert budget.measure("sr", ["msrresnet"], tmp_path, 1, 1)["msrresnet"]["s_per_iter"] == pytest.approx(0.6)
+    assert budget_speeds.measure("sr", ["msrresnet"], tmp_path, 1, 1)["msrresnet"]["s_per_iter"] == pytest.approx(0.6)

@@ -1,0 +1,77 @@
+"""The equal-budget benchmark's record of seconds per training iteration
+(``OUT/throughput_<task>_<T>threads.json``): measured interleaved on an idle machine, kept and
+reused by later sittings, which measure only the networks they add, beside a recorded anchor whose
+recorded / measured time scales them; ``--recheck-throughput`` measures again beside the record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from serpent_arch.benchmark import machine
+from serpent_arch.benchmark.contenders import NETWORKS, TASKS
+
+
+def throughput_path(task: str, out: Path, threads: int | None, recheck: bool = False) -> Path:
+    import torch
+
+    return out / f"throughput_{task}_{threads or torch.get_num_threads()}threads{'_recheck' if recheck else ''}.json"
+
+
+def measure(
+    task: str, networks: list[str], out: Path, threads: int | None, repeats: int, recheck: bool = False
+) -> dict[str, dict]:
+    """s / iteration of ``networks`` on ``task``: from ``out``'s record, measuring the missing ones.
+
+    ``recheck`` measures all of ``networks`` afresh, interleaved in one run, into a separate record
+    (``..._recheck.json``) that never changes the iteration counts: the table sets it beside the
+    record the counts came from, so a measurement taken in several sittings can be checked.
+    """
+    import torch
+
+    import serpent_arch  # noqa: F401  (registers Serpent before BasicSR builds networks)
+    from serpent_arch.benchmark.throughput import seconds_per_iteration
+
+    t = TASKS[task]
+    path = throughput_path(task, out, threads, recheck)
+    record = json.loads(path.read_text()) if path.is_file() and not recheck else {}
+    shape = dict(batch=t["batch"], gt_size=t["gt_size"], scale=t["scale"])
+    if record.get("shape") != shape:
+        record = {"shape": shape, "networks": {}}
+    missing = [n for n in networks if n not in record["networks"]]
+    if missing:
+        anchor = None if recheck else _anchor(record["networks"], networks)
+        what = "checking" if recheck else "measuring"
+        print(
+            f"[budget] {task}: {what} s/iteration of {', '.join(missing)} (interleaved, {repeats} rounds"
+            + (f", with {anchor} as the anchor)" if anchor else ")")
+        )
+        listed = {n: NETWORKS[n][task] for n in missing + ([anchor] if anchor else [])}
+        measured = seconds_per_iteration(listed, repeats=repeats, **shape)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        factor = record["networks"][anchor]["s_per_iter"] / measured[anchor]["s_per_iter"] if anchor else None
+        for n in missing:
+            m = dict(measured[n], measured=stamp, threads=torch.get_num_threads(), machine=machine.describe())
+            if anchor:  # in the record's time scale: the anchor's recorded / measured s / iteration
+                m.update(s_per_iter=m["s_per_iter"] * factor, raw_s_per_iter=m["s_per_iter"], anchor=anchor,
+                         anchor_factor=factor)
+            record["networks"][n] = m
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=1))
+    return {n: record["networks"][n] for n in networks}
+
+
+def _anchor(recorded: dict[str, dict], networks: list[str]) -> str | None:
+    """The recorded network that a later sitting measures beside its new ones: a listed one if
+    any, measured directly (not itself scaled by an anchor) if possible."""
+    candidates = [n for n in [*networks, *recorded] if n in recorded and n in NETWORKS]
+    direct = [n for n in candidates if "anchor" not in recorded[n]]
+    return (direct or candidates or [None])[0]
+
+
+def rechecked(task: str, out: Path, threads: int | None) -> dict[str, dict]:
+    """The last ``--recheck-throughput`` record of ``task`` (empty when there is none)."""
+    path = throughput_path(task, out, threads, recheck=True)
+    return json.loads(path.read_text())["networks"] if path.is_file() else {}
