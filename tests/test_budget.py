@@ -94,7 +94,11 @@ def test_budget_command_end_to_end(tmp_path):
     args_it[args_it.index("serpent-tiny,msrresnet")] = "serpent-tiny"
     equal = basicsr_budget(tmp_path, args_it)
     assert "[budget] train" not in equal.stdout and equal.stdout.count(", reused") == 2
+    # only the learning rate the time budget's sweep kept (the same training again: reused)
+    kept_only = basicsr_budget(tmp_path, [*args_it, "--lr-of-seed", "0", "--lr-of-budget", "0.03min"])
+    assert kept_only.stdout.count(", reused") == 1 and f"_lr{kept['serpent-tiny']:g}_" in kept_only.stdout
     table_it = (out / f"budget_sr_{iters}it_s0.md").read_text()
+    assert "it kept with seed 0 at the 0.03min budget" in table_it and "--lr-of-budget 0.03min" in table_it
     assert f"{iters} training iterations per run (equal iterations)" in table_it and "| serpent-tiny |" in table_it
     assert "--iterations" in table_it and "msrresnet" not in table_it
     # the recheck measures again beside the record, without changing any count

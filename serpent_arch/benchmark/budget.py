@@ -26,7 +26,8 @@ option files ``options/budget/``, which differ only in ``network_g``):
    PSNR against training seconds = iterations x s / iteration).
 
 ``--seed 1 --lr-of-seed 0`` repeats a sweep with another seed: every network trains only at the
-learning rate it kept with seed 0. ``OUT/budget_<task>_<M>min_seeds.{md,csv}`` then tabulates the
+learning rate it kept with seed 0 (``--lr-of-budget 5min``: in the 5-minute sweep, e.g. for a
+longer budget without a sweep of its own). ``OUT/budget_<task>_<M>min_seeds.{md,csv}`` then tabulates the
 report PSNR of each network's kept run at every seed trained, with their mean and spread.
 
 ``--iterations N`` compares at equal iterations instead: every network trains for N iterations
@@ -214,12 +215,13 @@ def run_task(task: str, networks: list[str], args, root: Path) -> Path:
         speed_record.measure(task, networks, args.out, args.threads, args.repeats, recheck=True)
     lrs = {network: list(args.lrs) for network in networks}
     if args.lr_of_seed is not None:
+        source = args.lr_of_budget or budget_label(args)
         for network in networks:
-            lr = kept_lr(task, network, budget_label(args), args.lr_of_seed, args.lrs, args.out / "runs")
+            lr = kept_lr(task, network, source, args.lr_of_seed, args.lrs, args.out / "runs")
             if lr is None:
                 raise SystemExit(
                     f"[budget] --lr-of-seed {args.lr_of_seed}: {network} has no finished {task} run with seed "
-                    f"{args.lr_of_seed} at {budget_label(args)} and learning rates {_lr_list(args.lrs)}; "
+                    f"{args.lr_of_seed} at {source} and learning rates {_lr_list(args.lrs)}; "
                     "run that seed's sweep first"
                 )
             lrs[network] = [lr]
@@ -289,6 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         help="train every network only at the learning rate (of --lrs) it kept with this seed: "
         "for repeating a sweep with --seed",
     )
+    parser.add_argument(
+        "--lr-of-budget",
+        default=None,
+        help="with --lr-of-seed: the budget whose sweep chose the learning rates (e.g. 5min or 300it; "
+        "default this one)",
+    )
     parser.add_argument("--val-points", type=int, default=4, help="validations per run (curve points)")
     parser.add_argument(
         "--recheck-throughput",
@@ -316,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--lrs: expected comma-separated numbers, got {args.lrs!r}")
     if args.minutes <= 0 or not args.lrs or (args.iterations is not None and args.iterations < 1):
         parser.error("--minutes and --iterations must be > 0 and --lrs must name at least one learning rate")
+    if args.lr_of_budget is not None and args.lr_of_seed is None:
+        parser.error("--lr-of-budget needs --lr-of-seed (the seed of that budget's sweep)")
     if args.threads:
         import torch
 

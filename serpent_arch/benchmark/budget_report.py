@@ -55,7 +55,9 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         )
         + f"seed {args.seed}, "
         + (
-            f"every network at the learning rate it kept with seed {args.lr_of_seed} (of {_lrs(args.lrs)}); "
+            f"every network at the learning rate it kept with seed {args.lr_of_seed}"
+            + (f" at the {args.lr_of_budget} budget" if getattr(args, "lr_of_budget", None) else "")
+            + f" (of {_lrs(args.lrs)}); "
             if getattr(args, "lr_of_seed", None) is not None
             else f"learning rates {_lrs(args.lrs)} (best on the pick set kept); "
         )
@@ -145,6 +147,7 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         + (f"--iterations {args.iterations}" if args.iterations else f"--minutes {args.minutes:g}")
         + f" --tasks {task} --seed {args.seed}"
         + (f" --lr-of-seed {args.lr_of_seed}" if getattr(args, "lr_of_seed", None) is not None else "")
+        + (f" --lr-of-budget {args.lr_of_budget}" if getattr(args, "lr_of_budget", None) else "")
         + (f" --threads {args.threads}" if args.threads else "")
         + "`",
     ]
