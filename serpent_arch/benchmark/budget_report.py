@@ -188,7 +188,7 @@ def write_seeds(task: str, label: str, runs: list[dict], stem: Path, sweep_seed:
         spread = max(psnr[n].values()) - min(psnr[n].values())
         lines.append(f"| {n} | {_lrs(lrs)} | {' | '.join(cells)} | {mean[n]:.3f} | {spread:.3f} |")
         csv_rows += [dict(task=task, budget=label, network=n, seed=seed, lr=by_network[n][seed]["lr"],
-                          report_psnr=value, run_mean=mean[n]) for seed, value in psnr[n].items()]
+                          report_psnr=value, mean_report_psnr=mean[n]) for seed, value in psnr[n].items()]
     stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
     with open(stem.with_name(stem.name + ".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
