@@ -183,10 +183,10 @@ def write_seeds(task: str, label: str, runs: list[dict], stem: Path, sweep_seed:
     ]
     csv_rows = []
     for n in sorted(psnr, key=lambda n: -mean[n]):
-        lrs = sorted({r["lr"] for r in by_network[n].values()})
+        lr = next(iter(by_network[n].values()))["lr"]  # one rate per network: the sweep seed's
         cells = [f"{psnr[n][seed]:.3f}" if seed in psnr[n] else "-" for seed in seeds]
         spread = max(psnr[n].values()) - min(psnr[n].values())
-        lines.append(f"| {n} | {_lrs(lrs)} | {' | '.join(cells)} | {mean[n]:.3f} | {spread:.3f} |")
+        lines.append(f"| {n} | {lr:g} | {' | '.join(cells)} | {mean[n]:.3f} | {spread:.3f} |")
         csv_rows += [dict(task=task, budget=label, network=n, seed=seed, lr=by_network[n][seed]["lr"],
                           report_psnr=value, mean_report_psnr=mean[n]) for seed, value in psnr[n].items()]
     stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")

@@ -102,8 +102,8 @@ NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-u32-lr": {"sr": _cffn("nearest+conv", upsampler_channels=32)},
     "serpent-cffn-wide-nc-u32-lr": {"sr": _cffn("nearest+conv", upsampler_channels=32, embed_dim=64)},
     "serpent-cffn-nc-u64-lr": {"sr": _cffn("nearest+conv", upsampler_channels=64)},
-    # serpent-cffn-nc-lr with state size 8 (the CPU scan's backward got an N = 8 copy: 0.90x the time
-    # per training iteration of N = 16).
+    # serpent-cffn-nc-lr with state size 8 (the CPU scan's backward has an N = 8 copy; the budget's record
+    # gives it 0.86x serpent-cffn-nc-lr's time per training iteration).
     "serpent-cffn-nc-ds8-lr": {"sr": _cffn("nearest+conv", d_state=8)},
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {

@@ -273,7 +273,7 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
 
             /* N = 16 (every Serpent and Mamba default), 8 and 4 get their own copies with a constant
              * trip count: the n loops become straight vector code and the carries stay in registers
-             * (with a variable N, N = 8 ran 1.5x slower than N = 16) */
+             * (with a variable N, N = 8 ran slower than N = 16) */
             if (N == 16)
                 FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 16);
             else if (N == 8)
