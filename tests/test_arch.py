@@ -43,6 +43,8 @@ def test_registered_in_basicsr():
         ((1, 1, 8, 6), {"upscale": 2, "upsampler": "nearest+conv", "in_chans": 1}, (16, 12)),
         ((1, 3, 9, 14), {"upscale": 4, "upsampler": "nearest+conv", "upsampler_channels": 5}, (36, 56)),
         ((1, 3, 7, 10), {"upscale": 3, "upsampler": "pixelshuffle", "upsampler_channels": 7}, (21, 30)),
+        ((1, 3, 9, 14), {"patch_size": 1, "embed_kernel": 3, "upscale": 4, "upsampler": "nearest+conv"}, (36, 56)),
+        ((1, 3, 11, 13), {"patch_size": 1, "embed_kernel": 5, "embed_norm": False}, (11, 13)),
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -87,11 +89,52 @@ def test_variants_and_overrides():
         ({"ffn_conv": 2}, "ffn_conv must be 0 or a positive odd kernel size, got 2"),
         ({"upsampler_channels": 0}, "upsampler_channels must be a positive integer, got 0"),
         ({"upsampler_channels": 1.5}, "upsampler_channels must be a positive integer, got 1.5"),
+        ({"embed_kernel": 3}, "embed_kernel must be an odd .* got embed_kernel=3 with patch_size=4"),
+        ({"patch_size": 1, "embed_kernel": 2}, "embed_kernel must be an odd .* got embed_kernel=2 with patch_size=1"),
     ],
 )
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Serpent(**{"variant": "tiny", **kwargs})
+
+
+def test_embed_kernel_sees_the_neighbourhood():
+    """With embed_kernel 3 a token depends on its pixel's 3x3 neighbourhood; with the default 1x1
+    embedding on its colour alone. embed_norm False leaves the embedding un-normalised."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 8, 8)
+    moved = x.clone()
+    moved[..., 3, 4] += 0.5  # the right-hand neighbour of pixel (3, 3)
+    for kernel, changes in ((None, False), (3, True)):
+        net = Serpent(variant="tiny", patch_size=1, embed_kernel=kernel)
+        tokens = [net.embed_norm(net.patch_embed(t).permute(0, 2, 3, 1))[0, 3, 3] for t in (x, moved)]
+        assert (not torch.allclose(*tokens)) == changes
+    normed = sum(p.numel() for p in Serpent(variant="tiny", patch_size=1).parameters())
+    cases = (({"embed_norm": False}, 1), ({"out_norm": False}, 1), ({"embed_norm": False, "out_norm": False}, 2))
+    for kwargs, dropped in cases:
+        plain = Serpent(variant="tiny", patch_size=1, **kwargs)
+        assert isinstance(plain.embed_norm, torch.nn.Identity) == (not kwargs.get("embed_norm", True))
+        assert isinstance(plain.out_norm, torch.nn.Identity) == (not kwargs.get("out_norm", True))
+        assert sum(p.numel() for p in plain.parameters()) == normed - dropped * 2 * 24  # LayerNorm weight + bias
+
+
+def test_without_io_norms_a_token_keeps_its_amplitude():
+    """With the embedding's and the output's LayerNorm on, the body's output does not change when the
+    embedded tokens are scaled (LayerNorm removes it); with both off it does: the scale reaches the pixels."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 8, 8)
+    for norms, scale_reaches_output in ((True, False), (False, True)):
+        net = _trained_looking(Serpent(variant="tiny", patch_size=1, depths=[1], embed_norm=norms, out_norm=norms))
+        for m in net.modules():  # blocks as identities: what is left is embedding -> (norms) -> unembedding
+            if hasattr(m, "ss2d"):
+                m.ss2d.out_proj.weight.data.zero_()
+                m.ffn.fc2.weight.data.zero_()
+                m.ffn.fc2.bias.data.zero_()
+        net.patch_embed.bias.data.zero_()
+        net.unembed.bias.data.zero_()
+        feats = [net.restore_features(x * s) - net.shallow(x * s) for s in (1.0, 0.25)]
+        assert torch.allclose(feats[1], feats[0] * 0.25, atol=1e-5) == scale_reaches_output
+        assert torch.allclose(feats[1], feats[0], atol=1e-4) == (not scale_reaches_output)
 
 
 def test_channel_mismatch_is_a_clear_error():
@@ -258,6 +301,32 @@ def test_ffn_conv_mixes_neighbouring_tokens():
     conv(torch.rand(1, 3, 16, 16)).sum().backward()
     assert all(m.dwconv.weight.grad is not None and m.dwconv.weight.grad.abs().sum() > 0
                for m in conv.modules() if isinstance(m, FeedForward))
+
+
+def test_ffn_dense_is_a_dense_conv_then_linear():
+    """ffn_dense makes the FFN Conv k x k (C -> hidden, all channels of the neighbourhood) -> GELU ->
+    Linear: it matches that computation written out, mixes neighbours, and needs a kernel size."""
+    from serpent_arch.archs.blocks import FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(8, 16, 3, dense=True)
+    assert ffn.fc1 is None and ffn.dwconv is None and ffn.dense_conv.groups == 1
+    x = torch.randn(2, 6, 7, 8)
+    hidden = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), ffn.dense_conv.weight, ffn.dense_conv.bias, padding=1)
+    expected = torch.nn.functional.gelu(hidden.permute(0, 2, 3, 1)) @ ffn.fc2.weight.T + ffn.fc2.bias
+    torch.testing.assert_close(ffn(x), expected)
+    changed = x.clone()
+    changed[0, 3, 4, 0] += 1.0
+    diff = (ffn(changed) - ffn(x)).abs().sum(-1)[0] > 0
+    assert diff[2, 3] and diff[4, 5] and not diff[0, 0]
+    net = Serpent(variant="tiny", patch_size=1, ffn_conv=3, ffn_dense=True, mlp_ratio=2.0)
+    widths = [m.fc2.in_features for m in net.modules() if isinstance(m, FeedForward)]
+    assert widths == [48, 96, 192, 96, 48]
+    torch.nn.init.normal_(net.conv_last.weight)
+    net(torch.rand(1, 3, 8, 8)).sum().backward()
+    assert all(m.dense_conv.weight.grad.abs().sum() > 0 for m in net.modules() if isinstance(m, FeedForward))
+    with pytest.raises(ValueError, match="ffn_dense needs ffn_conv"):
+        Serpent(variant="tiny", ffn_dense=True)
 
 
 def test_stage_conv_closes_every_stage_with_a_residual_dense_conv():

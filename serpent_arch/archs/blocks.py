@@ -29,21 +29,33 @@ class FeedForward(nn.Module):
     convolution over the hidden features (as Restormer's and Uformer's feed-forward networks do):
     the scan sees the whole image but mixes neighbouring pixels only through SS2D's own small
     convolution, and local texture is most of what super-resolution has to model.
+
+    ``dense`` makes the first layer a dense k x k convolution C -> hidden instead (Conv -> GELU ->
+    Linear, the convolutional channel mixer of lightweight SR networks such as SAFMN): every hidden
+    feature then mixes all channels of the neighbourhood, as a CNN's 3x3 convolutions do.
     """
 
-    def __init__(self, dim: int, hidden: int, conv_kernel: int = 0):
+    def __init__(self, dim: int, hidden: int, conv_kernel: int = 0, dense: bool = False):
         super().__init__()
         if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
             raise ValueError(f"Serpent: ffn_conv must be 0 or a positive odd kernel size, got {conv_kernel}.")
-        self.fc1 = nn.Linear(dim, hidden)
+        if dense and not conv_kernel:
+            raise ValueError("Serpent: ffn_dense needs ffn_conv (the kernel size of the dense convolution), got 0.")
+        pad = conv_kernel // 2
+        # fc1 (Linear) or dense_conv makes the hidden features; dwconv mixes them spatially.
+        self.fc1 = None if dense else nn.Linear(dim, hidden)
+        self.dense_conv = nn.Conv2d(dim, hidden, conv_kernel, padding=pad) if dense else None
         self.dwconv = (
-            nn.Conv2d(hidden, hidden, conv_kernel, padding=conv_kernel // 2, groups=hidden) if conv_kernel else None
+            nn.Conv2d(hidden, hidden, conv_kernel, padding=pad, groups=hidden) if conv_kernel and not dense else None
         )
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(x)
+        if self.dense_conv is not None:
+            x = self.dense_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        else:
+            x = self.fc1(x)
         if self.dwconv is not None:
             x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return self.fc2(self.act(x))
@@ -52,7 +64,15 @@ class FeedForward(nn.Module):
 class SerpentBlock(nn.Module):
     """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same."""
 
-    def __init__(self, dim: int, drop_path_prob: float, mlp_ratio: float, ffn_conv: int = 0, **ss2d_kwargs):
+    def __init__(
+        self,
+        dim: int,
+        drop_path_prob: float,
+        mlp_ratio: float,
+        ffn_conv: int = 0,
+        ffn_dense: bool = False,
+        **ss2d_kwargs,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.ss2d = SS2D(dim, **ss2d_kwargs)
@@ -60,7 +80,7 @@ class SerpentBlock(nn.Module):
         self.has_ffn = mlp_ratio > 0
         if self.has_ffn:
             self.norm2 = nn.LayerNorm(dim)
-            self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv)
+            self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv, ffn_dense)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + drop_path(self.ss2d(self.norm1(x)), self.drop_path_prob, self.training)
@@ -70,11 +90,12 @@ class SerpentBlock(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """2x2 neighbourhoods -> LayerNorm(4C) -> Linear(4C -> 2C). (B, H, W, C) -> (B, H/2, W/2, 2C)."""
+    """2x2 neighbourhoods -> LayerNorm(4C) -> Linear(4C -> 2C). (B, H, W, C) -> (B, H/2, W/2, 2C).
+    ``norm`` False leaves out the LayerNorm."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, norm: bool = True):
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm = nn.LayerNorm(4 * dim) if norm else nn.Identity()
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +113,13 @@ def pixel_shuffle_last(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class PatchExpanding(nn.Module):
-    """Linear(C -> 2C) then a 2x pixel shuffle: (B, H, W, C) -> (B, 2H, 2W, C/2)."""
+    """Linear(C -> 2C), a 2x pixel shuffle, then LayerNorm (unless ``norm`` is False):
+    (B, H, W, C) -> (B, 2H, 2W, C/2)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, norm: bool = True):
         super().__init__()
         self.expand = nn.Linear(dim, 2 * dim, bias=False)
-        self.norm = nn.LayerNorm(dim // 2)
+        self.norm = nn.LayerNorm(dim // 2) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(pixel_shuffle_last(self.expand(x), 2))

@@ -75,6 +75,16 @@ class Serpent(nn.Module):
             ``embed_dim``. Narrower makes the output-size convolutions cheaper.
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
         patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
+        embed_kernel: with ``patch_size`` 1, the kernel size of the embedding convolution (odd):
+            3 embeds every pixel with its 3x3 neighbourhood, as SwinIR's and MambaIR's first conv
+            does, instead of its colour alone. Default ``patch_size`` (one patch per token).
+        embed_norm: LayerNorm over the channels of the embedded tokens (default True).
+        out_norm: LayerNorm over the channels of the tokens leaving the decoder, before they
+            return to pixels (default True). With both norms off, a token keeps its amplitude from
+            the embedding to the output (the blocks are pre-norm: they normalise only what they read),
+            so the restored detail can scale with the input's contrast as a CNN's does.
+        scale_norm: LayerNorm in patch merging and patch expanding, between the scales (default True);
+            False lets the coarser scales see the amplitude too.
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
         depths: number of Serpent blocks per encoder stage; its length is the number of scales.
         depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
@@ -87,6 +97,8 @@ class Serpent(nn.Module):
             0 removes the feed-forward networks.
         ffn_conv: kernel size of a depthwise convolution inside every feed-forward network (local
             mixing beside the global scan); 0 (default) keeps the token-wise MLP.
+        ffn_dense: make the feed-forward network's first layer a dense ``ffn_conv`` x ``ffn_conv``
+            convolution (width -> hidden) instead of Linear + depthwise conv; default False.
         stage_conv: close every encoder and decoder stage with a residual dense 3x3 convolution
             (as SwinIR closes each residual group); default False.
         scan_directions: 1 (row-major), 2 (row-major both ways) or 4 (rows and columns both
@@ -107,6 +119,10 @@ class Serpent(nn.Module):
         upsampler_channels: int | None = None,
         img_range: float = 1.0,
         patch_size: int | None = None,
+        embed_kernel: int | None = None,
+        embed_norm: bool = True,
+        out_norm: bool = True,
+        scale_norm: bool = True,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         depths_decoder: Sequence[int] | None = None,
@@ -116,6 +132,7 @@ class Serpent(nn.Module):
         dt_rank: int | str = "auto",
         mlp_ratio: float = 2.0,
         ffn_conv: int = 0,
+        ffn_dense: bool = False,
         stage_conv: bool = False,
         scan_directions: int = 4,
         drop_path_rate: float = 0.1,
@@ -143,6 +160,7 @@ class Serpent(nn.Module):
         block_kw = dict(
             mlp_ratio=mlp_ratio,
             ffn_conv=ffn_conv,
+            ffn_dense=ffn_dense,
             d_state=d_state,
             ssm_ratio=ssm_ratio,
             d_conv=d_conv,
@@ -155,15 +173,15 @@ class Serpent(nn.Module):
         enc_probs = [probs[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(self.num_scales)]
 
         self.shallow = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
-        self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
-        self.embed_norm = nn.LayerNorm(embed_dim)
+        self.patch_embed = _patch_embedding(in_chans, embed_dim, patch_size, embed_kernel)
+        self.embed_norm = nn.LayerNorm(embed_dim) if embed_norm else nn.Identity()
 
         self.encoder = nn.ModuleList()
         self.merges = nn.ModuleList()
         for i in range(self.num_scales):
             self.encoder.append(Stage(widths[i], depths[i], enc_probs[i], use_checkpoint, stage_conv, **block_kw))
             if i < self.num_scales - 1:
-                self.merges.append(PatchMerging(widths[i]))
+                self.merges.append(PatchMerging(widths[i], scale_norm))
 
         self.expands = nn.ModuleList()
         self.fuses = nn.ModuleList()
@@ -173,10 +191,10 @@ class Serpent(nn.Module):
             width = widths[scale_idx]
             dec_probs = list(reversed(enc_probs[scale_idx]))[:depth]
             dec_probs += [dec_probs[-1] if dec_probs else 0.0] * (depth - len(dec_probs))
-            self.expands.append(PatchExpanding(widths[scale_idx + 1]))
+            self.expands.append(PatchExpanding(widths[scale_idx + 1], scale_norm))
             self.fuses.append(nn.Linear(2 * width, width))
             self.decoder.append(Stage(width, depth, dec_probs, use_checkpoint, stage_conv, **block_kw))
-        self.out_norm = nn.LayerNorm(embed_dim)
+        self.out_norm = nn.LayerNorm(embed_dim) if out_norm else nn.Identity()
 
         # Tokens back to a full-resolution feature map, merged with the shallow features.
         self.unembed = nn.Linear(embed_dim, patch_size * patch_size * embed_dim)
@@ -266,6 +284,19 @@ def resolve_config(variant, patch_size, embed_dim, depths, depths_decoder) -> di
             f"(one per decoder stage, coarsest first), got {config['depths_decoder']}."
         )
     return config
+
+
+def _patch_embedding(in_chans: int, embed_dim: int, patch_size: int, kernel: int | None) -> nn.Conv2d:
+    """The image -> token convolution: non-overlapping ``patch_size`` patches, or with patch 1 an
+    odd ``kernel`` x ``kernel`` neighbourhood per pixel."""
+    if kernel is None or kernel == patch_size:
+        return nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+    if patch_size != 1 or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        raise ValueError(
+            f"Serpent: embed_kernel must be an odd positive kernel size with patch_size 1 (or equal patch_size), "
+            f"got embed_kernel={kernel!r} with patch_size={patch_size}."
+        )
+    return nn.Conv2d(in_chans, embed_dim, kernel, 1, kernel // 2)
 
 
 def _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_rate) -> None:
