@@ -175,8 +175,8 @@ def basicsr_budget(cwd: Path, args: list[str], ok: bool = True):
 
 
 def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
-    """New networks are timed in one interleaved run with a recorded one and scaled by its recorded /
-    measured time; a recheck measures everything afresh, unscaled."""
+    """New networks are timed in one interleaved run with a recorded one and scaled by its recorded
+    time times their time / its time, round by round; a recheck measures everything afresh, unscaled."""
     from serpent_arch.benchmark import throughput
 
     fake = {"serpent-tiny": 0.1, "msrresnet": 0.3, "edsr-baseline": 0.5}
@@ -199,6 +199,17 @@ def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
                           ["msrresnet", "swinir-light"]) == "serpent-tiny"
     assert budget_speeds._anchor({"serpent-tiny": {}, "msrresnet": {}}, ["msrresnet"]) == "msrresnet"
     assert budget_speeds._anchor({"a": {"anchor": "x"}}, ["a"]) is None  # not a contender
+    # A load that changes between rounds: the ratio is taken within each round, so it cancels (the
+    # ratio of the two medians, 0.9 / 0.1, would give 0.9; round by round it is 3x the anchor's 0.1).
+    fake_blocks = {"serpent-tiny": [0.1, 0.2, 0.3], "swinir-light": [0.3, 0.6, 0.9]}
+
+    def per_round(networks, repeats, **shape):
+        return {n: {"s_per_iter": sorted(b)[1], "blocks": b, "iters_per_block": 1} for n, b in fake_blocks.items()}
+
+    monkeypatch.setattr(throughput, "seconds_per_iteration", per_round)
+    scaled = budget_speeds.measure("sr", ["serpent-tiny", "swinir-light"], tmp_path, 1, 3)["swinir-light"]
+    assert scaled["s_per_iter"] == pytest.approx(0.3) and scaled["ratio_to_anchor"] == pytest.approx([3, 3, 3])
+    monkeypatch.setattr(throughput, "seconds_per_iteration", seconds_per_iteration)
     recheck = budget_speeds.measure("sr", ["msrresnet"], tmp_path, 1, 1, recheck=True)
     assert timed[-1] == ["msrresnet"] and recheck["msrresnet"]["s_per_iter"] == 0.3
     assert budget_speeds.measure("sr", ["msrresnet"], tmp_path, 1, 1)["msrresnet"]["s_per_iter"] == pytest.approx(0.6)

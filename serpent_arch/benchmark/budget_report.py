@@ -123,8 +123,8 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
     anchored = [r["network"] for r in rows if speeds[r["network"]].get("anchor")]
     if anchored:
         lines.append(
-            "- s / iter measured beside an anchor already recorded and scaled by the anchor's recorded / measured "
-            "time: " + ", ".join(
+            "- s / iter measured beside an anchor already recorded, as the anchor's recorded time times the median "
+            "over rounds of the network's / the anchor's time in the same round: " + ", ".join(
                 f"{n} (anchor {speeds[n]['anchor']}, x{speeds[n]['anchor_factor']:.2f}, "
                 f"{speeds[n]['raw_s_per_iter']:.3f} as measured)" for n in anchored
             ) + "."

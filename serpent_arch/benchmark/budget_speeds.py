@@ -1,12 +1,14 @@
 """The equal-budget benchmark's record of seconds per training iteration
 (``OUT/throughput_<task>_<T>threads.json``): measured interleaved on an idle machine, kept and
-reused by later sittings, which measure only the networks they add, beside a recorded anchor whose
-recorded / measured time scales them; ``--recheck-throughput`` measures again beside the record.
+reused by later sittings, which measure only the networks they add, beside a recorded anchor: their
+time / the anchor's in each interleaved round (median over rounds) times the anchor's recorded time;
+``--recheck-throughput`` measures again beside the record.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -51,16 +53,25 @@ def measure(
         listed = {n: NETWORKS[n][task] for n in missing + ([anchor] if anchor else [])}
         measured = seconds_per_iteration(listed, repeats=repeats, **shape)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        factor = record["networks"][anchor]["s_per_iter"] / measured[anchor]["s_per_iter"] if anchor else None
         for n in missing:
             m = dict(measured[n], measured=stamp, threads=torch.get_num_threads(), machine=machine.describe())
-            if anchor:  # in the record's time scale: the anchor's recorded / measured s / iteration
-                m.update(s_per_iter=m["s_per_iter"] * factor, raw_s_per_iter=m["s_per_iter"], anchor=anchor,
-                         anchor_factor=factor)
+            if anchor:
+                m.update(_scaled(m, measured[anchor], record["networks"][anchor]["s_per_iter"]), anchor=anchor)
             record["networks"][n] = m
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1))
     return {n: record["networks"][n] for n in networks}
+
+
+def _scaled(new: dict, anchor: dict, anchor_recorded: float) -> dict:
+    """``new``'s s / iteration in the record's time scale: the median over the interleaved rounds of
+    its time / the anchor's time in the same round, times the anchor's recorded time. Ratios taken
+    round by round cancel a load that changes between rounds, which the ratio of two medians
+    (taken from different rounds) does not."""
+    ratios = [b / a for b, a in zip(new["blocks"], anchor["blocks"])]
+    s_per_iter = anchor_recorded * statistics.median(ratios)
+    return dict(s_per_iter=s_per_iter, raw_s_per_iter=new["s_per_iter"], ratio_to_anchor=ratios,
+                anchor_factor=s_per_iter / new["s_per_iter"])
 
 
 def _anchor(recorded: dict[str, dict], networks: list[str]) -> str | None:
