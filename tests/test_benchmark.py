@@ -149,3 +149,51 @@ def test_dispatcher(capsys):
         dispatcher.main(["network", "--help"])
     assert exc.value.code == 0
     assert "--max-gflops" in capsys.readouterr().out
+
+
+def test_contrast_gains(tmp_path, capsys, single_thread):
+    """An untrained Serpent returns its (linear, torch) bicubic: the same gain at every contrast; a
+    network that adds the full-contrast photo's correction whatever its input gains there and loses
+    once the contrast drops; the command reads an experiment folder and prints the table."""
+    import numpy as np
+    import yaml
+    from basicsr.utils.matlab_functions import imresize
+
+    from serpent_arch.benchmark.contrast import gains
+    from serpent_arch.benchmark.contrast import main as contrast_main
+
+    rng = np.random.default_rng(0)
+    photo = np.clip(0.5 + 0.3 * np.sin(np.arange(32)[:, None] / 2.0) * np.cos(np.arange(32)[None] / 3.0), 0, 1)
+    photo = np.repeat(photo[..., None], 3, -1).astype(np.float32) + rng.normal(0, 0.01, (32, 32, 3)).astype(np.float32)
+    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
+    untrained = gains(net, [photo], 4, [1.0, 0.5])
+    assert set(untrained) == {"contrast 1", "contrast 0.5", "gray"}
+    assert untrained["contrast 1"] == pytest.approx(untrained["contrast 0.5"], abs=1e-3)
+
+    correction = torch.from_numpy(photo - imresize(imresize(photo, 0.25), 4)).permute(2, 0, 1)[None]
+
+    class FixedCorrection(nn.Module):  # bicubic + the full-contrast photo's correction, whatever the input
+        def forward(self, x):
+            return torch.from_numpy(imresize(x[0].permute(1, 2, 0).numpy(), 4)).permute(2, 0, 1)[None] + correction
+
+    result = gains(FixedCorrection(), [photo], 4, [1.0, 0.5])
+    assert result["contrast 1"] > 20 and result["contrast 0.5"] < 0.5 * result["contrast 1"]
+
+    exp = tmp_path / "experiments" / "run"
+    (exp / "models").mkdir(parents=True)
+    (exp / "run.yml").write_text(yaml.safe_dump({"scale": 4, "network_g": {
+        "type": "Serpent", "variant": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
+    torch.save({"params_ema": net.state_dict()}, exp / "models" / "net_g_latest.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    import cv2
+
+    cv2.imwrite(str(photos / "a.png"), (photo[..., ::-1] * 255).round().clip(0, 255).astype(np.uint8))
+    assert contrast_main(["--experiment", str(exp), "--photos", str(photos), "--contrasts", "1,0.25"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| run |"))
+    values = [float(v) for v in row.strip("| ").split(" | ")[1:]]
+    assert len(values) == 3 and values[0] == pytest.approx(untrained["contrast 1"], abs=0.05) and "contrast 0.25" in out
+    with pytest.raises(SystemExit):
+        contrast_main(["--experiment", str(tmp_path / "missing"), "--photos", str(photos)])
+    assert "expected an option file" in capsys.readouterr().err

@@ -17,6 +17,7 @@ COMMANDS = {
     "gpu": "serpent_arch.benchmark.gpu",
     "budget": "serpent_arch.benchmark.budget",
     "dark": "serpent_arch.benchmark.dark",
+    "contrast": "serpent_arch.benchmark.contrast",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

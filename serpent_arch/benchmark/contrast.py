@@ -1,0 +1,103 @@
+"""Contrast and colour: how a trained x4 SR network's gain over bicubic changes when the photos
+lose contrast or colour.
+
+    python -m serpent_arch.benchmark contrast --experiment experiments/NAME [--experiment ...]
+        [--photos datasets/sample/val/HR] [--contrasts 1,0.5,0.25] [--key params_ema]
+
+The restoration an SR network adds (HR - bicubic) scales with the local contrast: halve the
+contrast of a photo and the ideal correction halves too. A network whose features are normalised
+per token (LayerNorm) can lose that scaling where a CNN keeps it. For every experiment (its option
+file and ``models/net_g_latest.pth``) this prints the Y gain over bicubic in dB, averaged over the
+photos, at each contrast ``c`` (the photo becomes 0.5 + c * (photo - 0.5)) and for the grayscale
+version of the photos (the mean of the channels) at full contrast. Float images, no rounding,
+``scale`` pixels cropped at the border; the photos should be ones the choice of network never saw
+for a held-out reading (the pick photos, by default, were used to choose between networks).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _y(img: np.ndarray) -> np.ndarray:
+    """RGB float [0, 1] -> Y in [0, 1] (BasicSR's ycbcr, without rounding)."""
+    return (16.0 + img @ np.array([65.481, 128.553, 24.966], dtype=np.float32)) / 255.0
+
+
+def gains(net: torch.nn.Module, photos: list[np.ndarray], scale: int, contrasts: list[float]) -> dict[str, float]:
+    """Mean Y gain over bicubic (dB) of ``net`` on ``photos`` (float RGB in [0, 1]) at each contrast,
+    and on their grayscale versions (key ``gray``)."""
+    from basicsr.utils.matlab_functions import imresize
+
+    variants = {f"contrast {c:g}": (c, False) for c in contrasts} | {"gray": (1.0, True)}
+    result = {}
+    for name, (c, gray) in variants.items():
+        values = []
+        for photo in photos:
+            gt = photo.mean(-1, keepdims=True).repeat(3, -1) if gray else photo
+            gt = (0.5 + c * (gt - 0.5)).astype(np.float32)
+            h, w = (s - s % scale for s in gt.shape[:2])
+            gt = gt[:h, :w]
+            lq = imresize(gt, 1 / scale).astype(np.float32)
+            with torch.no_grad():
+                out = net(torch.from_numpy(lq).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+            crop = (slice(scale, -scale), slice(scale, -scale))
+            mse_net, mse_bic = (((_y(np.clip(v, 0, 1)) - _y(gt))[crop] ** 2).mean() for v in (out, imresize(lq, scale)))
+            values.append(10 * np.log10(mse_bic / max(mse_net, 1e-20)))
+        result[name] = float(np.mean(values))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serpent_arch.benchmark contrast", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--experiment", action="append", required=True,
+                        help="experiments/NAME of a trained x4 SR run (option file + models/net_g_latest.pth)")
+    parser.add_argument("--photos", default="datasets/sample/val/HR", help="folder of HR photos (PNG or JPEG)")
+    parser.add_argument("--contrasts", default="1,0.5,0.25", help="comma-separated contrast factors")
+    parser.add_argument("--key", default="params_ema", help="weight key of the checkpoint")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import cv2
+    from basicsr.archs import build_network
+
+    import serpent_arch  # noqa: F401  (registers Serpent)
+    from serpent_arch.options import load_yaml
+
+    files = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        parser.error(f"--photos {args.photos}: no PNG or JPEG photos there")
+    photos = [cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0 for p in files]
+    contrasts = [float(c) for c in args.contrasts.split(",")]
+    rows = []
+    for exp in map(Path, args.experiment):
+        options = sorted(exp.glob("*.yml"))
+        weights = exp / "models" / "net_g_latest.pth"
+        if not options or not weights.is_file():
+            parser.error(f"--experiment {exp}: expected an option file (*.yml) and models/net_g_latest.pth there")
+        opt = load_yaml(options[0])
+        net = build_network(dict(opt["network_g"]))
+        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+        if args.key not in checkpoint:
+            parser.error(f"--key {args.key}: {weights} holds {', '.join(checkpoint)}")
+        net.load_state_dict(checkpoint[args.key])
+        rows.append((exp.name, gains(net.eval(), photos, int(opt.get("scale", 4)), contrasts)))
+    names = list(rows[0][1])
+    print(f"Y gain over bicubic (dB), mean of {len(files)} photos in {args.photos}, weights {args.key}\n")
+    print("| experiment | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for exp, result in rows:
+        print(f"| {exp} | " + " | ".join(f"{result[n]:+.3f}" for n in names) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
