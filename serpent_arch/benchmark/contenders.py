@@ -105,6 +105,18 @@ NETWORKS: dict[str, dict[str, dict]] = {
     # serpent-cffn-nc-lr with state size 8 (the CPU scan's backward has an N = 8 copy; the budget's record
     # gives it 0.86x serpent-cffn-nc-lr's time per training iteration).
     "serpent-cffn-nc-ds8-lr": {"sr": _cffn("nearest+conv", d_state=8)},
+    # serpent-cffn-nc-lr embedding every LR pixel with its 3x3 neighbourhood (embed_kernel 3, SwinIR's
+    # first conv) instead of its colour alone; and without the LayerNorm after its 1x1 embedding.
+    "serpent-cffn-nc-e3-lr": {"sr": _cffn("nearest+conv", embed_kernel=3)},
+    "serpent-cffn-nc-nn-lr": {"sr": _cffn("nearest+conv", embed_norm=False)},
+    # Neither the embedding's nor the output's LayerNorm: a token's amplitude (the local contrast) reaches the
+    # output through the residual stream, where the norms made the restored detail contrast-blind.
+    "serpent-cffn-nc-amp-lr": {"sr": _cffn("nearest+conv", embed_norm=False, out_norm=False)},
+    # The same without the LayerNorms between the scales (patch merging and expanding) as well.
+    "serpent-cffn-nc-amp2-lr": {"sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, scale_norm=False)},
+    # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
+    # (ffn_dense, SAFMN's convolutional channel mixer) instead of Linear + depthwise 3x3 at 4C.
+    "serpent-cffn-nc-ccm-lr": {"sr": _cffn("nearest+conv", mlp_ratio=2.0, ffn_dense=True)},
     # Deblurring counterpart: tiny with 2x2 instead of 4x4 patches (4x the tokens at the finest scale).
     "serpent-tiny-p2": {
         "deblur": dict(type="Serpent", variant="tiny", patch_size=2, upscale=1, drop_path_rate=0.0),
