@@ -197,3 +197,9 @@ def test_contrast_gains(tmp_path, capsys, single_thread):
     with pytest.raises(SystemExit):
         contrast_main(["--experiment", str(tmp_path / "missing"), "--photos", str(photos)])
     assert "expected an option file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        contrast_main(["--experiment", str(exp), "--photos", str(tmp_path / "nowhere")])
+    assert "nowhere: not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        contrast_main(["--experiment", str(exp), "--photos", str(photos), "--contrasts", "1,half"])
+    assert "expected comma-separated numbers" in capsys.readouterr().err

@@ -10,8 +10,8 @@ per token (LayerNorm) can lose that scaling where a CNN keeps it. For every expe
 file and ``models/net_g_latest.pth``) this prints the Y gain over bicubic in dB, averaged over the
 photos, at each contrast ``c`` (the photo becomes 0.5 + c * (photo - 0.5)) and for the grayscale
 version of the photos (the mean of the channels) at full contrast. Float images, no rounding,
-``scale`` pixels cropped at the border; the photos should be ones the choice of network never saw
-for a held-out reading (the pick photos, by default, were used to choose between networks).
+``scale`` pixels cropped at the border. The default photos are the sample's pick set, which chose
+between networks; give ``--photos`` a folder no choice used for a held-out reading.
 """
 
 from __future__ import annotations
@@ -72,11 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     import serpent_arch  # noqa: F401  (registers Serpent)
     from serpent_arch.options import load_yaml
 
+    try:
+        contrasts = [float(c) for c in args.contrasts.split(",")]
+    except ValueError:
+        parser.error(f"--contrasts {args.contrasts!r}: expected comma-separated numbers such as 1,0.5,0.25")
+    if not Path(args.photos).is_dir():
+        parser.error(f"--photos {args.photos}: not a folder")
     files = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         parser.error(f"--photos {args.photos}: no PNG or JPEG photos there")
-    photos = [cv2.imread(str(p), cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0 for p in files]
-    contrasts = [float(c) for c in args.contrasts.split(",")]
+    photos = []
+    for path in files:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            parser.error(f"--photos: {path} could not be read as an image")
+        photos.append(image[..., ::-1].astype(np.float32) / 255.0)
     rows = []
     for exp in map(Path, args.experiment):
         options = sorted(exp.glob("*.yml"))
