@@ -23,15 +23,14 @@ import numpy as np
 import torch
 
 
-def _y(img: np.ndarray) -> np.ndarray:
-    """RGB float [0, 1] -> Y in [0, 1] (BasicSR's ycbcr, without rounding)."""
-    return (16.0 + img @ np.array([65.481, 128.553, 24.966], dtype=np.float32)) / 255.0
-
-
 def gains(net: torch.nn.Module, photos: list[np.ndarray], scale: int, contrasts: list[float]) -> dict[str, float]:
     """Mean Y gain over bicubic (dB) of ``net`` on ``photos`` (float RGB in [0, 1]) at each contrast,
     and on their grayscale versions (key ``gray``)."""
+    from basicsr.utils.color_util import rgb2ycbcr
     from basicsr.utils.matlab_functions import imresize
+
+    def _y(img: np.ndarray) -> np.ndarray:  # BasicSR's Y of a float RGB image in [0, 1], without rounding
+        return rgb2ycbcr(img.astype(np.float32), y_only=True)
 
     variants = {f"contrast {c:g}": (c, False) for c in contrasts} | {"gray": (1.0, True)}
     result = {}
