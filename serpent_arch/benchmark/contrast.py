@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         net.load_state_dict(checkpoint[args.key])
         rows.append((exp.name, gains(net.eval(), photos, int(opt.get("scale", 4)), contrasts)))
     names = list(rows[0][1])
-    print(f"Y gain over bicubic (dB), mean of {len(files)} photos in {args.photos}, weights {args.key}\n")
+    from serpent_arch.benchmark import machine
+
+    print(f"Y gain over bicubic (dB), mean of {len(files)} photos in {args.photos}, weights {args.key}; "
+          f"run on {machine.describe()}\n")
     print("| experiment | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
     for exp, result in rows:
