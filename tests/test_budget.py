@@ -194,9 +194,12 @@ def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
     assert timed[-1] == ["edsr-baseline", "msrresnet", "serpent-tiny"]
     assert second["msrresnet"]["s_per_iter"] == pytest.approx(0.6) and second["msrresnet"]["raw_s_per_iter"] == 0.3
     assert second["edsr-baseline"]["anchor"] == "serpent-tiny" and second["edsr-baseline"]["anchor_factor"] == 2.0
-    # a listed recorded network is the anchor; one measured directly is preferred to a scaled one
-    assert budget_speeds._anchor(json.loads(budget_speeds.throughput_path("sr", tmp_path, 1).read_text())["networks"],
-                          ["msrresnet", "swinir-light"]) == "serpent-tiny"
+    # a listed recorded network is the anchor, even one that was itself scaled; among the listed (or, when
+    # none is listed, among all), one measured directly is preferred to a scaled one
+    recorded = json.loads(budget_speeds.throughput_path("sr", tmp_path, 1).read_text())["networks"]
+    assert budget_speeds._anchor(recorded, ["msrresnet", "swinir-light"]) == "msrresnet"
+    assert budget_speeds._anchor(recorded, ["edsr-baseline", "serpent-tiny"]) == "serpent-tiny"
+    assert budget_speeds._anchor(recorded, ["swinir-light"]) == "serpent-tiny"
     assert budget_speeds._anchor({"serpent-tiny": {}, "msrresnet": {}}, ["msrresnet"]) == "msrresnet"
     assert budget_speeds._anchor({"a": {"anchor": "x"}}, ["a"]) is None  # not a contender
     # A load that changes between rounds: the ratio is taken within each round, so it cancels (the

@@ -75,11 +75,16 @@ def _scaled(new: dict, anchor: dict, anchor_recorded: float) -> dict:
 
 
 def _anchor(recorded: dict[str, dict], networks: list[str]) -> str | None:
-    """The recorded network that a later sitting measures beside its new ones: a listed one if
-    any, measured directly (not itself scaled by an anchor) if possible."""
-    candidates = [n for n in [*networks, *recorded] if n in recorded and n in NETWORKS]
-    direct = [n for n in candidates if "anchor" not in recorded[n]]
-    return (direct or candidates or [None])[0]
+    """The recorded network that a later sitting measures beside its new ones: a listed one if any
+    (the user lists the network the new ones are to be compared with; a close relative gives the
+    steadiest ratio), else any recorded one; within each, one measured directly (not itself scaled
+    by an anchor) first."""
+    listed = [n for n in networks if n in recorded and n in NETWORKS]
+    others = [n for n in recorded if n in NETWORKS and n not in listed]
+    for group in (listed, others):
+        if group:
+            return next((n for n in group if "anchor" not in recorded[n]), group[0])
+    return None
 
 
 def rechecked(task: str, out: Path, threads: int | None) -> dict[str, dict]:
