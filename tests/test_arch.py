@@ -45,6 +45,8 @@ def test_registered_in_basicsr():
         ((1, 3, 7, 10), {"upscale": 3, "upsampler": "pixelshuffle", "upsampler_channels": 7}, (21, 30)),
         ((1, 3, 9, 14), {"patch_size": 1, "embed_kernel": 3, "upscale": 4, "upsampler": "nearest+conv"}, (36, 56)),
         ((1, 3, 11, 13), {"patch_size": 1, "embed_kernel": 5, "embed_norm": False}, (11, 13)),
+        ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv", "contrast_norm": 7}, (36, 56)),
+        ((1, 3, 3, 5), {"upscale": 2, "contrast_norm": 9}, (6, 10)),  # window wider than the image
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -91,6 +93,9 @@ def test_variants_and_overrides():
         ({"upsampler_channels": 1.5}, "upsampler_channels must be a positive integer, got 1.5"),
         ({"embed_kernel": 3}, "embed_kernel must be an odd .* got embed_kernel=3 with patch_size=4"),
         ({"patch_size": 1, "embed_kernel": 2}, "embed_kernel must be an odd .* got embed_kernel=2 with patch_size=1"),
+        ({"contrast_norm": 4}, "contrast_norm must be 0 or an odd window side, got 4"),
+        ({"contrast_norm": True}, "contrast_norm must be 0 or an odd window side, got True"),
+        ({"contrast_norm": -3}, "contrast_norm must be 0 or an odd window side, got -3"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -135,6 +140,41 @@ def test_without_io_norms_a_token_keeps_its_amplitude():
         feats = [net.restore_features(x * s) - net.shallow(x * s) for s in (1.0, 0.25)]
         assert torch.allclose(feats[1], feats[0] * 0.25, atol=1e-5) == scale_reaches_output
         assert torch.allclose(feats[1], feats[0], atol=1e-4) == (not scale_reaches_output)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"upscale": 2}, {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}],
+)
+def test_contrast_norm_follows_brightness_and_contrast(kwargs):
+    """With contrast_norm (and its floor off) the output of a network whose correction is not zero follows
+    any change of brightness and contrast of the input, a + c (x - a) -> a + c (f(x) - a); without it, not."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 12, 12)
+    a, c = 0.3, 0.25
+    net = _trained_looking(Serpent(variant="tiny", contrast_norm=5, **kwargs)).eval()
+    plain = Serpent(variant="tiny", **kwargs).eval()
+    plain.load_state_dict(net.state_dict())
+    net.contrast_eps = 0.0
+    for model, follows in ((net, True), (plain, False)):
+        with torch.no_grad():
+            out, moved = model(x), model(a + c * (x - a))
+        assert torch.allclose(moved, a + c * (out - a), atol=2e-5) == follows
+    bicubic = Serpent(variant="tiny", **kwargs).eval()(x)  # the correction is there: not the bare residual
+    assert (out - bicubic).abs().mean() > 1e-3
+
+
+def test_local_contrast_floor_keeps_flat_areas_faint():
+    """What the network reads: a textured photo at unit local contrast whatever its own contrast, but faint
+    noise on a flat area stays faint (the floor, CONTRAST_EPS), instead of being blown up to unit contrast."""
+    from serpent_arch.archs.serpent_arch import CONTRAST_EPS, local_contrast
+
+    torch.manual_seed(0)
+    textured, flat = 0.5 + 0.1 * torch.randn(1, 3, 16, 16), 0.5 + 1e-3 * torch.randn(1, 3, 16, 16)
+    for x, expected_std in ((textured, 1.0), (flat, 1e-3 / CONTRAST_EPS)):
+        mean, std = local_contrast(x, 5, CONTRAST_EPS)
+        assert mean.shape == x.shape and std.shape == (1, 1, 16, 16)
+        assert ((x - mean) / std).std().item() == pytest.approx(expected_std, rel=0.25)
 
 
 def test_channel_mismatch_is_a_clear_error():

@@ -32,6 +32,21 @@ VARIANTS: dict[str, dict] = {
     "large": dict(patch_size=4, embed_dim=96, depths=(2, 2, 4, 4), depths_decoder=(4, 2, 2)),
 }
 UPSAMPLERS = {"interpolate": None, "pixelshuffle": PixelShuffleUpsampler, "nearest+conv": NearestConvUpsampler}
+# Floor of the local standard deviation of ``contrast_norm`` (images in [0, 1]): flat areas are amplified
+# at most 1 / CONTRAST_EPS times, so quantisation steps and sensor noise are not blown up to full contrast.
+CONTRAST_EPS = 0.01
+
+
+def local_contrast(x: torch.Tensor, window: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local mean (per channel) and local contrast of (N, C, H, W) over ``window`` x ``window`` neighbourhoods:
+    returns ``mean`` (N, C, H, W) and ``std`` (N, 1, H, W), the standard deviation pooled over the channels,
+    floored smoothly by ``eps`` (sqrt(var + eps**2)). Borders are reflected (replicated on tiny images)."""
+    pad = window // 2
+    h, w = x.shape[-2:]
+    xp = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect" if pad < min(h, w) else "replicate")
+    mean = F.avg_pool2d(xp, window, stride=1)
+    var = (F.avg_pool2d(xp * xp, window, stride=1) - mean * mean).mean(dim=1, keepdim=True).clamp_min(0)
+    return mean, torch.sqrt(var + eps * eps)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -85,6 +100,13 @@ class Serpent(nn.Module):
             so the restored detail can scale with the input's contrast as a CNN's does.
         scale_norm: LayerNorm in patch merging and patch expanding, between the scales (default True);
             False lets the coarser scales see the amplitude too.
+        contrast_norm: side (odd, in input pixels) of a local contrast normalisation around the whole
+            network; 0 (default) leaves it out. The network reads ``(x - mean) / std`` of every
+            ``contrast_norm`` x ``contrast_norm`` neighbourhood and its correction is multiplied by that
+            ``std`` (resized to the output) before the global residual adds the (upsampled) input: the
+            output then follows the input's brightness and contrast exactly (``std`` is floored at
+            ``CONTRAST_EPS`` of the image range), so a low-contrast or dark photo gets the correction
+            its texture gets at full contrast, scaled down, as a piecewise-linear CNN's roughly is.
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
         depths: number of Serpent blocks per encoder stage; its length is the number of scales.
         depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
@@ -123,6 +145,7 @@ class Serpent(nn.Module):
         embed_norm: bool = True,
         out_norm: bool = True,
         scale_norm: bool = True,
+        contrast_norm: int = 0,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         depths_decoder: Sequence[int] | None = None,
@@ -147,12 +170,16 @@ class Serpent(nn.Module):
         _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_rate)
         if upsampler_channels is not None and (not isinstance(upsampler_channels, int) or upsampler_channels < 1):
             raise ValueError(f"Serpent: upsampler_channels must be a positive integer, got {upsampler_channels!r}.")
+        odd_or_zero = isinstance(contrast_norm, int) and (contrast_norm == 0 or contrast_norm > 0 and contrast_norm % 2)
+        if isinstance(contrast_norm, bool) or not odd_or_zero:
+            raise ValueError(f"Serpent: contrast_norm must be 0 or an odd window side, got {contrast_norm!r}.")
 
         self.variant = variant
         self.in_chans, self.out_chans = in_chans, out_chans
         self.upscale, self.upsampler = upscale, upsampler
         self.img_range = float(img_range)
         self.patch_size = patch_size
+        self.contrast_norm, self.contrast_eps = contrast_norm, CONTRAST_EPS
         self.num_scales = len(depths)
         self.pad_multiple = patch_size * 2 ** (self.num_scales - 1)
         widths = [embed_dim * 2**i for i in range(self.num_scales)]
@@ -232,11 +259,18 @@ class Serpent(nn.Module):
         else:
             upsampled = x
         out_h, out_w = upsampled.shape[-2:]
+        if self.contrast_norm:
+            mean, std = local_contrast(x, self.contrast_norm, self.contrast_eps)
+            x = ((x - mean) / std).to(x.dtype)
 
         x, (h, w) = pad_to_multiple(x, self.pad_multiple)
         feat = self.restore_features(x)[..., :h, :w]
         feat = self.upsample(feat)
         out = self.conv_last(feat)[..., :out_h, :out_w]
+        if self.contrast_norm:
+            if std.shape[-2:] != out.shape[-2:]:
+                std = F.interpolate(std, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out * std.to(out.dtype)
         if self.in_chans == self.out_chans:
             out = out + upsampled
         return out * self.img_range
