@@ -47,6 +47,8 @@ def test_registered_in_basicsr():
         ((1, 3, 11, 13), {"patch_size": 1, "embed_kernel": 5, "embed_norm": False}, (11, 13)),
         ((1, 3, 9, 14), {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv", "contrast_norm": 7}, (36, 56)),
         ((1, 3, 3, 5), {"upscale": 2, "contrast_norm": 9}, (6, 10)),  # window wider than the image
+        ((1, 1, 9, 14), {"patch_size": 1, "upscale": 2, "contrast_norm": 3, "contrast_norm_raw": True, "in_chans": 1},
+         (18, 28)),
     ],
 )
 def test_output_shapes_tiny(size, kwargs, out_size):
@@ -96,6 +98,8 @@ def test_variants_and_overrides():
         ({"contrast_norm": 4}, "contrast_norm must be 0 or an odd window side, got 4"),
         ({"contrast_norm": True}, "contrast_norm must be 0 or an odd window side, got True"),
         ({"contrast_norm": -3}, "contrast_norm must be 0 or an odd window side, got -3"),
+        ({"contrast_norm_raw": True}, "contrast_norm_raw needs contrast_norm"),
+        ({"contrast_norm_scale": False}, "contrast_norm_scale false needs contrast_norm"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -162,6 +166,20 @@ def test_contrast_norm_follows_brightness_and_contrast(kwargs):
         assert torch.allclose(moved, a + c * (out - a), atol=2e-5) == follows
     bicubic = Serpent(variant="tiny", **kwargs).eval()(x)  # the correction is there: not the bare residual
     assert (out - bicubic).abs().mean() > 1e-3
+    # contrast_norm_raw: the input itself beside the normalised one, so the output no longer follows exactly
+    raw = _trained_looking(Serpent(variant="tiny", contrast_norm=5, contrast_norm_raw=True, **kwargs)).eval()
+    raw.contrast_eps = 0.0
+    assert raw.patch_embed.in_channels == raw.shallow.in_channels == 6
+    with torch.no_grad():
+        out, moved = raw(x), raw(a + c * (x - a))
+    assert not torch.allclose(moved, a + c * (out - a), atol=2e-5)
+    # contrast_norm_scale false: only the local mean is taken off, so the output follows the brightness
+    # exactly (f(x + b) = f(x) + b) but not the contrast
+    mean_only = _trained_looking(Serpent(variant="tiny", contrast_norm=5, contrast_norm_scale=False, **kwargs)).eval()
+    with torch.no_grad():
+        out, brighter, moved = mean_only(x), mean_only(x + 0.2), mean_only(a + c * (x - a))
+    assert torch.allclose(brighter, out + 0.2, atol=2e-5)
+    assert not torch.allclose(moved, a + c * (out - a), atol=2e-5)
 
 
 def test_local_contrast_floor_keeps_flat_areas_faint():

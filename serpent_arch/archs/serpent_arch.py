@@ -107,6 +107,12 @@ class Serpent(nn.Module):
             output then follows the input's brightness and contrast exactly (``std`` is floored at
             ``CONTRAST_EPS`` of the image range), so a low-contrast or dark photo gets the correction
             its texture gets at full contrast, scaled down, as a piecewise-linear CNN's roughly is.
+        contrast_norm_raw: with ``contrast_norm``, the network reads the input itself beside the normalised
+            one (its first convolutions take 2 * in_chans channels), so it can still respond to brightness,
+            colour and contrast; its correction is still in units of the local contrast. Default False.
+        contrast_norm_scale: with ``contrast_norm``, False subtracts the local mean only: the network reads
+            ``x - mean`` (the local detail at its own contrast, without the brightness and colour cast of the
+            neighbourhood) and its correction is not rescaled. Default True.
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
         depths: number of Serpent blocks per encoder stage; its length is the number of scales.
         depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
@@ -146,6 +152,8 @@ class Serpent(nn.Module):
         out_norm: bool = True,
         scale_norm: bool = True,
         contrast_norm: int = 0,
+        contrast_norm_raw: bool = False,
+        contrast_norm_scale: bool = True,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         depths_decoder: Sequence[int] | None = None,
@@ -180,6 +188,12 @@ class Serpent(nn.Module):
         self.img_range = float(img_range)
         self.patch_size = patch_size
         self.contrast_norm, self.contrast_eps = contrast_norm, CONTRAST_EPS
+        if contrast_norm_raw and not contrast_norm:
+            raise ValueError("Serpent: contrast_norm_raw needs contrast_norm (the window of the normalisation), got 0.")
+        if not contrast_norm_scale and not contrast_norm:
+            raise ValueError("Serpent: contrast_norm_scale false needs contrast_norm (the window of the mean), got 0.")
+        self.contrast_norm_raw, self.contrast_norm_scale = bool(contrast_norm_raw), bool(contrast_norm_scale)
+        body_chans = 2 * in_chans if contrast_norm_raw else in_chans
         self.num_scales = len(depths)
         self.pad_multiple = patch_size * 2 ** (self.num_scales - 1)
         widths = [embed_dim * 2**i for i in range(self.num_scales)]
@@ -199,8 +213,8 @@ class Serpent(nn.Module):
         probs = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         enc_probs = [probs[sum(depths[:i]) : sum(depths[: i + 1])] for i in range(self.num_scales)]
 
-        self.shallow = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
-        self.patch_embed = _patch_embedding(in_chans, embed_dim, patch_size, embed_kernel)
+        self.shallow = nn.Conv2d(body_chans, embed_dim, 3, 1, 1)
+        self.patch_embed = _patch_embedding(body_chans, embed_dim, patch_size, embed_kernel)
         self.embed_norm = nn.LayerNorm(embed_dim) if embed_norm else nn.Identity()
 
         self.encoder = nn.ModuleList()
@@ -259,18 +273,24 @@ class Serpent(nn.Module):
         else:
             upsampled = x
         out_h, out_w = upsampled.shape[-2:]
+        scale = None  # the local contrast the correction is measured in (contrast_norm)
         if self.contrast_norm:
             mean, std = local_contrast(x, self.contrast_norm, self.contrast_eps)
-            x = ((x - mean) / std).to(x.dtype)
+            detail = x - mean
+            if self.contrast_norm_scale:
+                scale = std
+                detail = detail / std
+            detail = detail.to(x.dtype)
+            x = torch.cat([detail, x], dim=1) if self.contrast_norm_raw else detail
 
         x, (h, w) = pad_to_multiple(x, self.pad_multiple)
         feat = self.restore_features(x)[..., :h, :w]
         feat = self.upsample(feat)
         out = self.conv_last(feat)[..., :out_h, :out_w]
-        if self.contrast_norm:
-            if std.shape[-2:] != out.shape[-2:]:
-                std = F.interpolate(std, size=out.shape[-2:], mode="bilinear", align_corners=False)
-            out = out * std.to(out.dtype)
+        if scale is not None:
+            if scale.shape[-2:] != out.shape[-2:]:
+                scale = F.interpolate(scale, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out * scale.to(out.dtype)
         if self.in_chans == self.out_chans:
             out = out + upsampled
         return out * self.img_range
