@@ -138,6 +138,9 @@ NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-lr": {
         "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=15, contrast_norm_scale=False)
     },
+    "serpent-cffn-nc-amp-lmn31-lr": {
+        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=31, contrast_norm_scale=False)
+    },
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
     # (ffn_dense, SAFMN's convolutional channel mixer) instead of Linear + depthwise 3x3 at 4C.
     "serpent-cffn-nc-ccm-lr": {"sr": _cffn("nearest+conv", mlp_ratio=2.0, ffn_dense=True)},
