@@ -69,6 +69,12 @@ def _cffn(upsampler: str = "pixelshuffle", **changes) -> dict:
     return _serpent_lr(upsampler, **{"embed_dim": 48, "ssm_ratio": 1.0, "mlp_ratio": 4.0, "ffn_conv": 3, **changes})
 
 
+def _amp(**changes) -> dict:
+    """serpent-cffn-nc-amp-lr's structure (serpent-cffn-lr with ``nearest+conv``, no embedding or output
+    LayerNorm) with ``changes``."""
+    return _cffn("nearest+conv", embed_norm=False, out_norm=False, **changes)
+
+
 # name -> {task: network_g}. A network absent from a task does not take part in it.
 NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-tiny": {
@@ -111,36 +117,25 @@ NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-nn-lr": {"sr": _cffn("nearest+conv", embed_norm=False)},
     # Neither the embedding's nor the output's LayerNorm: a token's amplitude (the local contrast) reaches the
     # output through the residual stream, where the norms made the restored detail contrast-blind.
-    "serpent-cffn-nc-amp-lr": {"sr": _cffn("nearest+conv", embed_norm=False, out_norm=False)},
+    "serpent-cffn-nc-amp-lr": {"sr": _amp()},
     # The same without the LayerNorms between the scales (patch merging and expanding) as well.
-    "serpent-cffn-nc-amp2-lr": {"sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, scale_norm=False)},
+    "serpent-cffn-nc-amp2-lr": {"sr": _amp(scale_norm=False)},
     # serpent-cffn-nc-amp-lr inside a local contrast normalisation (contrast_norm 7): it reads every LR pixel's 7x7
     # neighbourhood scaled to unit contrast and its correction is scaled back, so a gray or low-contrast photo gets
     # the correction of the colour, full-contrast photos it trains on, where amp still lost to MSRResNet.
-    "serpent-cffn-nc-amp-lcn-lr": {
-        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=7)
-    },
+    "serpent-cffn-nc-amp-lcn-lr": {"sr": _amp(contrast_norm=7)},
     # The same reading the LR image itself beside the normalised one (contrast_norm_raw): its correction is still
     # in units of the local contrast, but brightness, colour and contrast are not hidden from it.
-    "serpent-cffn-nc-amp-lcnr-lr": {
-        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=7, contrast_norm_raw=True)
-    },
+    "serpent-cffn-nc-amp-lcnr-lr": {"sr": _amp(contrast_norm=7, contrast_norm_raw=True)},
     # Only the local mean taken off (contrast_norm_scale false): the detail at its own contrast, without the
     # neighbourhood's brightness and colour cast, which a gray photo lacks and every training photo has.
-    "serpent-cffn-nc-amp-lmn-lr": {
-        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=7, contrast_norm_scale=False)
-    },
+    "serpent-cffn-nc-amp-lmn-lr": {"sr": _amp(contrast_norm=7, contrast_norm_scale=False)},
     # Both over 15x15 LR neighbourhoods (the whole 16x16 training patch) instead of 7x7: a region's brightness,
     # colour cast and contrast are taken off, the variations inside it are left to the network.
-    "serpent-cffn-nc-amp-lcn15-lr": {
-        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=15)
-    },
-    "serpent-cffn-nc-amp-lmn15-lr": {
-        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=15, contrast_norm_scale=False)
-    },
-    "serpent-cffn-nc-amp-lmn31-lr": {
-        "sr": _cffn("nearest+conv", embed_norm=False, out_norm=False, contrast_norm=31, contrast_norm_scale=False)
-    },
+    "serpent-cffn-nc-amp-lcn15-lr": {"sr": _amp(contrast_norm=15)},
+    "serpent-cffn-nc-amp-lmn15-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False)},
+    # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
+    "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
     # (ffn_dense, SAFMN's convolutional channel mixer) instead of Linear + depthwise 3x3 at 4C.
     "serpent-cffn-nc-ccm-lr": {"sr": _cffn("nearest+conv", mlp_ratio=2.0, ffn_dense=True)},
