@@ -41,12 +41,18 @@ def local_contrast(x: torch.Tensor, window: int, eps: float) -> tuple[torch.Tens
     """Local mean (per channel) and local contrast of (N, C, H, W) over ``window`` x ``window`` neighbourhoods:
     returns ``mean`` (N, C, H, W) and ``std`` (N, 1, H, W), the standard deviation pooled over the channels,
     floored smoothly by ``eps`` (sqrt(var + eps**2)). Borders are reflected (replicated on tiny images)."""
-    pad = window // 2
-    h, w = x.shape[-2:]
-    xp = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect" if pad < min(h, w) else "replicate")
-    mean = F.avg_pool2d(xp, window, stride=1)
-    var = (F.avg_pool2d(xp * xp, window, stride=1) - mean * mean).mean(dim=1, keepdim=True).clamp_min(0)
+    x = x.float()
+    mean = local_mean(x, window)
+    var = (local_mean(x * x, window) - mean * mean).mean(dim=1, keepdim=True).clamp_min(0)
     return mean, torch.sqrt(var + eps * eps)
+
+
+def local_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of every ``window`` x ``window`` neighbourhood of (N, C, H, W), per channel, in float32; borders
+    reflected (replicated on tiny images)."""
+    pad = window // 2
+    mode = "reflect" if pad < min(x.shape[-2:]) else "replicate"
+    return F.avg_pool2d(F.pad(x.float(), (pad, pad, pad, pad), mode=mode), window, stride=1)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -178,9 +184,7 @@ class Serpent(nn.Module):
         _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_rate)
         if upsampler_channels is not None and (not isinstance(upsampler_channels, int) or upsampler_channels < 1):
             raise ValueError(f"Serpent: upsampler_channels must be a positive integer, got {upsampler_channels!r}.")
-        odd_or_zero = isinstance(contrast_norm, int) and (contrast_norm == 0 or contrast_norm > 0 and contrast_norm % 2)
-        if isinstance(contrast_norm, bool) or not odd_or_zero:
-            raise ValueError(f"Serpent: contrast_norm must be 0 or an odd window side, got {contrast_norm!r}.")
+        _check_contrast_norm(contrast_norm, contrast_norm_raw, contrast_norm_scale)
 
         self.variant = variant
         self.in_chans, self.out_chans = in_chans, out_chans
@@ -188,10 +192,6 @@ class Serpent(nn.Module):
         self.img_range = float(img_range)
         self.patch_size = patch_size
         self.contrast_norm, self.contrast_eps = contrast_norm, CONTRAST_EPS
-        if contrast_norm_raw and not contrast_norm:
-            raise ValueError("Serpent: contrast_norm_raw needs contrast_norm (the window of the normalisation), got 0.")
-        if not contrast_norm_scale and not contrast_norm:
-            raise ValueError("Serpent: contrast_norm_scale false needs contrast_norm (the window of the mean), got 0.")
         self.contrast_norm_raw, self.contrast_norm_scale = bool(contrast_norm_raw), bool(contrast_norm_scale)
         body_chans = 2 * in_chans if contrast_norm_raw else in_chans
         self.num_scales = len(depths)
@@ -275,11 +275,11 @@ class Serpent(nn.Module):
         out_h, out_w = upsampled.shape[-2:]
         scale = None  # the local contrast the correction is measured in (contrast_norm)
         if self.contrast_norm:
-            mean, std = local_contrast(x, self.contrast_norm, self.contrast_eps)
-            detail = x - mean
             if self.contrast_norm_scale:
-                scale = std
-                detail = detail / std
+                mean, scale = local_contrast(x, self.contrast_norm, self.contrast_eps)
+                detail = (x - mean) / scale
+            else:
+                detail = x - local_mean(x, self.contrast_norm)
             detail = detail.to(x.dtype)
             x = torch.cat([detail, x], dim=1) if self.contrast_norm_raw else detail
 
@@ -366,6 +366,15 @@ def _check_args(in_chans, out_chans, upscale, upsampler, img_range, drop_path_ra
         raise ValueError(f"Serpent: img_range must be > 0, got {img_range}.")
     if not 0 <= drop_path_rate < 1:
         raise ValueError(f"Serpent: drop_path_rate must be in [0, 1), got {drop_path_rate}.")
+
+
+def _check_contrast_norm(window, raw, scale) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0 or (window and window % 2 == 0):
+        raise ValueError(f"Serpent: contrast_norm must be 0 or an odd window side, got {window!r}.")
+    if raw and not window:
+        raise ValueError("Serpent: contrast_norm_raw needs contrast_norm (the window of the normalisation), got 0.")
+    if not scale and not window:
+        raise ValueError("Serpent: contrast_norm_scale false needs contrast_norm (the window of the mean), got 0.")
 
 
 def _init_weights(module: nn.Module) -> None:
