@@ -146,6 +146,38 @@ def test_without_io_norms_a_token_keeps_its_amplitude():
         assert torch.allclose(feats[1], feats[0], atol=1e-4) == (not scale_reaches_output)
 
 
+def test_block_rescale_makes_the_body_homogeneous():
+    """With block_rescale (and no LayerNorm or bias outside the blocks) the token features scale with the
+    input, f(c x) = c f(x) for c > 0, with trained-looking norms and biases inside the blocks; without it they
+    do not. The update is the plain one times std(x): block_rescale changes no parameter."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16) - 0.5
+    kw = dict(variant="tiny", patch_size=1, embed_norm=False, out_norm=False, scale_norm=False)
+    net = Serpent(block_rescale=True, **kw).eval()
+    plain = Serpent(**kw).eval()
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("bias") and (name.startswith(("patch_embed", "fuses", "unembed"))):
+                p.zero_()  # the token path outside the blocks: linear
+            elif ".norm" in name or name.endswith("bias"):
+                p.normal_()  # inside the blocks: anything
+    plain.load_state_dict(net.state_dict())
+    for norm in (m for model in (net, plain) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)):
+        norm.eps = 1e-10  # homogeneous up to the eps; here float32 rounding is all that is left
+    for model, homogeneous in ((net, True), (plain, False)):
+        with torch.no_grad():
+            feats = [model.restore_features(x * s) - model.shallow(x * s) for s in (1.0, 0.25)]
+        error = (feats[1] - 0.25 * feats[0]).abs().max() / feats[1].abs().max()
+        assert (error < 3e-4) if homogeneous else (error > 0.05), error
+    block = net.encoder[0].blocks[0]
+    tokens = torch.randn(2, 4, 4, block.norm1.normalized_shape[0])
+    std = torch.sqrt(tokens.var(-1, unbiased=False, keepdim=True) + block.norm1.eps)
+    with torch.no_grad():
+        expected = block.ss2d(block.norm1(tokens)) * std
+        torch.testing.assert_close(block._update(block.norm1, block.ss2d, tokens), expected)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"upscale": 2}, {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}],

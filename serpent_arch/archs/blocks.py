@@ -62,7 +62,14 @@ class FeedForward(nn.Module):
 
 
 class SerpentBlock(nn.Module):
-    """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same."""
+    """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same.
+
+    ``rescale`` multiplies each update by the standard deviation its LayerNorm divided out of the
+    token (over the channels, with the norm's eps): x + std(x) * SS2D(LN(x)). LN(x) does not change
+    when x is multiplied by c > 0, so the block becomes 1-homogeneous, block(c x) = c block(x): a
+    token at a quarter of the contrast gets a quarter of the update, where the plain pre-norm block
+    gives every token the same size of update whatever its amplitude.
+    """
 
     def __init__(
         self,
@@ -71,9 +78,11 @@ class SerpentBlock(nn.Module):
         mlp_ratio: float,
         ffn_conv: int = 0,
         ffn_dense: bool = False,
+        rescale: bool = False,
         **ss2d_kwargs,
     ):
         super().__init__()
+        self.rescale = rescale
         self.norm1 = nn.LayerNorm(dim)
         self.ss2d = SS2D(dim, **ss2d_kwargs)
         self.drop_path_prob = drop_path_prob
@@ -83,10 +92,16 @@ class SerpentBlock(nn.Module):
             self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv, ffn_dense)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.ss2d(self.norm1(x)), self.drop_path_prob, self.training)
+        x = x + drop_path(self._update(self.norm1, self.ss2d, x), self.drop_path_prob, self.training)
         if self.has_ffn:
-            x = x + drop_path(self.ffn(self.norm2(x)), self.drop_path_prob, self.training)
+            x = x + drop_path(self._update(self.norm2, self.ffn, x), self.drop_path_prob, self.training)
         return x
+
+    def _update(self, norm: nn.LayerNorm, branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        update = branch(norm(x))
+        if self.rescale:
+            update = update * torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
+        return update
 
 
 class PatchMerging(nn.Module):

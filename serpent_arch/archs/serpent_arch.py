@@ -119,6 +119,9 @@ class Serpent(nn.Module):
         contrast_norm_scale: with ``contrast_norm``, False subtracts the local mean only: the network reads
             ``x - mean`` (the local detail at its own contrast, without the brightness and colour cast of the
             neighbourhood) and its correction is not rescaled. Default True.
+        block_rescale: multiply every block's two updates by the standard deviation of the token
+            their LayerNorm read (:class:`~serpent_arch.archs.blocks.SerpentBlock`), so each block
+            is 1-homogeneous: its update scales with the token's amplitude. Default False.
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
         depths: number of Serpent blocks per encoder stage; its length is the number of scales.
         depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
@@ -160,6 +163,7 @@ class Serpent(nn.Module):
         contrast_norm: int = 0,
         contrast_norm_raw: bool = False,
         contrast_norm_scale: bool = True,
+        block_rescale: bool = False,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         depths_decoder: Sequence[int] | None = None,
@@ -202,6 +206,7 @@ class Serpent(nn.Module):
             mlp_ratio=mlp_ratio,
             ffn_conv=ffn_conv,
             ffn_dense=ffn_dense,
+            rescale=bool(block_rescale),
             d_state=d_state,
             ssm_ratio=ssm_ratio,
             d_conv=d_conv,
