@@ -471,6 +471,58 @@ def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
     assert net.patch_embed.stride == (1, 1) and net.restore_features(lr).shape[-2:] == (8, 8)  # LR-size body
 
 
+def test_nearest_up_conv_matches_upsample_then_conv():
+    """NearestUpConv2d (the fast path of nearest+conv) against the plain nearest x2 + conv it replaces, on fresh
+    random inputs of odd and unequal sizes: outputs and the gradients of input, weight and bias agree."""
+    from serpent_arch.archs.blocks import NearestConvUpsampler, NearestUpConv2d
+
+    for seed, (c_in, c_out, h, w) in enumerate(((5, 7, 9, 6), (48, 48, 16, 16), (3, 2, 1, 4))):
+        torch.manual_seed(seed)
+        fast = NearestUpConv2d(c_in, c_out)
+        plain = torch.nn.Conv2d(c_in, c_out, 3, 1, 1)
+        plain.load_state_dict(fast.state_dict())
+        x = torch.randn(2, c_in, h, w, requires_grad=True)
+        out = fast(x)
+        ref = plain(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        grad = torch.randn_like(out)
+        got = torch.autograd.grad(out, [x, fast.weight, fast.bias], grad)
+        want = torch.autograd.grad(ref, [x, plain.weight, plain.bias], grad)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # the plain layout (Upsample, Conv2d, LeakyReLU, ...) has the same state_dict keys and gives the same output
+    up = NearestConvUpsampler(4, 6)
+    layers = [torch.nn.Upsample(scale_factor=2, mode="nearest") if isinstance(m, torch.nn.Identity) else m for m in up]
+    layers = [torch.nn.Conv2d(6, 6, 3, 1, 1) if isinstance(m, NearestUpConv2d) else m for m in layers]
+    plain_up = torch.nn.Sequential(*layers)
+    plain_up.load_state_dict(up.state_dict())
+    x = torch.randn(1, 6, 5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(up(x), plain_up(x), rtol=1e-5, atol=1e-5)
+
+
+def test_pixelshuffle_conv_upsampler_is_srresnets():
+    """pixelshuffle+conv: per factor a conv C -> f*f*C, PixelShuffle and LeakyReLU, then a conv + LeakyReLU at
+    the output size; non-linear, x2^n and x3, and an untrained network still returns the bicubic image."""
+    from serpent_arch.archs.blocks import PixelShuffleConvUpsampler
+
+    for scale, steps in ((4, 2), (2, 1), (3, 1)):
+        up = PixelShuffleConvUpsampler(scale, 6)
+        convs = [m for m in up if isinstance(m, torch.nn.Conv2d)]
+        assert [c.out_channels for c in convs] == [6 * (scale if scale == 3 else 2) ** 2] * steps + [6]
+        assert sum(isinstance(m, torch.nn.LeakyReLU) for m in up) == steps + 1
+        x = torch.randn(1, 6, 5, 7)
+        assert up(x).shape == (1, 6, 5 * scale, 7 * scale)
+        assert not torch.allclose(up(2 * x), 2 * up(x))
+    with pytest.raises(ValueError, match="'pixelshuffle\\+conv' supports upscale 2\\^n or 3, got 5"):
+        Serpent(variant="tiny", upscale=5, upsampler="pixelshuffle+conv")
+    net = Serpent(variant="tiny", patch_size=1, upscale=3, upsampler="pixelshuffle+conv").eval()
+    lr = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        bicubic = torch.nn.functional.interpolate(lr, scale_factor=3, mode="bicubic", align_corners=False)
+        torch.testing.assert_close(net(lr), bicubic)
+
+
 def test_upsampler_channels_sets_the_width_of_the_output_size_convolutions():
     """upsampler_channels (SwinIR's num_feat): a conv maps embed_dim to it, and every upsampler conv
     and the last conv work at that width; the default keeps embed_dim, and upscale 1 ignores it."""

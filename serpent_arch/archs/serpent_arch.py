@@ -18,6 +18,7 @@ from serpent_arch.archs.blocks import (
     NearestConvUpsampler,
     PatchExpanding,
     PatchMerging,
+    PixelShuffleConvUpsampler,
     PixelShuffleUpsampler,
     Stage,
     pixel_shuffle_last,
@@ -31,7 +32,12 @@ VARIANTS: dict[str, dict] = {
     "base": dict(patch_size=4, embed_dim=64, depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2)),
     "large": dict(patch_size=4, embed_dim=96, depths=(2, 2, 4, 4), depths_decoder=(4, 2, 2)),
 }
-UPSAMPLERS = {"interpolate": None, "pixelshuffle": PixelShuffleUpsampler, "nearest+conv": NearestConvUpsampler}
+UPSAMPLERS = {
+    "interpolate": None,
+    "pixelshuffle": PixelShuffleUpsampler,
+    "nearest+conv": NearestConvUpsampler,
+    "pixelshuffle+conv": PixelShuffleConvUpsampler,
+}
 # Floor of the local standard deviation of ``contrast_norm`` (images in [0, 1]): flat areas are amplified
 # at most 1 / CONTRAST_EPS times, so quantisation steps and sensor noise are not blown up to full contrast.
 CONTRAST_EPS = 0.01
@@ -89,9 +95,10 @@ class Serpent(nn.Module):
             restores at full size (how U-Net restorers do 8x face SR); ``pixelshuffle`` runs the
             network at input size and ends with conv + PixelShuffle (SwinIR-style classic SR);
             ``nearest+conv`` runs it at input size too and ends with nearest x2 + conv + LeakyReLU
-            steps and a conv at the output size (SwinIR's real-world upsampler, ESRGAN's).
-            Ignored when ``upscale == 1``.
-        upsampler_channels: width of the ``pixelshuffle`` / ``nearest+conv`` upsampler's
+            steps and a conv at the output size (SwinIR's real-world upsampler, ESRGAN's);
+            ``pixelshuffle+conv`` ends with conv + PixelShuffle + LeakyReLU steps and a conv at the
+            output size (SRResNet's upsampler). Ignored when ``upscale == 1``.
+        upsampler_channels: width of the upsampler's
             convolutions (SwinIR's ``num_feat``); a conv maps ``embed_dim`` to it first. Default
             ``embed_dim``. Narrower makes the output-size convolutions cheaper.
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
