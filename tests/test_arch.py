@@ -471,36 +471,6 @@ def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
     assert net.patch_embed.stride == (1, 1) and net.restore_features(lr).shape[-2:] == (8, 8)  # LR-size body
 
 
-def test_nearest_up_conv_matches_upsample_then_conv():
-    """NearestUpConv2d (the fast path of nearest+conv) against the plain nearest x2 + conv it replaces, on fresh
-    random inputs of odd and unequal sizes: outputs and the gradients of input, weight and bias agree."""
-    from serpent_arch.archs.blocks import NearestConvUpsampler, NearestUpConv2d
-
-    for seed, (c_in, c_out, h, w) in enumerate(((5, 7, 9, 6), (48, 48, 16, 16), (3, 2, 1, 4))):
-        torch.manual_seed(seed)
-        fast = NearestUpConv2d(c_in, c_out)
-        plain = torch.nn.Conv2d(c_in, c_out, 3, 1, 1)
-        plain.load_state_dict(fast.state_dict())
-        x = torch.randn(2, c_in, h, w, requires_grad=True)
-        out = fast(x)
-        ref = plain(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
-        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-        grad = torch.randn_like(out)
-        got = torch.autograd.grad(out, [x, fast.weight, fast.bias], grad)
-        want = torch.autograd.grad(ref, [x, plain.weight, plain.bias], grad)
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    # the plain layout (Upsample, Conv2d, LeakyReLU, ...) has the same state_dict keys and gives the same output
-    up = NearestConvUpsampler(4, 6)
-    layers = [torch.nn.Upsample(scale_factor=2, mode="nearest") if isinstance(m, torch.nn.Identity) else m for m in up]
-    layers = [torch.nn.Conv2d(6, 6, 3, 1, 1) if isinstance(m, NearestUpConv2d) else m for m in layers]
-    plain_up = torch.nn.Sequential(*layers)
-    plain_up.load_state_dict(up.state_dict())
-    x = torch.randn(1, 6, 5, 7)
-    with torch.no_grad():
-        torch.testing.assert_close(up(x), plain_up(x), rtol=1e-5, atol=1e-5)
-
-
 def test_pixelshuffle_conv_upsampler_is_srresnets():
     """pixelshuffle+conv: per factor a conv C -> f*f*C, PixelShuffle and LeakyReLU, then a conv + LeakyReLU at
     the output size; non-linear, x2^n and x3, and an untrained network still returns the bicubic image."""
