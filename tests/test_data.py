@@ -675,3 +675,53 @@ def test_make_lmdb_and_extract_subimages(tmp_path, capsys):
         with pytest.raises(SystemExit):
             make_lmdb.main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_photometric_augment_gray_contrast_and_off():
+    """gray: every channel the luma; contrast: mean + c (x - mean) with c from the range, values in [0, 1];
+    both off: the region itself and no draw from the generator (the other draws stay the same)."""
+    from serpent_arch.data.photometric import PhotometricAugment
+
+    region = _textured(24, 20)
+    gray = PhotometricAugment(gray_prob=1.0)(region, np.random.default_rng(0))
+    luma = 0.114 * region[..., 0] + 0.587 * region[..., 1] + 0.299 * region[..., 2]
+    for c in range(3):
+        np.testing.assert_allclose(gray[..., c], luma, atol=1e-6)
+    faint = PhotometricAugment(contrast_prob=1.0, contrast_range=(0.5, 0.5))(region, np.random.default_rng(0))
+    mean = region.mean(axis=(0, 1), keepdims=True)
+    np.testing.assert_allclose(faint, mean + 0.5 * (region - mean), atol=1e-6)
+    drawn = PhotometricAugment(contrast_prob=1.0)(region, np.random.default_rng(1))
+    assert 0 <= drawn.min() and drawn.max() <= 1 and drawn.std() < region.std()
+    rng = np.random.default_rng(2)
+    assert PhotometricAugment()(region, rng) is region
+    assert rng.random() == np.random.default_rng(2).random()
+
+
+def test_photometric_options_reach_the_training_pair(gt_folder):
+    """gray_prob 1 gives gray GT and LQ patches (bicubic of a gray image is gray); contrast_prob 1 lowers
+    the contrast of both; bad values and augmentation of a validation set are errors naming the option."""
+    steps = [{"type": "bicubic_down"}]
+    gray = DegradedImageDataset(_opt(gt_folder, "train", degradations=steps, gray_prob=1.0))
+    item = gray[0]
+    for key in ("gt", "lq"):
+        assert torch.allclose(item[key][0], item[key][1], atol=1e-6) and torch.allclose(item[key][1], item[key][2])
+    faint = DegradedImageDataset(_opt(gt_folder, "train", degradations=steps, contrast_prob=1.0,
+                                      contrast_range=[0.25, 0.25]))
+    plain = DegradedImageDataset(_opt(gt_folder, "train", degradations=steps))
+    from serpent_arch.training import SampleId
+
+    for i in range(len(plain)):  # the same crop (drawn first); the flips, drawn later, may differ
+        sid = SampleId(index=i, epoch=0, position=i, seed=0)
+        ratio = faint[sid]["gt"].std() / plain[sid]["gt"].std()
+        assert abs(float(ratio) - 0.25) < 1e-3
+    for kw, message in [
+        ({"gray_prob": 1.5}, "gray_prob: expected a probability in \\[0, 1\\], got 1.5"),
+        ({"contrast_prob": True}, "contrast_prob: expected a probability"),
+        ({"contrast_range": [0, 1]}, "contrast_range: expected \\[low, high\\] with 0 < low <= high <= 1"),
+        ({"contrast_range": [0.8, 0.5]}, "contrast_range: expected"),
+        ({"gray_prob": 0.5, "color": "y"}, "gray_prob: the images are read as one channel"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            DegradedImageDataset(_opt(gt_folder, "train", degradations=steps, **kw))
+    with pytest.raises(ValueError, match="gray_prob: only for training sets"):
+        DegradedImageDataset(_opt(gt_folder, "val", degradations=steps, gray_prob=0.5))

@@ -16,6 +16,7 @@ from torch.utils import data
 from torchvision.transforms.functional import normalize
 
 from serpent_arch.data.degradations import build_degradations, deterministic_rng
+from serpent_arch.data.photometric import PhotometricAugment
 from serpent_arch.data.sample import prepare_sample_set, sample_root_for
 from serpent_arch.data.storage import is_image_file, lmdb_entries, lmdb_problems
 
@@ -87,6 +88,12 @@ class DegradedImageDataset(data.Dataset):
                 and degrade it with a generator seeded from ``(seed, image key)``.
             gt_size (int, train): GT patch size, divisible by ``scale``.
             use_hflip, use_rot (bool, train): BasicSR's flip / rotation augmentation (default false).
+            gray_prob (float, train): probability that a patch (with its context) is made gray before it is
+                degraded: its luma (BT.601 weights) in every channel. Default 0.
+            contrast_prob (float, train): probability that a patch is scaled around its mean colour by a
+                factor drawn uniformly from ``contrast_range`` before it is degraded. Default 0.
+            contrast_range (list[float], train): ``[low, high]`` with 0 < low <= high <= 1; default
+                ``[0.25, 1.0]``. Lower contrast keeps the values inside [0, 1].
             seed (int): default 0; selects the fixed validation degradations.
             center_crop (int, val/test, optional): evaluate the central ``center_crop`` x
                 ``center_crop`` GT pixels only (less where the image is smaller, rounded down to a
@@ -153,6 +160,7 @@ class DegradedImageDataset(data.Dataset):
                 raise ValueError(f"gt_size: {self.gt_size} is not divisible by scale {self.scale}")
             self.use_hflip = bool(opt.get("use_hflip", False))
             self.use_rot = bool(opt.get("use_rot", False))
+        self.photometric = PhotometricAugment.from_options(self.opt, self.is_train, self.color)
 
         self.gt_folder = osp.expanduser(str(self._require("dataroot_gt", "a folder of GT images or an LMDB")))
         self._auto_prepare()
@@ -300,10 +308,12 @@ class DegradedImageDataset(data.Dataset):
         ctx_left = left - min(margin, left) // s * s
         ctx_bottom = top + size + min(margin, h - top - size) // s * s
         ctx_right = left + size + min(margin, w - left - size) // s * s
-        lq = self.pipeline(img[ctx_top:ctx_bottom, ctx_left:ctx_right], rng)
+        region = self.photometric(img[ctx_top:ctx_bottom, ctx_left:ctx_right], rng)
+        lq = self.pipeline(region, rng)
         y, x = (top - ctx_top) // s, (left - ctx_left) // s
         lq = np.ascontiguousarray(lq[y : y + size // s, x : x + size // s])
-        gt = np.ascontiguousarray(img[top : top + size, left : left + size])
+        gt_top, gt_left = top - ctx_top, left - ctx_left
+        gt = np.ascontiguousarray(region[gt_top : gt_top + size, gt_left : gt_left + size])
         # Flips/rotations after degrading keep GT and LQ aligned; the degradations are isotropic,
         # so this matches degrading the flipped patch. Drawn from `rng` (BasicSR's augment uses
         # Python's `random`, whose state in a DataLoader worker a resumed run cannot restore).
