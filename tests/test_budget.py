@@ -106,6 +106,15 @@ def test_budget_command_end_to_end(tmp_path):
     assert set(recheck) == {"serpent-tiny"} and recheck["serpent-tiny"]["s_per_iter"] > 0
     assert "s / iter checked" in table_it
     assert f"serpent-tiny {recheck['serpent-tiny']['s_per_iter']:.3f}" in table_it
+    # a recipe: the same network and rate trained again on changed patches, under its own names
+    args_recipe = [*args_s1[:-4], "--lr-of-seed", "0", "--recipe", "gray-contrast", "--lr-of-budget", "0.03min"]
+    recipe = basicsr_budget(tmp_path, args_recipe)
+    name = f"budget_sr_serpent-tiny_lr{kept['serpent-tiny']:g}_0.03min-gray-contrast_s0"
+    assert recipe.stdout.count("[budget] train") == 1 and name in recipe.stdout and ", reused" not in recipe.stdout
+    assert "gray_prob: 0.25" in (tmp_path / "experiments" / f"{name}_budget.log").read_text()
+    table_recipe = (out / "budget_sr_0.03min-gray-contrast_s0.md").read_text()
+    assert "recipe gray-contrast: the training set's gray_prob 0.25" in table_recipe
+    assert "--recipe gray-contrast" in table_recipe
 
 
 def test_a_finished_run_of_the_same_training_is_found(tmp_path):
@@ -115,6 +124,7 @@ def test_a_finished_run_of_the_same_training_is_found(tmp_path):
     for other in [("deblur", "n", 1e-3, 50, 0), ("sr", "m", 1e-3, 50, 0), ("sr", "n", 2e-4, 50, 0),
                   ("sr", "n", 1e-3, 51, 0), ("sr", "n", 1e-3, 50, 1)]:
         assert budget._same_training(*other, tmp_path) is None
+    assert budget._same_training("sr", "n", 1e-3, 50, 0, tmp_path, "gray-contrast") is None  # another recipe
     (tmp_path / "r.json").write_text(json.dumps(dict(record, status="failed (exit status 1)")))
     assert budget._same_training("sr", "n", 1e-3, 50, 0, tmp_path) is None
 

@@ -2,7 +2,7 @@
 
     python -m serpent_arch.benchmark budget [--minutes 10 | --iterations N] [--tasks sr,deblur]
         [--networks NAME,...] [--lrs 2e-4,5e-4,1e-3] [--threads T] [--seed 0] [--lr-of-seed S]
-        [--val-points 4] [--out experiments/benchmarks/budget]
+        [--recipe base] [--val-points 4] [--out experiments/benchmarks/budget]
 
 Protocol, per task (``serpent_arch.benchmark.contenders``: the tasks, the networks and their
 option files ``options/budget/``, which differ only in ``network_g``):
@@ -30,6 +30,11 @@ learning rate it kept with seed 0 (``--lr-of-budget 5min``: in the 5-minute swee
 longer budget without a sweep of its own). ``OUT/budget_<task>_<M>min_seeds.{md,csv}`` then tabulates the
 report PSNR of each network's kept run at every seed trained, with their mean and spread.
 
+``--recipe NAME`` (``contenders.RECIPES``) trains every network with the same change of the training
+set's options, e.g. ``gray-contrast`` (gray and lower-contrast patches): its runs and tables carry the
+name after the budget (``..._5min-gray-contrast_s0``), and ``--lr-of-seed 0 --lr-of-budget 5min`` trains
+them at the rates the default recipe's sweep kept.
+
 ``--iterations N`` compares at equal iterations instead: every network trains for N iterations
 (runs ``..._<N>it_s<SEED>``, tables ``budget_<task>_<N>it_s<SEED>``), e.g. N = the iterations the
 slowest contender reached in the time budget.
@@ -53,26 +58,30 @@ from pathlib import Path
 
 from serpent_arch.benchmark import budget_report as report
 from serpent_arch.benchmark import budget_speeds as speed_record
-from serpent_arch.benchmark.contenders import DEFAULT_NETWORKS, NETWORKS, OPTIONS_DIR, TASKS, option_paths
+from serpent_arch.benchmark.contenders import DEFAULT_NETWORKS, NETWORKS, OPTIONS_DIR, RECIPES, TASKS, option_paths
 
 DEFAULT_LRS = (2e-4, 5e-4, 1e-3)
 
 
 def budget_label(args) -> str:
-    """``5min`` for a time budget, ``300it`` for an equal-iteration one (run and table names)."""
-    return f"{args.iterations}it" if args.iterations else f"{args.minutes:g}min"
+    """``5min`` for a time budget, ``300it`` for an equal-iteration one (run and table names), followed by
+    ``-<recipe>`` for a recipe other than the default."""
+    label = f"{args.iterations}it" if args.iterations else f"{args.minutes:g}min"
+    recipe = getattr(args, "recipe", "base")
+    return label if recipe == "base" else f"{label}-{recipe}"
 
 
 def run_name(task: str, network: str, lr: float, label: str, seed: int) -> str:
     return f"budget_{task}_{network}_lr{lr:g}_{label}_s{seed}"
 
 
-def _same_training(task, network, lr, iters, seed, runs: Path) -> dict | None:
+def _same_training(task, network, lr, iters, seed, runs: Path, recipe: str = "base") -> dict | None:
     """A finished run of another budget that trained exactly this (same options, same iterations)."""
     for path in sorted(runs.glob("*.json")) if runs.is_dir() else []:
         record = json.loads(path.read_text())
         same = (record.get("task"), record.get("network"), record.get("lr"), record.get("seed"), record.get("iters"))
-        if same == (task, network, lr, seed, iters) and record.get("status") == "ok":
+        same += (record.get("recipe", "base"),)
+        if same == (task, network, lr, seed, iters, recipe) and record.get("status") == "ok":
             return record
     return None
 
@@ -133,7 +142,7 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
     name = run_name(task, network, lr, budget_label(args), args.seed)
     record_path = args.out / "runs" / f"{name}.json"
     if not record_path.is_file():
-        reused = _same_training(task, network, lr, iters, args.seed, args.out / "runs")
+        reused = _same_training(task, network, lr, iters, args.seed, args.out / "runs", args.recipe)
         if reused:
             print(f"[budget] {name}: the same training as {reused['name']}, reused", flush=True)
             return reused
@@ -160,6 +169,7 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
         f"logger:save_checkpoint_freq={freq}",
         f"logger:print_freq={max(1, freq // 2)}",
     ]
+    overrides += [f"datasets:train:{key}={value}" for key, value in RECIPES[args.recipe].items()]
     print(f"[budget] train {name}: {iters} iterations, validation every {freq}", flush=True)
     start = time.perf_counter()
     log = root / "experiments" / f"{name}_budget.log"
@@ -180,6 +190,7 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
         "network": network,
         "lr": lr,
         "seed": args.seed,
+        "recipe": args.recipe,
         "minutes": None if args.iterations else args.minutes,
         "iters": iters,
         "status": "ok" if code == 0 and final else f"failed (exit status {code})",
@@ -296,6 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="with --lr-of-seed: the budget whose sweep chose the learning rates (e.g. 5min or 300it; "
         "default this one)",
+    )
+    parser.add_argument(
+        "--recipe",
+        default="base",
+        choices=list(RECIPES),
+        help="training recipe, the same for every network: a change of the training set's options "
+        "(contenders.RECIPES; default base, the option files as written)",
     )
     parser.add_argument("--val-points", type=int, default=4, help="validations per run (curve points)")
     parser.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from serpent_arch.benchmark.contenders import NETWORKS, TASKS
+from serpent_arch.benchmark.contenders import NETWORKS, RECIPES, TASKS
 
 
 def write(task: str, rows: list[dict], args, speeds: dict, stem: Path, recheck: dict | None = None) -> str:
@@ -62,7 +62,14 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
             else f"learning rates {_lrs(args.lrs)} (best on the pick set kept); "
         )
         + f"batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
-        "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated). Report set: 4 photos never trained "
+        "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated)"
+        + (
+            f"; recipe {_recipe(args)}: the training set's "
+            + ", ".join(f"{key} {value}" for key, value in RECIPES[_recipe(args)].items())
+            if _recipe(args) != "base"
+            else ""
+        )
+        + ". Report set: 4 photos never trained "
         "on nor used for a choice"
         + (f" (central {t['eval_crop']}x{t['eval_crop']} of each)" if t.get("eval_crop") else "")
         + ". " + ("Y-channel PSNR / SSIM, 4-pixel border cropped." if t["metric"]["test_y_channel"]
@@ -148,10 +155,15 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         + f" --tasks {task} --seed {args.seed}"
         + (f" --lr-of-seed {args.lr_of_seed}" if getattr(args, "lr_of_seed", None) is not None else "")
         + (f" --lr-of-budget {args.lr_of_budget}" if getattr(args, "lr_of_budget", None) else "")
+        + (f" --recipe {_recipe(args)}" if _recipe(args) != "base" else "")
         + (f" --threads {args.threads}" if args.threads else "")
         + "`",
     ]
     return "\n".join(lines) + "\n", csv_rows
+
+
+def _recipe(args) -> str:
+    return getattr(args, "recipe", "base")
 
 
 def _lrs(lrs) -> str:

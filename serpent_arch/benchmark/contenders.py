@@ -134,6 +134,18 @@ NETWORKS: dict[str, dict[str, dict]] = {
     # colour cast and contrast are taken off, the variations inside it are left to the network.
     "serpent-cffn-nc-amp-lcn15-lr": {"sr": _amp(contrast_norm=15)},
     "serpent-cffn-nc-amp-lmn15-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False)},
+    # lmn15 with 1-homogeneous blocks: every block's update scaled by the amplitude of the token it read.
+    "serpent-cffn-nc-amp-lmn15-br-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, block_rescale=True)},
+    # lmn15 with SRResNet's upsampler (conv + PixelShuffle + LeakyReLU steps, one conv at the output size):
+    # non-linear steps like nearest+conv, one 48-channel conv at 64x64 fewer.
+    "serpent-cffn-psc-amp-lmn15-lr": {
+        "sr": _cffn("pixelshuffle+conv", embed_norm=False, out_norm=False, contrast_norm=15, contrast_norm_scale=False)
+    },
+    # lmn15 scanning rows only, both ways (scan_directions 2): an ablation of the four-direction scan at
+    # equal time (half the scan's cost, so more iterations), not a candidate (the cross-scan is Serpent's core).
+    "serpent-cffn-nc-amp-lmn15-d2-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, scan_directions=2)},
+    # lmn15 with a 5x5 depthwise conv in every FFN: more local reach where the pixels are mixed.
+    "serpent-cffn-nc-amp-lmn15-k5-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, ffn_conv=5)},
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
@@ -192,6 +204,15 @@ DEFAULT_NETWORKS = {
     "deblur": ["serpent-tiny", "serpent-tiny-p2", "serpent-small", "swinir-light", "ridnet"],
 }
 DEFAULT_LR = 2e-4
+
+# Training recipes: changes of the training set's options (DegradedImageDataset), the same for every
+# network of a run of the budget command (``--recipe``). "base" is the option files as written.
+RECIPES: dict[str, dict] = {
+    "base": {},
+    # a quarter of the training patches gray, a quarter (independently) at 0.25 to 1 times their contrast:
+    # the colour training photos at their own contrast never show a gray or faint scene
+    "gray-contrast": {"gray_prob": 0.25, "contrast_prob": 0.25, "contrast_range": [0.25, 1.0]},
+}
 
 
 def train_options(task: str, network: str, lr: float = DEFAULT_LR) -> dict:
