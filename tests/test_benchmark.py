@@ -194,6 +194,11 @@ def test_contrast_gains(tmp_path, capsys, single_thread):
     row = next(line for line in out.splitlines() if line.startswith("| run |"))
     values = [float(v) for v in row.strip("| ").split(" | ")[1:]]
     assert len(values) == 3 and values[0] == pytest.approx(untrained["contrast 1"], abs=0.05) and "contrast 0.25" in out
+    # in tiles: the untrained network is bicubic wherever it runs, so the tiles change nothing
+    assert contrast_main(["--experiment", str(exp), "--photos", str(photos), "--contrasts", "1", "--tile", "8"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| run |"))
+    assert float(row.strip("| ").split(" | ")[1]) == pytest.approx(values[0], abs=0.05) and "8x8 LR tiles" in out
     with pytest.raises(SystemExit):
         contrast_main(["--experiment", str(tmp_path / "missing"), "--photos", str(photos)])
     assert "expected an option file" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 lose contrast or colour.
 
     python -m serpent_arch.benchmark contrast --experiment experiments/NAME [--experiment ...]
-        [--photos datasets/sample/val/HR] [--contrasts 1,0.5,0.25] [--key params_ema]
+        [--photos datasets/sample/val/HR] [--contrasts 1,0.5,0.25] [--key params_ema] [--tile N [--tile-overlap M]]
 
 The restoration an SR network adds (HR - bicubic) scales with the local contrast: halve the
 contrast of a photo and the ideal correction halves too. A network whose features are normalised
@@ -11,7 +11,9 @@ file and ``models/net_g_latest.pth``) this prints the Y gain over bicubic in dB,
 photos, at each contrast ``c`` (the photo becomes 0.5 + c * (photo - 0.5)) and for the grayscale
 version of the photos (the mean of the channels) at full contrast. Float images, no rounding,
 ``scale`` pixels cropped at the border. The default photos are the sample's pick set, which chose
-between networks; give ``--photos`` a folder no choice used for a held-out reading.
+between networks; give ``--photos`` a folder no choice used for a held-out reading. ``--tile N``
+restores in overlapping tiles of N x N LR pixels, as ``basicsr infer --tile`` does (how much the
+network gains from context beyond a tile, e.g. beyond its training patch).
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from serpent_arch.forward_passes import tiled_forward
 
-def gains(net: torch.nn.Module, photos: list[np.ndarray], scale: int, contrasts: list[float]) -> dict[str, float]:
+
+def gains(
+    net: torch.nn.Module, photos: list[np.ndarray], scale: int, contrasts: list[float], tile: int = 0, overlap: int = 0
+) -> dict[str, float]:
     """Mean Y gain over bicubic (dB) of ``net`` on ``photos`` (float RGB in [0, 1]) at each contrast,
-    and on their grayscale versions (key ``gray``)."""
+    and on their grayscale versions (key ``gray``); whole, or in ``tile`` x ``tile`` LR tiles."""
     from basicsr.utils.color_util import rgb2ycbcr
     from basicsr.utils.matlab_functions import imresize
 
@@ -43,7 +49,8 @@ def gains(net: torch.nn.Module, photos: list[np.ndarray], scale: int, contrasts:
             gt = gt[:h, :w]
             lq = imresize(gt, 1 / scale).astype(np.float32)
             with torch.no_grad():
-                out = net(torch.from_numpy(lq).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+                x = torch.from_numpy(lq).permute(2, 0, 1)[None]
+                out = tiled_forward(net, x, scale, tile=tile, overlap=overlap)[0].permute(1, 2, 0).numpy()
             crop = (slice(scale, -scale), slice(scale, -scale))
             mse_net, mse_bic = (((_y(np.clip(v, 0, 1)) - _y(gt))[crop] ** 2).mean() for v in (out, imresize(lq, scale)))
             values.append(10 * np.log10(mse_bic / max(mse_net, 1e-20)))
@@ -60,8 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", default="datasets/sample/val/HR", help="folder of HR photos (PNG or JPEG)")
     parser.add_argument("--contrasts", default="1,0.5,0.25", help="comma-separated contrast factors")
     parser.add_argument("--key", default="params_ema", help="weight key of the checkpoint")
+    parser.add_argument("--tile", type=int, default=0, help="restore in tiles of N x N LR pixels (0: whole)")
+    parser.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in LR pixels (default N / 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args(argv)
+    overlap = args.tile // 4 if args.tile_overlap is None else args.tile_overlap
+    if args.tile < 0 or (args.tile and not 0 <= overlap < args.tile):
+        parser.error(f"--tile {args.tile} --tile-overlap {overlap}: expected tile >= 0 and 0 <= overlap < tile")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -98,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.key not in checkpoint:
             parser.error(f"--key {args.key}: {weights} holds {', '.join(checkpoint)}")
         net.load_state_dict(checkpoint[args.key])
-        rows.append((exp.name, gains(net.eval(), photos, int(opt.get("scale", 4)), contrasts)))
+        rows.append((exp.name, gains(net.eval(), photos, int(opt.get("scale", 4)), contrasts, args.tile, overlap)))
     names = list(rows[0][1])
     from serpent_arch.benchmark import machine
 
-    print(f"Y gain over bicubic (dB), mean of {len(files)} photos in {args.photos}, weights {args.key}; "
+    tiles = f"in {args.tile}x{args.tile} LR tiles overlapping by {overlap}" if args.tile else "whole photos"
+    print(f"Y gain over bicubic (dB), mean of {len(files)} photos in {args.photos} ({tiles}), weights {args.key}; "
           f"run on {machine.describe()}\n")
     print("| experiment | " + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
