@@ -419,6 +419,36 @@ def test_ffn_dense_is_a_dense_conv_then_linear():
         Serpent(variant="tiny", ffn_dense=True)
 
 
+def test_channel_attention_scales_the_ffn_output_per_channel_from_the_image_mean():
+    """channel_attention closes every FFN with squeeze-and-excitation: it matches the computation
+    written out, one token's change reaches every token (through the mean), its weights get
+    gradients, and a bad squeeze factor is an error naming the option."""
+    from serpent_arch.archs.blocks import ChannelAttention, FeedForward
+
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 32, 3, squeeze=4)
+    assert ffn.attention.down.out_features == 4
+    torch.nn.init.constant_(ffn.attention.down.bias, 2.0)  # the bottleneck's ReLUs open
+    x = torch.randn(2, 5, 6, 16)
+    plain = ffn.fc2(ffn.act(ffn.dwconv(ffn.fc1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)))
+    pooled = plain.mean(dim=(1, 2), keepdim=True)
+    gate = torch.sigmoid(torch.relu(pooled @ ffn.attention.down.weight.T + ffn.attention.down.bias)
+                         @ ffn.attention.up.weight.T + ffn.attention.up.bias)
+    torch.testing.assert_close(ffn(x), plain * gate)
+    changed = x.clone()
+    changed[0, 0, 0] += 3.0
+    diff = (ffn(changed) - ffn(x)).abs().sum(-1)
+    assert bool((diff[0] > 0).all()) and not bool((diff[1] > 0).any())  # global within a photo only
+    net = Serpent(variant="tiny", patch_size=1, ffn_conv=3, channel_attention=16)
+    assert [m.down.out_features for m in net.modules() if isinstance(m, ChannelAttention)] == [1, 3, 6, 3, 1]
+    torch.nn.init.normal_(net.conv_last.weight)
+    net(torch.rand(1, 3, 8, 8)).sum().backward()
+    assert all(m.down.weight.grad.abs().sum() > 0 for m in net.modules() if isinstance(m, ChannelAttention))
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="channel_attention must be 0 or a positive squeeze factor"):
+            Serpent(variant="tiny", channel_attention=bad)
+
+
 def test_stage_conv_closes_every_stage_with_a_residual_dense_conv():
     """stage_conv adds one dense 3x3 conv (with bias) after the blocks of every encoder and decoder
     stage, inside a residual: it mixes channels and neighbouring tokens, is a no-op when zeroed,

@@ -33,10 +33,15 @@ class FeedForward(nn.Module):
     ``dense`` makes the first layer a dense k x k convolution C -> hidden instead (Conv -> GELU ->
     Linear, the convolutional channel mixer of lightweight SR networks such as SAFMN): every hidden
     feature then mixes all channels of the neighbourhood, as a CNN's 3x3 convolutions do.
+
+    ``squeeze`` > 0 closes the FFN with channel attention (RCAN's, as in MambaIR's block): the output's
+    channels are scaled by sigmoid(Linear(ReLU(Linear(mean over the image)))), C -> C / squeeze -> C.
     """
 
-    def __init__(self, dim: int, hidden: int, conv_kernel: int = 0, dense: bool = False):
+    def __init__(self, dim: int, hidden: int, conv_kernel: int = 0, dense: bool = False, squeeze: int = 0):
         super().__init__()
+        if isinstance(squeeze, bool) or not isinstance(squeeze, int) or squeeze < 0:
+            raise ValueError(f"Serpent: channel_attention must be 0 or a positive squeeze factor, got {squeeze!r}.")
         if conv_kernel < 0 or (conv_kernel and conv_kernel % 2 == 0):
             raise ValueError(f"Serpent: ffn_conv must be 0 or a positive odd kernel size, got {conv_kernel}.")
         if dense and not conv_kernel:
@@ -50,6 +55,7 @@ class FeedForward(nn.Module):
         )
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
+        self.attention = ChannelAttention(dim, squeeze) if squeeze else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense_conv is not None:
@@ -58,7 +64,23 @@ class FeedForward(nn.Module):
             x = self.fc1(x)
         if self.dwconv is not None:
             x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.fc2(self.act(x))
+        x = self.fc2(self.act(x))
+        return x if self.attention is None else self.attention(x)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation over channels-last tokens: x * sigmoid(up(ReLU(down(mean_HW(x))))).
+    (B, H, W, C) -> same; the bottleneck has max(1, C // squeeze) channels."""
+
+    def __init__(self, dim: int, squeeze: int):
+        super().__init__()
+        inner = max(1, dim // squeeze)
+        self.down = nn.Linear(dim, inner)
+        self.up = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = torch.sigmoid(self.up(torch.relu(self.down(x.mean(dim=(1, 2), keepdim=True)))))
+        return x * weights
 
 
 class SerpentBlock(nn.Module):
@@ -78,6 +100,7 @@ class SerpentBlock(nn.Module):
         mlp_ratio: float,
         ffn_conv: int = 0,
         ffn_dense: bool = False,
+        channel_attention: int = 0,
         rescale: bool = False,
         **ss2d_kwargs,
     ):
@@ -89,7 +112,7 @@ class SerpentBlock(nn.Module):
         self.has_ffn = mlp_ratio > 0
         if self.has_ffn:
             self.norm2 = nn.LayerNorm(dim)
-            self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv, ffn_dense)
+            self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv, ffn_dense, channel_attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + drop_path(self._update(self.norm1, self.ss2d, x), self.drop_path_prob, self.training)

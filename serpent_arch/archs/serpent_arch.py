@@ -143,6 +143,8 @@ class Serpent(nn.Module):
             mixing beside the global scan); 0 (default) keeps the token-wise MLP.
         ffn_dense: make the feed-forward network's first layer a dense ``ffn_conv`` x ``ffn_conv``
             convolution (width -> hidden) instead of Linear + depthwise conv; default False.
+        channel_attention: squeeze factor of a channel attention closing every feed-forward network
+            (RCAN's, as in MambaIR's block); 0 (default) leaves it out.
         stage_conv: close every encoder and decoder stage with a residual dense 3x3 convolution
             (as SwinIR closes each residual group); default False.
         scan_directions: 1 (row-major), 2 (row-major both ways) or 4 (rows and columns both
@@ -181,6 +183,7 @@ class Serpent(nn.Module):
         mlp_ratio: float = 2.0,
         ffn_conv: int = 0,
         ffn_dense: bool = False,
+        channel_attention: int = 0,
         stage_conv: bool = False,
         scan_directions: int = 4,
         drop_path_rate: float = 0.1,
@@ -213,6 +216,7 @@ class Serpent(nn.Module):
             mlp_ratio=mlp_ratio,
             ffn_conv=ffn_conv,
             ffn_dense=ffn_dense,
+            channel_attention=channel_attention,
             rescale=bool(block_rescale),
             d_state=d_state,
             ssm_ratio=ssm_ratio,
