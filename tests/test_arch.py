@@ -217,7 +217,7 @@ def test_contrast_norm_follows_brightness_and_contrast(kwargs):
 def test_local_contrast_floor_keeps_flat_areas_faint():
     """What the network reads: a textured photo at unit local contrast whatever its own contrast, but faint
     noise on a flat area stays faint (the floor, CONTRAST_EPS), instead of being blown up to unit contrast."""
-    from serpent_arch.archs.serpent_arch import CONTRAST_EPS, local_contrast
+    from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast
 
     torch.manual_seed(0)
     textured, flat = 0.5 + 0.1 * torch.randn(1, 3, 16, 16), 0.5 + 1e-3 * torch.randn(1, 3, 16, 16)
@@ -447,6 +447,8 @@ def test_channel_attention_scales_the_ffn_output_per_channel_from_the_image_mean
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="channel_attention must be 0 or a positive squeeze factor"):
             Serpent(variant="tiny", channel_attention=bad)
+    with pytest.raises(ValueError, match="channel_attention closes the feed-forward networks"):
+        Serpent(variant="tiny", channel_attention=16, mlp_ratio=0)
 
 
 def test_stage_conv_closes_every_stage_with_a_residual_dense_conv():

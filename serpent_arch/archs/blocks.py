@@ -110,6 +110,8 @@ class SerpentBlock(nn.Module):
         self.ss2d = SS2D(dim, **ss2d_kwargs)
         self.drop_path_prob = drop_path_prob
         self.has_ffn = mlp_ratio > 0
+        if channel_attention and not self.has_ffn:
+            raise ValueError("Serpent: channel_attention closes the feed-forward networks, which mlp_ratio 0 removes.")
         if self.has_ffn:
             self.norm2 = nn.LayerNorm(dim)
             self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv, ffn_dense, channel_attention)

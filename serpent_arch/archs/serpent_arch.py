@@ -23,6 +23,7 @@ from serpent_arch.archs.blocks import (
     Stage,
     pixel_shuffle_last,
 )
+from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
 
 # Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
 # Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
@@ -38,29 +39,6 @@ UPSAMPLERS = {
     "nearest+conv": NearestConvUpsampler,
     "pixelshuffle+conv": PixelShuffleConvUpsampler,
 }
-# Floor of the local standard deviation of ``contrast_norm`` (images in [0, 1]): flat areas are amplified
-# at most 1 / CONTRAST_EPS times, so quantisation steps and sensor noise are not blown up to full contrast.
-CONTRAST_EPS = 0.01
-
-
-def local_contrast(x: torch.Tensor, window: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local mean (per channel) and local contrast of (N, C, H, W) over ``window`` x ``window`` neighbourhoods:
-    returns ``mean`` (N, C, H, W) and ``std`` (N, 1, H, W), the standard deviation pooled over the channels,
-    floored smoothly by ``eps`` (sqrt(var + eps**2)). Borders are reflected (replicated on tiny images)."""
-    x = x.float()
-    mean = local_mean(x, window)
-    var = (local_mean(x * x, window) - mean * mean).mean(dim=1, keepdim=True).clamp_min(0)
-    return mean, torch.sqrt(var + eps * eps)
-
-
-def local_mean(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Mean of every ``window`` x ``window`` neighbourhood of (N, C, H, W), per channel, in float32; borders
-    reflected (replicated on tiny images)."""
-    pad = window // 2
-    mode = "reflect" if pad < min(x.shape[-2:]) else "replicate"
-    return F.avg_pool2d(F.pad(x.float(), (pad, pad, pad, pad), mode=mode), window, stride=1)
-
-
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (N, C, H, W) at the bottom/right up to a multiple of ``multiple``.
 
