@@ -67,7 +67,7 @@ def budget_label(args) -> str:
     """``5min`` for a time budget, ``300it`` for an equal-iteration one (run and table names), followed by
     ``-<recipe>`` for a recipe other than the default."""
     label = f"{args.iterations}it" if args.iterations else f"{args.minutes:g}min"
-    recipe = getattr(args, "recipe", "base")
+    recipe = report.recipe_name(args)
     return label if recipe == "base" else f"{label}-{recipe}"
 
 

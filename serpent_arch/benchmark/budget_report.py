@@ -63,12 +63,7 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         )
         + f"batch {t['batch']}, {t['gt_size']}x{t['gt_size']} GT patches, L1, AdamW, "
         "cosine schedule, EMA 0.999 with warm-up (EMA weights evaluated)"
-        + (
-            f"; recipe {_recipe(args)}: the training set's "
-            + ", ".join(f"{key} {value}" for key, value in RECIPES[_recipe(args)].items())
-            if _recipe(args) != "base"
-            else ""
-        )
+        + _recipe_note(recipe_name(args))
         + ". Report set: 4 photos never trained "
         "on nor used for a choice"
         + (f" (central {t['eval_crop']}x{t['eval_crop']} of each)" if t.get("eval_crop") else "")
@@ -155,15 +150,23 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         + f" --tasks {task} --seed {args.seed}"
         + (f" --lr-of-seed {args.lr_of_seed}" if getattr(args, "lr_of_seed", None) is not None else "")
         + (f" --lr-of-budget {args.lr_of_budget}" if getattr(args, "lr_of_budget", None) else "")
-        + (f" --recipe {_recipe(args)}" if _recipe(args) != "base" else "")
+        + (f" --recipe {recipe_name(args)}" if recipe_name(args) != "base" else "")
         + (f" --threads {args.threads}" if args.threads else "")
         + "`",
     ]
     return "\n".join(lines) + "\n", csv_rows
 
 
-def _recipe(args) -> str:
+def recipe_name(args) -> str:
+    """The training recipe of a budget command's arguments (``base`` when it has none)."""
     return getattr(args, "recipe", "base")
+
+
+def _recipe_note(recipe: str) -> str:
+    """``; recipe NAME: the training set's OPTION VALUE, ...`` for a recipe other than ``base``."""
+    if recipe == "base":
+        return ""
+    return f"; recipe {recipe}: the training set's " + ", ".join(f"{k} {v}" for k, v in RECIPES[recipe].items())
 
 
 def _lrs(lrs) -> str:

@@ -75,6 +75,12 @@ def _amp(**changes) -> dict:
     return _cffn("nearest+conv", embed_norm=False, out_norm=False, **changes)
 
 
+def _lmn15(**changes) -> dict:
+    """serpent-cffn-nc-amp-lmn15-lr's structure (amp reading ``x - mean`` of 15x15 LR neighbourhoods) with
+    ``changes``."""
+    return _amp(contrast_norm=15, contrast_norm_scale=False, **changes)
+
+
 # name -> {task: network_g}. A network absent from a task does not take part in it.
 NETWORKS: dict[str, dict[str, dict]] = {
     "serpent-tiny": {
@@ -133,9 +139,9 @@ NETWORKS: dict[str, dict[str, dict]] = {
     # Both over 15x15 LR neighbourhoods (the whole 16x16 training patch) instead of 7x7: a region's brightness,
     # colour cast and contrast are taken off, the variations inside it are left to the network.
     "serpent-cffn-nc-amp-lcn15-lr": {"sr": _amp(contrast_norm=15)},
-    "serpent-cffn-nc-amp-lmn15-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False)},
+    "serpent-cffn-nc-amp-lmn15-lr": {"sr": _lmn15()},
     # lmn15 with 1-homogeneous blocks: every block's update scaled by the amplitude of the token it read.
-    "serpent-cffn-nc-amp-lmn15-br-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, block_rescale=True)},
+    "serpent-cffn-nc-amp-lmn15-br-lr": {"sr": _lmn15(block_rescale=True)},
     # lmn15 with SRResNet's upsampler (conv + PixelShuffle + LeakyReLU steps, one conv at the output size):
     # non-linear steps like nearest+conv, one 48-channel conv at 64x64 fewer.
     "serpent-cffn-psc-amp-lmn15-lr": {
@@ -143,26 +149,26 @@ NETWORKS: dict[str, dict[str, dict]] = {
     },
     # lmn15 scanning rows only, both ways (scan_directions 2): an ablation of the four-direction scan at
     # equal time (half the scan's cost, so more iterations), not a candidate (the cross-scan is Serpent's core).
-    "serpent-cffn-nc-amp-lmn15-d2-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, scan_directions=2)},
+    "serpent-cffn-nc-amp-lmn15-d2-lr": {"sr": _lmn15(scan_directions=2)},
     # lmn15 with a 5x5 depthwise conv in every FFN: more local reach where the pixels are mixed.
-    "serpent-cffn-nc-amp-lmn15-k5-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, ffn_conv=5)},
+    "serpent-cffn-nc-amp-lmn15-k5-lr": {"sr": _lmn15(ffn_conv=5)},
     # lmn15 embedding every LR pixel with its 3x3 neighbourhood (SwinIR's, EDSR's and MSRResNet's first conv): with
     # a 1x1 embedding a gray pixel becomes a rank-1 token (one value times a fixed vector); in gray photos, where
     # the Serpents lost more than MSRResNet, the 3x3 one still gives every token a 9-value input.
-    "serpent-cffn-nc-amp-lmn15-e3-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, embed_kernel=3)},
+    "serpent-cffn-nc-amp-lmn15-e3-lr": {"sr": _lmn15(embed_kernel=3)},
     # ... and with its 5x5 neighbourhood (25 values per token, a 2-pixel reach before the first block).
-    "serpent-cffn-nc-amp-lmn15-e5-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, embed_kernel=5)},
+    "serpent-cffn-nc-amp-lmn15-e5-lr": {"sr": _lmn15(embed_kernel=5)},
     # lmn15 with channel attention closing every FFN (squeeze 16; MambaIR's block closes its convolutional
     # branch with RCAN's): a per-channel gain from the whole patch's statistics.
-    "serpent-cffn-nc-amp-lmn15-ca-lr": {"sr": _amp(contrast_norm=15, contrast_norm_scale=False, channel_attention=16)},
+    "serpent-cffn-nc-amp-lmn15-ca-lr": {"sr": _lmn15(channel_attention=16)},
     # Capacity where it is cheap: lmn15 with a second block at the coarsest scale (4x4 tokens of a training patch,
     # 0.47M more parameters for a few % more time), or with the body 7/6 as wide (C 56; the upsampler stays at 48).
     # At 10 minutes MSRResNet (1.52M parameters, all at the LR size) pulls ahead of lmn15 (1.11M) on the pick photos.
     "serpent-cffn-nc-amp-lmn15-deepc-lr": {
-        "sr": _amp(contrast_norm=15, contrast_norm_scale=False, depths=[1, 1, 2], depths_decoder=[1, 1])
+        "sr": _lmn15(depths=[1, 1, 2], depths_decoder=[1, 1])
     },
     "serpent-cffn-nc-amp-lmn15-w56-lr": {
-        "sr": _amp(contrast_norm=15, contrast_norm_scale=False, embed_dim=56, upsampler_channels=48)
+        "sr": _lmn15(embed_dim=56, upsampler_channels=48)
     },
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
