@@ -1,5 +1,6 @@
 """The equal-budget benchmark: its option files, its arithmetic, and the command end to end."""
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -168,6 +169,30 @@ def test_the_kept_learning_rate_and_the_table_across_seeds(tmp_path):
     rows = list(csv.DictReader(open(stem.with_name(stem.name + ".csv"))))
     assert [(r["network"], r["seed"]) for r in rows] == [("a", "0"), ("a", "1")]
     assert not budget.report.write_seeds("sr", "5min", [r for r in found if r["network"] != "a"], tmp_path / "none")
+
+
+def test_a_report_is_kept_in_the_run_record_and_read_back_without_the_results(tmp_path):
+    """A test's report-set metrics are copied into the run's record, so a clone (records, no weights and no
+    results/) tabulates them: neither test_run nor the seed table needs results/ once the record holds them."""
+    out, runs, results = tmp_path / "out", tmp_path / "out" / "runs", tmp_path / "results"
+    _finished(runs, results, "a", 1e-3, 0, pick=29.0, report=29.5)
+    _finished(runs, results, "a", 1e-3, 1, pick=28.9, report=29.2)
+    name = budget.run_name("sr", "a", 1e-3, "5min", 0)
+    assert "report" not in json.loads((runs / f"{name}.json").read_text())
+    assert budget.stored_report(out, tmp_path, name) == {"metrics": {"psnr": 29.5}}
+    assert json.loads((runs / f"{name}.json").read_text())["report"] == {"metrics": {"psnr": 29.5}}
+    budget.stored_report(out, tmp_path, budget.run_name("sr", "a", 1e-3, "5min", 1))
+
+    import shutil
+
+    shutil.rmtree(results)  # a clone: the records only
+    args = argparse.Namespace(out=out, options=tmp_path / "no-options", threads=None)
+    assert budget.test_run("sr", "a", name, args, tmp_path) == {"metrics": {"psnr": 29.5}}  # no basicsr test
+    assert not results.exists()
+    found = budget.seed_runs("sr", "5min", [1e-3], out, tmp_path)
+    assert [(r["seed"], r["report"]["metrics"]["psnr"]) for r in found] == [(0, 29.5), (1, 29.2)]
+    never = budget.run_name("sr", "a", 2e-4, "5min", 0)
+    assert budget.stored_report(out, tmp_path, never) is None  # never tested, nor recorded
 
 
 def basicsr_budget(cwd: Path, args: list[str], ok: bool = True):
