@@ -31,8 +31,8 @@ learning rate it kept with seed 0 (``--lr-of-budget 5min``: in the 5-minute swee
 longer budget without a sweep of its own). ``OUT/budget_<task>_<M>min_seeds.{md,csv}`` then tabulates the
 report PSNR of each network's kept run at every seed trained, with their mean and spread.
 
-``--recipe NAME`` (``contenders.RECIPES``) trains every network with the same change of the training
-set's options, e.g. ``gray-contrast`` (gray and lower-contrast patches): its runs and tables carry the
+``--recipe NAME`` (``contenders.RECIPES``) trains every network with the same change of its training
+options, e.g. ``gray-contrast`` (gray and lower-contrast patches): its runs and tables carry the
 name after the budget (``..._5min-gray-contrast_s0``), and ``--lr-of-seed 0 --lr-of-budget 5min`` trains
 them at the rates the default recipe's sweep kept.
 
@@ -171,7 +171,7 @@ def train_run(task, network, lr, iters, args, root: Path) -> dict:
         f"logger:save_checkpoint_freq={freq}",
         f"logger:print_freq={max(1, freq // 2)}",
     ]
-    overrides += [f"datasets:train:{key}={value}" for key, value in RECIPES[args.recipe].items()]
+    overrides += [f"{key}={value}" for key, value in RECIPES[args.recipe].items()]
     print(f"[budget] train {name}: {iters} iterations, validation every {freq}", flush=True)
     start = time.perf_counter()
     log = root / "experiments" / f"{name}_budget.log"
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "--recipe",
         default="base",
         choices=list(RECIPES),
-        help="training recipe, the same for every network: a change of the training set's options "
+        help="training recipe, the same for every network: a change of its training options "
         "(contenders.RECIPES; default base, the option files as written)",
     )
     parser.add_argument("--val-points", type=int, default=4, help="validations per run (curve points)")

@@ -163,10 +163,14 @@ def recipe_name(args) -> str:
 
 
 def _recipe_note(recipe: str) -> str:
-    """``; recipe NAME: the training set's OPTION VALUE, ...`` for a recipe other than ``base``."""
+    """``; recipe NAME: the training set's OPTION VALUE, train.OPTION VALUE ...`` for a recipe other than ``base``."""
     if recipe == "base":
         return ""
-    return f"; recipe {recipe}: the training set's " + ", ".join(f"{k} {v}" for k, v in RECIPES[recipe].items())
+    changed = RECIPES[recipe].items()
+    training_set = [f"{key.split(':')[-1]} {v}" for key, v in changed if key.startswith("datasets:train:")]
+    others = [f"{key.replace(':', '.')} {v}" for key, v in changed if not key.startswith("datasets:train:")]
+    changes = ([f"the training set's {', '.join(training_set)}"] if training_set else []) + others
+    return f"; recipe {recipe}: " + ", ".join(changes)
 
 
 def _lrs(lrs) -> str:

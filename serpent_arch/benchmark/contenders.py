@@ -235,7 +235,15 @@ RECIPES: dict[str, dict] = {
     "base": {},
     # a quarter of the training patches gray, a quarter (independently) at 0.25 to 1 times their contrast:
     # the colour training photos at their own contrast never show a gray or faint scene
-    "gray-contrast": {"gray_prob": 0.25, "contrast_prob": 0.25, "contrast_range": [0.25, 1.0]},
+    "gray-contrast": {
+        "datasets:train:gray_prob": 0.25,
+        "datasets:train:contrast_prob": 0.25,
+        "datasets:train:contrast_range": [0.25, 1.0],
+    },
+    # BasicSR's linear learning-rate warm-up (train.warmup_iter) over the first 100 iterations, then the cosine
+    # schedule: Adam's first steps at the full rate move a zero-initialised last conv (Serpent) or a small one
+    # (the CNNs) far at once, which made the top rates start slowly
+    "warmup": {"train:warmup_iter": 100},
 }
 
 
