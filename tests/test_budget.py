@@ -118,6 +118,26 @@ def test_budget_command_end_to_end(tmp_path):
     assert "--recipe gray-contrast" in table_recipe
 
 
+def test_every_recipe_changes_options_the_trainer_reads():
+    """A recipe's keys are option paths (``--force_yml`` overrides): each one's parent exists in every training
+    option file, and the table names what changed."""
+    from serpent_arch.benchmark.budget_report import _recipe_note
+
+    for task in TASKS:
+        opt = train_options(task, next(n for n in NETWORKS if task in NETWORKS[n]))
+        for recipe, changes in contenders.RECIPES.items():
+            for key in changes:
+                *parents, leaf = key.split(":")
+                node = opt
+                for part in parents:
+                    assert isinstance(node.get(part), dict), f"{recipe}: {key} has no {part!r} in the {task} options"
+                    node = node[part]
+                assert leaf in node or parents == ["datasets", "train"], f"{recipe}: {key} sets an unknown option"
+    assert _recipe_note("base") == ""
+    assert _recipe_note("warmup") == "; recipe warmup: train.warmup_iter 100"
+    assert _recipe_note("gray-contrast").startswith("; recipe gray-contrast: the training set's gray_prob 0.25, ")
+
+
 def test_a_finished_run_of_the_same_training_is_found(tmp_path):
     record = dict(name="r", task="sr", network="n", lr=1e-3, seed=0, iters=50, status="ok")
     (tmp_path / "r.json").write_text(json.dumps(record))
