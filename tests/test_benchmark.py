@@ -194,6 +194,13 @@ def test_contrast_gains(tmp_path, capsys, single_thread):
     row = next(line for line in out.splitlines() if line.startswith("| run |"))
     values = [float(v) for v in row.strip("| ").split(" | ")[1:]]
     assert len(values) == 3 and values[0] == pytest.approx(untrained["contrast 1"], abs=0.05) and "contrast 0.25" in out
+    # per photo: a column for each photo's gain at full contrast (one photo here: the mean itself)
+    assert contrast_main(["--experiment", str(exp), "--photos", str(photos), "--contrasts", "1", "--per-photo"]) == 0
+    out = capsys.readouterr().out
+    assert "| experiment | contrast 1 | gray | a (c 1) |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| run |"))
+    values = [float(v) for v in row.strip("| ").split(" | ")[1:]]
+    assert values[2] == pytest.approx(values[0], abs=1e-6)
     # in tiles: the untrained network is bicubic wherever it runs, so the tiles change nothing
     assert contrast_main(["--experiment", str(exp), "--photos", str(photos), "--contrasts", "1", "--tile", "8"]) == 0
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@ lose contrast or colour.
 
     python -m serpent_arch.benchmark contrast --experiment experiments/NAME [--experiment ...]
         [--photos datasets/sample/val/HR] [--contrasts 1,0.5,0.25] [--key params_ema] [--tile N [--tile-overlap M]]
+        [--per-photo]
 
 The restoration an SR network adds (HR - bicubic) scales with the local contrast: halve the
 contrast of a photo and the ideal correction halves too. A network whose features are normalised
@@ -13,7 +14,8 @@ version of the photos (the mean of the channels) at full contrast. Float images,
 ``scale`` pixels cropped at the border. The default photos are the sample's pick set, which chose
 between networks; give ``--photos`` a folder no choice used for a held-out reading. ``--tile N``
 restores in overlapping tiles of N x N LR pixels, as ``basicsr infer --tile`` does (how much the
-network gains from context beyond a tile, e.g. beyond its training patch).
+network gains from context beyond a tile, e.g. beyond its training patch). ``--per-photo`` adds a
+column per photo (its gain at full contrast, in colour): which photos a mean comes from.
 """
 
 from __future__ import annotations
@@ -32,30 +34,35 @@ def gains(
 ) -> dict[str, float]:
     """Mean Y gain over bicubic (dB) of ``net`` on ``photos`` (float RGB in [0, 1]) at each contrast,
     and on their grayscale versions (key ``gray``); whole, or in ``tile`` x ``tile`` LR tiles."""
-    from basicsr.utils.color_util import rgb2ycbcr
-    from basicsr.utils.matlab_functions import imresize
-
-    def _y(img: np.ndarray) -> np.ndarray:  # BasicSR's Y of a float RGB image in [0, 1], without rounding
-        return rgb2ycbcr(img.astype(np.float32), y_only=True)
-
     variants = {f"contrast {c:g}": (c, False) for c in contrasts} | {"gray": (1.0, True)}
     result = {}
     for name, (c, gray) in variants.items():
         values = []
         for photo in photos:
             gt = photo.mean(-1, keepdims=True).repeat(3, -1) if gray else photo
-            gt = (0.5 + c * (gt - 0.5)).astype(np.float32)
-            h, w = (s - s % scale for s in gt.shape[:2])
-            gt = gt[:h, :w]
-            lq = imresize(gt, 1 / scale).astype(np.float32)
-            with torch.no_grad():
-                x = torch.from_numpy(lq).permute(2, 0, 1)[None]
-                out = tiled_forward(net, x, scale, tile=tile, overlap=overlap)[0].permute(1, 2, 0).numpy()
-            crop = (slice(scale, -scale), slice(scale, -scale))
-            mse_net, mse_bic = (((_y(np.clip(v, 0, 1)) - _y(gt))[crop] ** 2).mean() for v in (out, imresize(lq, scale)))
-            values.append(10 * np.log10(mse_bic / max(mse_net, 1e-20)))
+            values.append(photo_gain(net, (0.5 + c * (gt - 0.5)).astype(np.float32), scale, tile, overlap))
         result[name] = float(np.mean(values))
     return result
+
+
+def photo_gain(net: torch.nn.Module, gt: np.ndarray, scale: int, tile: int = 0, overlap: int = 0) -> float:
+    """Y gain over bicubic (dB) of ``net`` restoring ``gt`` (float RGB in [0, 1]) from its MATLAB-bicubic
+    x``scale`` downscale (mod-cropped to ``scale``; ``scale`` pixels cropped at the border, no rounding)."""
+    from basicsr.utils.color_util import rgb2ycbcr
+    from basicsr.utils.matlab_functions import imresize
+
+    def _y(img: np.ndarray) -> np.ndarray:  # BasicSR's Y of a float RGB image in [0, 1], without rounding
+        return rgb2ycbcr(img.astype(np.float32), y_only=True)
+
+    h, w = (s - s % scale for s in gt.shape[:2])
+    gt = gt[:h, :w]
+    lq = imresize(gt, 1 / scale).astype(np.float32)
+    with torch.no_grad():
+        x = torch.from_numpy(lq).permute(2, 0, 1)[None]
+        out = tiled_forward(net, x, scale, tile=tile, overlap=overlap)[0].permute(1, 2, 0).numpy()
+    crop = (slice(scale, -scale), slice(scale, -scale))
+    mse_net, mse_bic = (((_y(np.clip(v, 0, 1)) - _y(gt))[crop] ** 2).mean() for v in (out, imresize(lq, scale)))
+    return float(10 * np.log10(mse_bic / max(mse_net, 1e-20)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=0, help="restore in tiles of N x N LR pixels (0: whole)")
     parser.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in LR pixels (default N / 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--per-photo", action="store_true",
+                        help="also a table of each photo's gain at full contrast, in colour")
     args = parser.parse_args(argv)
     overlap = args.tile // 4 if args.tile_overlap is None else args.tile_overlap
     if args.tile < 0 or (args.tile and not 0 <= overlap < args.tile):
@@ -110,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.key not in checkpoint:
             parser.error(f"--key {args.key}: {weights} holds {', '.join(checkpoint)}")
         net.load_state_dict(checkpoint[args.key])
-        rows.append((exp.name, gains(net.eval(), photos, int(opt.get("scale", 4)), contrasts, args.tile, overlap)))
+        scale = int(opt.get("scale", 4))
+        result = gains(net.eval(), photos, scale, contrasts, args.tile, overlap)
+        if args.per_photo:
+            for path, photo in zip(files, photos):
+                result[f"{path.stem} (c 1)"] = photo_gain(net, photo, scale, args.tile, overlap)
+        rows.append((exp.name, result))
     names = list(rows[0][1])
     from serpent_arch.benchmark import machine
 
