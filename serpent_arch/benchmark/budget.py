@@ -41,10 +41,9 @@ them at the rates the default recipe's sweep kept.
 slowest contender reached in the time budget.
 
 Runs whose results exist are skipped (``OUT/runs/<run>.json`` records each finished run, its pick
-curve and, once tested, its report metrics; a run of
-the same task, network, learning rate, seed and iteration count made for another budget is the
-same training and is reused), so the experiment can be completed over several sittings; an
-interrupted training resumes.
+curve and, once tested, its report metrics; a run of the same task, network, learning rate, seed
+and iteration count made for another budget is the same training and is reused), so the experiment
+can be completed over several sittings; an interrupted training resumes.
 """
 
 from __future__ import annotations
