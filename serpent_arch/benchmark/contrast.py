@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in LR pixels (default N / 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--per-photo", action="store_true",
-                        help="also a table of each photo's gain at full contrast, in colour")
+                        help="also a column per photo: its gain at full contrast, in colour")
     args = parser.parse_args(argv)
     overlap = args.tile // 4 if args.tile_overlap is None else args.tile_overlap
     if args.tile < 0 or (args.tile and not 0 <= overlap < args.tile):
