@@ -215,3 +215,61 @@ def test_contrast_gains(tmp_path, capsys, single_thread):
     with pytest.raises(SystemExit):
         contrast_main(["--experiment", str(exp), "--photos", str(photos), "--contrasts", "1,half"])
     assert "expected comma-separated numbers" in capsys.readouterr().err
+
+
+def test_spectrum_rings_add_up_to_the_mse_and_score_the_detail(tmp_path, capsys, single_thread):
+    """The rings' errors add up to the photo's Y MSE; a network that returns the photo itself has no error and
+    the right detail (corr 1) in every ring, bicubic has none of it; the command reads an experiment folder,
+    prints a row per photo and names a malformed --bands."""
+    import cv2
+    import numpy as np
+    import yaml
+    from basicsr.utils.color_util import rgb2ycbcr
+    from basicsr.utils.matlab_functions import imresize
+
+    from serpent_arch.benchmark.spectrum import band_errors
+    from serpent_arch.benchmark.spectrum import main as spectrum_main
+
+    rng = np.random.default_rng(1)
+    photo = np.clip(rng.normal(0.5, 0.15, (48, 40, 3)), 0, 1).astype(np.float32)
+    photo = cv2.GaussianBlur(photo, (0, 0), 1.0)  # detail at every frequency, more at the low ones
+    edges = [0, 0.0625, 0.125, 0.25, 0.5]
+    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
+    nn.init.normal_(net.conv_last.weight, std=0.01)  # not the bicubic identity of a fresh network
+    rows = band_errors(net, photo, 4, edges)
+    with torch.no_grad():
+        out = net(torch.from_numpy(imresize(photo, 0.25).astype(np.float32)).permute(2, 0, 1)[None])[0]
+    y = [rgb2ycbcr(np.clip(v, 0, 1).astype(np.float32), y_only=True).astype(np.float64)[4:-4, 4:-4] * 255
+         for v in (out.permute(1, 2, 0).numpy(), photo)]
+    assert sum(e for e, _ in rows) == pytest.approx(((y[0] - y[1]) ** 2).mean(), rel=1e-6)
+    assert all(-1 <= c <= 1 for _, c in rows)
+
+    class Oracle(nn.Module):  # returns the photo whatever its input
+        def forward(self, x):
+            return torch.from_numpy(photo).permute(2, 0, 1)[None]
+
+    class Bicubic(nn.Module):  # MATLAB bicubic, the baseline the detail is measured from
+        def forward(self, x):
+            return torch.from_numpy(imresize(x[0].permute(1, 2, 0).numpy(), 4)).permute(2, 0, 1)[None]
+
+    oracle = band_errors(Oracle(), photo, 4, edges)
+    assert all(e < 1e-6 and c == pytest.approx(1.0, abs=1e-6) for e, c in oracle)
+    bicubic = band_errors(Bicubic(), photo, 4, edges)
+    assert all(np.isnan(c) for _, c in bicubic) and sum(e for e, _ in bicubic) > sum(e for e, _ in rows) * 0.5
+
+    exp = tmp_path / "experiments" / "run"
+    (exp / "models").mkdir(parents=True)
+    (exp / "run.yml").write_text(yaml.safe_dump({"scale": 4, "network_g": {
+        "type": "Serpent", "variant": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
+    torch.save({"params_ema": net.state_dict()}, exp / "models" / "net_g_latest.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(photos / f"{name}.png"), (photo[..., ::-1] * 255).round().astype(np.uint8))
+    assert spectrum_main(["--experiment", str(exp), "--photos", str(photos), "--bands", "0,0.125,0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| experiment | photo | MSE | [0, 0.125) | [0.125, 0.5) |" in out
+    assert sum(line.startswith("| run | ") for line in out.splitlines()) == 2
+    with pytest.raises(SystemExit):
+        spectrum_main(["--experiment", str(exp), "--photos", str(photos), "--bands", "0.1,0.5"])
+    assert "expected increasing ring edges starting at 0" in capsys.readouterr().err

@@ -18,6 +18,7 @@ COMMANDS = {
     "budget": "serpent_arch.benchmark.budget",
     "dark": "serpent_arch.benchmark.dark",
     "contrast": "serpent_arch.benchmark.contrast",
+    "spectrum": "serpent_arch.benchmark.spectrum",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

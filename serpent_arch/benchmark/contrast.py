@@ -65,6 +65,46 @@ def photo_gain(net: torch.nn.Module, gt: np.ndarray, scale: int, tile: int = 0, 
     return float(10 * np.log10(mse_bic / max(mse_net, 1e-20)))
 
 
+def load_photos(parser: argparse.ArgumentParser, folder: str) -> tuple[list[Path], list[np.ndarray]]:
+    """The PNG and JPEG photos of ``folder`` as float RGB in [0, 1], sorted by name; a parser error names
+    the folder or the file when there are none or one cannot be read."""
+    import cv2
+
+    if not Path(folder).is_dir():
+        parser.error(f"--photos {folder}: not a folder")
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        parser.error(f"--photos {folder}: no PNG or JPEG photos there")
+    photos = []
+    for path in files:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            parser.error(f"--photos: {path} could not be read as an image")
+        photos.append(image[..., ::-1].astype(np.float32) / 255.0)
+    return files, photos
+
+
+def load_network(parser: argparse.ArgumentParser, exp: Path, key: str) -> tuple[torch.nn.Module, int]:
+    """The network of a trained run (its option file and ``models/net_g_latest.pth``, weights ``key``) in eval
+    mode, and its scale; a parser error names the folder or the key when they are missing."""
+    from basicsr.archs import build_network
+
+    import serpent_arch  # noqa: F401  (registers Serpent)
+    from serpent_arch.options import load_yaml
+
+    options = sorted(exp.glob("*.yml"))
+    weights = exp / "models" / "net_g_latest.pth"
+    if not options or not weights.is_file():
+        parser.error(f"--experiment {exp}: expected an option file (*.yml) and models/net_g_latest.pth there")
+    opt = load_yaml(options[0])
+    net = build_network(dict(opt["network_g"]))
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    if key not in checkpoint:
+        parser.error(f"--key {key}: {weights} holds {', '.join(checkpoint)}")
+    net.load_state_dict(checkpoint[key])
+    return net.eval(), int(opt.get("scale", 4))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m serpent_arch.benchmark contrast", description=__doc__.split("\n")[0]
@@ -86,41 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    import cv2
-    from basicsr.archs import build_network
-
-    import serpent_arch  # noqa: F401  (registers Serpent)
-    from serpent_arch.options import load_yaml
-
     try:
         contrasts = [float(c) for c in args.contrasts.split(",")]
     except ValueError:
         parser.error(f"--contrasts {args.contrasts!r}: expected comma-separated numbers such as 1,0.5,0.25")
-    if not Path(args.photos).is_dir():
-        parser.error(f"--photos {args.photos}: not a folder")
-    files = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not files:
-        parser.error(f"--photos {args.photos}: no PNG or JPEG photos there")
-    photos = []
-    for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            parser.error(f"--photos: {path} could not be read as an image")
-        photos.append(image[..., ::-1].astype(np.float32) / 255.0)
+    files, photos = load_photos(parser, args.photos)
     rows = []
     for exp in map(Path, args.experiment):
-        options = sorted(exp.glob("*.yml"))
-        weights = exp / "models" / "net_g_latest.pth"
-        if not options or not weights.is_file():
-            parser.error(f"--experiment {exp}: expected an option file (*.yml) and models/net_g_latest.pth there")
-        opt = load_yaml(options[0])
-        net = build_network(dict(opt["network_g"]))
-        checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-        if args.key not in checkpoint:
-            parser.error(f"--key {args.key}: {weights} holds {', '.join(checkpoint)}")
-        net.load_state_dict(checkpoint[args.key])
-        scale = int(opt.get("scale", 4))
-        result = gains(net.eval(), photos, scale, contrasts, args.tile, overlap)
+        net, scale = load_network(parser, exp, args.key)
+        result = gains(net, photos, scale, contrasts, args.tile, overlap)
         if args.per_photo:
             for path, photo in zip(files, photos):
                 result[f"{path.stem} (c 1)"] = photo_gain(net, photo, scale, args.tile, overlap)
