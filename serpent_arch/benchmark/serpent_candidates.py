@@ -124,6 +124,16 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     # At 10 minutes MSRResNet (1.52M parameters, all at the LR size) pulls ahead of lmn15 (1.11M) on the pick photos.
     "serpent-cffn-nc-amp-lmn15-deepc-lr": {"sr": _lmn15(depths=[1, 1, 2], depths_decoder=[1, 1])},
     "serpent-cffn-nc-amp-lmn15-w56-lr": {"sr": _lmn15(embed_dim=56, upsampler_channels=48)},
+    # Depth where the pixels are, paid for by the coarsest scale: e3 with three blocks at the LR scale (two in the
+    # encoder, one in the decoder) and one at half of it, no third scale. The third scale (4x4 tokens of a training
+    # patch at 192 channels) holds 0.73M of e3's 1.11M parameters; this costs 0.95x e3's time per iteration.
+    "serpent-cffn-nc-amp-lmn15-e3-f3-lr": {"sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1])},
+    # f3 with a fourth block at the LR scale (two in the decoder; 1.06x e3's time), or at C 64 with the upsampler
+    # kept at 48 channels (1.13x): what the third scale's time buys when spent where the pixels are.
+    "serpent-cffn-nc-amp-lmn15-e3-f4-lr": {"sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[2])},
+    "serpent-cffn-nc-amp-lmn15-e3-f3-w64-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], embed_dim=64, upsampler_channels=48)
+    },
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
