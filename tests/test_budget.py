@@ -271,3 +271,19 @@ def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
     recheck = budget_speeds.measure("sr", ["msrresnet"], tmp_path, 1, 1, recheck=True)
     assert timed[-1] == ["msrresnet"] and recheck["msrresnet"]["s_per_iter"] == 0.3
     assert budget_speeds.measure("sr", ["msrresnet"], tmp_path, 1, 1)["msrresnet"]["s_per_iter"] == pytest.approx(0.6)
+
+
+def test_a_table_names_the_machine_of_every_sitting():
+    """Throughput records taken on different machines each keep their machine in the table's note."""
+    from serpent_arch.benchmark.budget_report import _where_measured
+
+    speeds = [
+        {"measured": "2026-01-02 10:00:00", "machine": "AMD EPYC (avx2)"},
+        {"measured": "2026-01-01 09:00:00", "machine": "AMD EPYC (avx2)"},
+        {"measured": "2026-01-03 11:00:00", "machine": "Intel Xeon (avx512f)"},
+        {"measured": "2026-01-03 11:00:00", "machine": "Intel Xeon (avx512f)"},
+    ]
+    assert _where_measured(speeds) == (
+        "2026-01-01 09:00:00 and 2026-01-02 10:00:00 on AMD EPYC (avx2); 2026-01-03 11:00:00 on Intel Xeon (avx512f)"
+    )
+    assert _where_measured([{}]) == "- on a machine not recorded"

@@ -113,14 +113,13 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
         )
     side = t["gt_size"] // t["scale"]
     speed = speeds[next(iter(speeds))]
-    stamps = sorted({s.get("measured") for s in speeds.values()} - {None})
     lines += [
         "",
         f"- GFLOPs: one forward of a {side}x{side} input (the training patch), "
         "serpent_arch.benchmark.flops (multiply-add = 2 FLOPs, plus the selective scan).",
         "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
-        f"{speed.get('threads')} torch threads, measured {' and '.join(stamps) or '-'} on "
-        f"{speed.get('machine', 'a machine not recorded')}; data loading, EMA and validation not included.",
+        f"{speed.get('threads')} torch threads, measured {_where_measured(speeds.values())}; "
+        "data loading, EMA and validation not included.",
     ]
     anchored = [r["network"] for r in rows if speeds[r["network"]].get("anchor")]
     if anchored:
@@ -248,3 +247,13 @@ def plot(task: str, rows: list[dict], speeds: dict, path: Path, args) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _where_measured(speeds) -> str:
+    """'STAMP and STAMP on MACHINE; STAMP on OTHER MACHINE': when and on which machine each measurement of a
+    table's networks was taken (sittings on different machines each name theirs)."""
+    by_machine: dict[str, set[str]] = {}
+    for speed in speeds:
+        by_machine.setdefault(speed.get("machine", "a machine not recorded"), set()).add(speed.get("measured") or "-")
+    parts = sorted((sorted(stamps), machine) for machine, stamps in by_machine.items())
+    return "; ".join(f"{' and '.join(stamps)} on {machine}" for stamps, machine in parts)
