@@ -151,12 +151,26 @@ def test_dispatcher(capsys):
     assert "--max-gflops" in capsys.readouterr().out
 
 
+def _sr_run_and_photo_folder(tmp_path, net):
+    """An experiment folder holding ``net``'s option file (tiny, x4, nearest+conv) and EMA weights, and an empty
+    photo folder: what ``benchmark contrast`` and ``benchmark spectrum`` read."""
+    import yaml
+
+    exp = tmp_path / "experiments" / "run"
+    (exp / "models").mkdir(parents=True)
+    (exp / "run.yml").write_text(yaml.safe_dump({"scale": 4, "network_g": {
+        "type": "Serpent", "variant": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
+    torch.save({"params_ema": net.state_dict()}, exp / "models" / "net_g_latest.pth")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    return exp, photos
+
+
 def test_contrast_gains(tmp_path, capsys, single_thread):
     """An untrained Serpent returns its (linear, torch) bicubic: the same gain at every contrast; a
     network that adds the full-contrast photo's correction whatever its input gains there and loses
     once the contrast drops; the command reads an experiment folder and prints the table."""
     import numpy as np
-    import yaml
     from basicsr.utils.matlab_functions import imresize
 
     from serpent_arch.benchmark.contrast import gains
@@ -179,13 +193,7 @@ def test_contrast_gains(tmp_path, capsys, single_thread):
     result = gains(FixedCorrection(), [photo], 4, [1.0, 0.5])
     assert result["contrast 1"] > 20 and result["contrast 0.5"] < 0.5 * result["contrast 1"]
 
-    exp = tmp_path / "experiments" / "run"
-    (exp / "models").mkdir(parents=True)
-    (exp / "run.yml").write_text(yaml.safe_dump({"scale": 4, "network_g": {
-        "type": "Serpent", "variant": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
-    torch.save({"params_ema": net.state_dict()}, exp / "models" / "net_g_latest.pth")
-    photos = tmp_path / "photos"
-    photos.mkdir()
+    exp, photos = _sr_run_and_photo_folder(tmp_path, net)
     import cv2
 
     cv2.imwrite(str(photos / "a.png"), (photo[..., ::-1] * 255).round().clip(0, 255).astype(np.uint8))
@@ -223,7 +231,6 @@ def test_spectrum_rings_add_up_to_the_mse_and_score_the_detail(tmp_path, capsys,
     prints a row per photo and names a malformed --bands."""
     import cv2
     import numpy as np
-    import yaml
     from basicsr.utils.color_util import rgb2ycbcr
     from basicsr.utils.matlab_functions import imresize
 
@@ -257,13 +264,7 @@ def test_spectrum_rings_add_up_to_the_mse_and_score_the_detail(tmp_path, capsys,
     bicubic = band_errors(Bicubic(), photo, 4, edges)
     assert all(np.isnan(c) for _, c in bicubic) and sum(e for e, _ in bicubic) > sum(e for e, _ in rows) * 0.5
 
-    exp = tmp_path / "experiments" / "run"
-    (exp / "models").mkdir(parents=True)
-    (exp / "run.yml").write_text(yaml.safe_dump({"scale": 4, "network_g": {
-        "type": "Serpent", "variant": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
-    torch.save({"params_ema": net.state_dict()}, exp / "models" / "net_g_latest.pth")
-    photos = tmp_path / "photos"
-    photos.mkdir()
+    exp, photos = _sr_run_and_photo_folder(tmp_path, net)
     for name in ("a", "b"):
         cv2.imwrite(str(photos / f"{name}.png"), (photo[..., ::-1] * 255).round().astype(np.uint8))
     assert spectrum_main(["--experiment", str(exp), "--photos", str(photos), "--bands", "0,0.125,0.5"]) == 0

@@ -65,6 +65,14 @@ def photo_gain(net: torch.nn.Module, gt: np.ndarray, scale: int, tile: int = 0, 
     return float(10 * np.log10(mse_bic / max(mse_net, 1e-20)))
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """--experiment (repeatable), --photos and --key: the trained runs and photos a photo benchmark reads."""
+    parser.add_argument("--experiment", action="append", required=True,
+                        help="experiments/NAME of a trained x4 SR run (option file + models/net_g_latest.pth)")
+    parser.add_argument("--photos", default="datasets/sample/val/HR", help="folder of HR photos (PNG or JPEG)")
+    parser.add_argument("--key", default="params_ema", help="weight key of the checkpoint")
+
+
 def load_photos(parser: argparse.ArgumentParser, folder: str) -> tuple[list[Path], list[np.ndarray]]:
     """The PNG and JPEG photos of ``folder`` as float RGB in [0, 1], sorted by name; a parser error names
     the folder or the file when there are none or one cannot be read."""
@@ -109,11 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m serpent_arch.benchmark contrast", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--experiment", action="append", required=True,
-                        help="experiments/NAME of a trained x4 SR run (option file + models/net_g_latest.pth)")
-    parser.add_argument("--photos", default="datasets/sample/val/HR", help="folder of HR photos (PNG or JPEG)")
+    add_run_arguments(parser)
     parser.add_argument("--contrasts", default="1,0.5,0.25", help="comma-separated contrast factors")
-    parser.add_argument("--key", default="params_ema", help="weight key of the checkpoint")
     parser.add_argument("--tile", type=int, default=0, help="restore in tiles of N x N LR pixels (0: whole)")
     parser.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in LR pixels (default N / 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serpent_arch.benchmark.contrast import load_network, load_photos
+from serpent_arch.benchmark.contrast import add_run_arguments, load_network, load_photos
 
 DEFAULT_BANDS = "0,0.0625,0.125,0.1875,0.25,0.5"
 
@@ -66,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m serpent_arch.benchmark spectrum", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--experiment", action="append", required=True,
-                        help="experiments/NAME of a trained x4 SR run (option file + models/net_g_latest.pth)")
-    parser.add_argument("--photos", default="datasets/sample/val/HR", help="folder of HR photos (PNG or JPEG)")
-    parser.add_argument("--key", default="params_ema", help="weight key of the checkpoint")
+    add_run_arguments(parser)
     parser.add_argument("--bands", default=DEFAULT_BANDS,
                         help="comma-separated ring edges in cycles per output pixel, increasing from 0")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
