@@ -97,6 +97,7 @@ DEFAULT_NETWORKS = {
         "serpent-tiny-lr",
         "serpent-cffn-lr",
         "serpent-cffn-nc-lr",
+        "serpent-cffn-nc-amp-lmn15-e3-f3-lr",
         "serpent-small",
         "swinir-light",
         "edsr-baseline",
