@@ -126,10 +126,11 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-w56-lr": {"sr": _lmn15(embed_dim=56, upsampler_channels=48)},
     # Depth where the pixels are, paid for by the coarsest scale: e3 with three blocks at the LR scale (two in the
     # encoder, one in the decoder) and one at half of it, no third scale. The third scale (4x4 tokens of a training
-    # patch at 192 channels) holds 0.73M of e3's 1.11M parameters; this costs 0.95x e3's time per iteration.
+    # patch at 192 channels) holds 0.73M of e3's 1.11M parameters; the budget's record gives f3 0.97x e3's time
+    # per iteration.
     "serpent-cffn-nc-amp-lmn15-e3-f3-lr": {"sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1])},
-    # f3 with a fourth block at the LR scale (two in the decoder; 1.06x e3's time), or at C 64 with the upsampler
-    # kept at 48 channels (1.13x): what the third scale's time buys when spent where the pixels are.
+    # f3 with a fourth block at the LR scale (two in the decoder; 1.07x e3's time), or at C 64 with the upsampler
+    # kept at 48 channels (1.15x): what the third scale's time buys when spent where the pixels are.
     "serpent-cffn-nc-amp-lmn15-e3-f4-lr": {"sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[2])},
     "serpent-cffn-nc-amp-lmn15-e3-f3-w64-lr": {
         "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], embed_dim=64, upsampler_channels=48)
