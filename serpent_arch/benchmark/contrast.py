@@ -45,6 +45,22 @@ def gains(
     return result
 
 
+def restore_downscaled(
+    net: torch.nn.Module, gt: np.ndarray, scale: int, tile: int = 0, overlap: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gt mod-cropped to ``scale``, its MATLAB-bicubic x``scale`` downscale, ``net``'s restoration of it): float RGB
+    images (H, W, 3), whole or in ``tile`` x ``tile`` LR tiles."""
+    from basicsr.utils.matlab_functions import imresize
+
+    h, w = (s - s % scale for s in gt.shape[:2])
+    gt = gt[:h, :w]
+    lq = imresize(gt, 1 / scale).astype(np.float32)
+    with torch.no_grad():
+        x = torch.from_numpy(lq).permute(2, 0, 1)[None]
+        out = tiled_forward(net, x, scale, tile=tile, overlap=overlap)[0].permute(1, 2, 0).numpy()
+    return gt, lq, out
+
+
 def photo_gain(net: torch.nn.Module, gt: np.ndarray, scale: int, tile: int = 0, overlap: int = 0) -> float:
     """Y gain over bicubic (dB) of ``net`` restoring ``gt`` (float RGB in [0, 1]) from its MATLAB-bicubic
     x``scale`` downscale (mod-cropped to ``scale``; ``scale`` pixels cropped at the border, no rounding)."""
@@ -54,12 +70,7 @@ def photo_gain(net: torch.nn.Module, gt: np.ndarray, scale: int, tile: int = 0, 
     def _y(img: np.ndarray) -> np.ndarray:  # BasicSR's Y of a float RGB image in [0, 1], without rounding
         return rgb2ycbcr(img.astype(np.float32), y_only=True)
 
-    h, w = (s - s % scale for s in gt.shape[:2])
-    gt = gt[:h, :w]
-    lq = imresize(gt, 1 / scale).astype(np.float32)
-    with torch.no_grad():
-        x = torch.from_numpy(lq).permute(2, 0, 1)[None]
-        out = tiled_forward(net, x, scale, tile=tile, overlap=overlap)[0].permute(1, 2, 0).numpy()
+    gt, lq, out = restore_downscaled(net, gt, scale, tile, overlap)
     crop = (slice(scale, -scale), slice(scale, -scale))
     mse_net, mse_bic = (((_y(np.clip(v, 0, 1)) - _y(gt))[crop] ** 2).mean() for v in (out, imresize(lq, scale)))
     return float(10 * np.log10(mse_bic / max(mse_net, 1e-20)))

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from serpent_arch.benchmark.contrast import add_run_arguments, load_network, load_photos
+from serpent_arch.benchmark.contrast import add_run_arguments, load_network, load_photos, restore_downscaled
 
 DEFAULT_BANDS = "0,0.0625,0.125,0.1875,0.25,0.5"
 
@@ -39,11 +39,7 @@ def band_errors(net: torch.nn.Module, gt: np.ndarray, scale: int, edges: list[fl
     def _y(img: np.ndarray) -> np.ndarray:  # BasicSR's Y of a float RGB image, in 8-bit levels, without rounding
         return rgb2ycbcr(np.clip(img, 0, 1).astype(np.float32), y_only=True).astype(np.float64) * 255.0
 
-    h, w = (s - s % scale for s in gt.shape[:2])
-    gt = gt[:h, :w]
-    lq = imresize(gt, 1 / scale).astype(np.float32)
-    with torch.no_grad():
-        out = net(torch.from_numpy(lq).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    gt, lq, out = restore_downscaled(net, gt, scale)
     crop = (slice(scale, -scale), slice(scale, -scale))
     y_gt, y_out, y_bic = (_y(v)[crop] for v in (gt, out, imresize(lq, scale)))
     n = y_gt.size
