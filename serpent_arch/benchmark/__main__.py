@@ -19,6 +19,7 @@ COMMANDS = {
     "dark": "serpent_arch.benchmark.dark",
     "contrast": "serpent_arch.benchmark.contrast",
     "spectrum": "serpent_arch.benchmark.spectrum",
+    "layout": "serpent_arch.benchmark.layout",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

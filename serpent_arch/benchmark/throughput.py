@@ -4,7 +4,8 @@ One iteration is what the trainer repeats: forward of a batch, L1 loss, backward
 Blocks of iterations of every network take turns (``repeats`` rounds), so a load spike on a
 shared machine hits all of them alike; the median block gives each network's s / iteration.
 Data loading, the EMA update and validation are not included (they are the same trainer code
-for every network and cheap next to the step).
+for every network and cheap next to the step). ``channels_last`` runs a network and its input in
+PyTorch's channels-last memory format instead of the default NCHW (``benchmark layout``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def seconds_per_iteration(
     repeats: int = 3,
     block_seconds: float = 2.0,
     seed: int = 0,
+    channels_last: frozenset[str] = frozenset(),
 ) -> dict[str, dict]:
     """Median s / iteration of each network (``name -> network_g``) on (batch, 3, gt/scale, gt/scale) inputs.
 
@@ -48,19 +50,23 @@ def seconds_per_iteration(
     gen = torch.Generator().manual_seed(seed)
     gt = torch.rand(batch, 3, gt_size, gt_size, generator=gen)
     lq = gt if scale == 1 else F.interpolate(gt, scale_factor=1 / scale, mode="bicubic", align_corners=False)
+    lq_last = lq.contiguous(memory_format=torch.channels_last)
     runs = {}
     for name, net_opt in networks.items():
         torch.manual_seed(seed)
         net = build_network(dict(net_opt)).train()
+        inputs = lq
+        if name in channels_last:
+            net, inputs = net.to(memory_format=torch.channels_last), lq_last
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-        _step(net, optimizer, lq, gt)  # warm-up: allocations, kernel compilation
-        first = _block(net, optimizer, lq, gt, 1)
-        runs[name] = (net, optimizer, max(1, round(block_seconds / max(first, 1e-6))))
+        _step(net, optimizer, inputs, gt)  # warm-up: allocations, kernel compilation
+        first = _block(net, optimizer, inputs, gt, 1)
+        runs[name] = (net, optimizer, inputs, max(1, round(block_seconds / max(first, 1e-6))))
     blocks: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
-        for name, (net, optimizer, iters) in runs.items():
-            blocks[name].append(_block(net, optimizer, lq, gt, iters))
+        for name, (net, optimizer, inputs, iters) in runs.items():
+            blocks[name].append(_block(net, optimizer, inputs, gt, iters))
     return {
-        name: {"s_per_iter": statistics.median(blocks[name]), "blocks": blocks[name], "iters_per_block": runs[name][2]}
+        name: {"s_per_iter": statistics.median(blocks[name]), "blocks": blocks[name], "iters_per_block": runs[name][3]}
         for name in runs
     }
