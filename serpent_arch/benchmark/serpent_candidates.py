@@ -1,6 +1,6 @@
-"""The Serpent configurations of the equal-budget benchmark (README, "Making Serpent win: what was tried").
+"""The Serpent configurations of the equal-budget benchmark (docs/equal_budget.md, "Making Serpent win").
 
-Every variant tried keeps its entry, so each row of the README's log can be rerun by name
+Every variant tried keeps its entry, so each row of the log (README, docs/equal_budget.md) can be rerun by name
 (``python -m serpent_arch.benchmark budget --networks NAME``); the comment above an entry says what
 it tests. ``serpent_arch.benchmark.contenders`` adds BasicSR's networks and writes the option files.
 """
@@ -45,10 +45,10 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
         "sr": dict(type="Serpent", variant="tiny", upscale=4, upsampler="interpolate", drop_path_rate=0.0),
         "deblur": dict(type="Serpent", variant="tiny", upscale=1, drop_path_rate=0.0),
     },
-    # A new variant (README, "Making Serpent win"): the tiny hierarchy at the LR size, one token per
+    # A new variant (docs/equal_budget.md, "Making Serpent win"): the tiny hierarchy at the LR size, one token per
     # LR pixel (patch 1), ending with conv + PixelShuffle like the SR CNNs; no bicubic-upsampled path.
     "serpent-tiny-lr": {"sr": _serpent_lr()},
-    # Candidates for the time of EDSR-baseline's iteration (README, "Making Serpent win"): the
+    # Candidates for the time of EDSR-baseline's iteration (docs/equal_budget.md, "Making Serpent win"): the
     # LR-size tiny hierarchy twice as wide, or 4/3 as wide and twice as deep.
     "serpent-wide-lr": {"sr": _serpent_lr(embed_dim=48)},
     "serpent-deep-lr": {"sr": _serpent_lr(embed_dim=32, depths=[2, 2, 2], depths_decoder=[2, 2])},
@@ -135,6 +135,9 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-e3-f3-w64-lr": {
         "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], embed_dim=64, upsampler_channels=48)
     },
+    # f3 with one block fewer at the LR scale (one in the encoder, one in the decoder): f4 (one more) was
+    # behind f3 at equal seconds, so is the optimum below three?
+    "serpent-cffn-nc-amp-lmn15-e3-f2-lr": {"sr": _lmn15(embed_kernel=3, depths=[1, 1], depths_decoder=[1])},
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
