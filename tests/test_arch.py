@@ -542,3 +542,31 @@ def test_upsampler_channels_sets_the_width_of_the_output_size_convolutions():
     net.conv_last.weight.data.normal_()  # leave the zero start, so every parameter gets a gradient
     net(lr).square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.upsample.parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"patch_size": 1, "upscale": 4, "upsampler": "nearest+conv", "embed_kernel": 3, "depths": [2, 1]},
+        {"patch_size": 1, "upscale": 2, "upsampler": "pixelshuffle", "upsampler_channels": 8},
+        {"upscale": 1},  # no upsampler: the last convolution alone
+    ],
+)
+def test_upsampler_channels_last_matches_nchw(kwargs):
+    """upsampler_channels_last changes the memory layout of the output-size convolutions, not the result:
+    outputs and every gradient agree with the NCHW network on fresh random inputs, and the output is NCHW."""
+    torch.manual_seed(0)
+    ref = Serpent(variant="tiny", drop_path_rate=0.0, **kwargs)
+    for p in ref.conv_last.parameters():  # the zero-initialised last conv would hide the upsampler
+        torch.nn.init.normal_(p, std=0.1)
+    fast = Serpent(variant="tiny", drop_path_rate=0.0, upsampler_channels_last=True, **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.rand(2, 3, 9, 14)
+    out_ref, out_fast = ref(x), fast(x)
+    assert out_fast.is_contiguous()
+    torch.testing.assert_close(out_fast, out_ref, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(out_ref)
+    out_ref.backward(grad)
+    out_fast.backward(grad)
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")

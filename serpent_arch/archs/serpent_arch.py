@@ -79,6 +79,10 @@ class Serpent(nn.Module):
         upsampler_channels: width of the upsampler's
             convolutions (SwinIR's ``num_feat``); a conv maps ``embed_dim`` to it first. Default
             ``embed_dim``. Narrower makes the output-size convolutions cheaper.
+        upsampler_channels_last: on CPU, run the upsampler and the last convolution on channels-last
+            tensors, the layout oneDNN's convolutions are fastest in (the same arithmetic; the output
+            is returned in the usual NCHW layout). Default False. ``python -m serpent_arch.benchmark
+            layout`` measures what it saves.
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
         patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
         embed_kernel: with ``patch_size`` 1, the kernel size of the embedding convolution (odd):
@@ -141,6 +145,7 @@ class Serpent(nn.Module):
         upscale: int = 1,
         upsampler: str = "interpolate",
         upsampler_channels: int | None = None,
+        upsampler_channels_last: bool = False,
         img_range: float = 1.0,
         patch_size: int | None = None,
         embed_kernel: int | None = None,
@@ -181,6 +186,7 @@ class Serpent(nn.Module):
         self.variant = variant
         self.in_chans, self.out_chans = in_chans, out_chans
         self.upscale, self.upsampler = upscale, upsampler
+        self.upsampler_channels_last = bool(upsampler_channels_last)
         self.img_range = float(img_range)
         self.patch_size = patch_size
         self.contrast_norm, self.contrast_eps = contrast_norm, CONTRAST_EPS
@@ -279,8 +285,13 @@ class Serpent(nn.Module):
 
         x, (h, w) = pad_to_multiple(x, self.pad_multiple)
         feat = self.restore_features(x)[..., :h, :w]
+        channels_last = self.upsampler_channels_last and feat.device.type == "cpu"
+        if channels_last:
+            feat = feat.contiguous(memory_format=torch.channels_last)
         feat = self.upsample(feat)
         out = self.conv_last(feat)[..., :out_h, :out_w]
+        if channels_last:
+            out = out.contiguous()
         if scale is not None:
             if scale.shape[-2:] != out.shape[-2:]:
                 scale = F.interpolate(scale, size=out.shape[-2:], mode="bilinear", align_corners=False)

@@ -138,6 +138,11 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     # f3 with one block fewer at the LR scale (one in the encoder, one in the decoder): f4 (one more) was
     # behind f3 at equal seconds, so is the optimum below three?
     "serpent-cffn-nc-amp-lmn15-e3-f2-lr": {"sr": _lmn15(embed_kernel=3, depths=[1, 1], depths_decoder=[1])},
+    # f3 with its output-size convolutions on channels-last tensors (upsampler_channels_last): the same network and
+    # arithmetic, in the layout oneDNN's convolutions run fastest in on CPU (benchmark layout).
+    "serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], upsampler_channels_last=True)
+    },
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
