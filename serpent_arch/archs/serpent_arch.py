@@ -80,9 +80,10 @@ class Serpent(nn.Module):
             convolutions (SwinIR's ``num_feat``); a conv maps ``embed_dim`` to it first. Default
             ``embed_dim``. Narrower makes the output-size convolutions cheaper.
         upsampler_channels_last: on CPU, run the upsampler and the last convolution on channels-last
-            tensors, the layout oneDNN's convolutions are fastest in (the same arithmetic; the output
-            is returned in the usual NCHW layout). Default False. ``python -m serpent_arch.benchmark
-            layout`` measures what it saves.
+            tensors, the layout in which oneDNN's convolutions are often faster (the same arithmetic up
+            to rounding; the output is returned in NCHW). Default False: for the two-scale SR Serpent
+            of the equal-budget record it saved nothing per training step (docs/equal_budget.md,
+            "Memory format").
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
         patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
         embed_kernel: with ``patch_size`` 1, the kernel size of the embedding convolution (odd):

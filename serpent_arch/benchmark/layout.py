@@ -7,8 +7,8 @@ and the budget's iteration counts (and so its comparison at equal time) depend o
 command measures by how much: every network once as shipped and once converted with
 ``.to(memory_format=torch.channels_last)`` and fed a channels-last batch, all interleaved in one run
 (``throughput.seconds_per_iteration``), and reports per network the median over rounds of the
-channels-last time / the NCHW time of the same round. The results of a step do not depend on the
-layout (the same arithmetic in another order), only its time.
+channels-last time / the NCHW time of the same round. A step's results do not depend on the layout
+(the same arithmetic, up to rounding), only its time.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def render(task: str, rows: list[dict], repeats: int, where: str, stamp: str, ar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`: "))
+    p = argparse.ArgumentParser(prog="python -m serpent_arch.benchmark layout", description=__doc__.split("\n")[0])
     p.add_argument("--task", default="sr", help=f"one of {', '.join(TASKS)} (the batch and patch size)")
     p.add_argument("--networks", default="msrresnet,serpent-cffn-nc-amp-lmn15-e3-f3-lr", help="comma-separated")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
