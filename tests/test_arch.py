@@ -5,6 +5,7 @@ import torch
 
 import serpent_arch  # noqa: F401  (registers into BasicSR)
 from serpent_arch.archs import VARIANTS, Serpent
+from serpent_arch.archs.blocks import Affine, SerpentBlock
 from serpent_arch.archs.serpent_arch import pad_to_multiple
 from serpent_arch.archs.ss2d import cross_merge, cross_scan
 
@@ -100,6 +101,7 @@ def test_variants_and_overrides():
         ({"contrast_norm": -3}, "contrast_norm must be 0 or an odd window side, got -3"),
         ({"contrast_norm_raw": True}, "contrast_norm_raw needs contrast_norm"),
         ({"contrast_norm_scale": False}, "contrast_norm_scale false needs contrast_norm"),
+        ({"block_rescale": True, "block_norm": False}, "block_rescale rescales by .* block_norm false removes it"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -175,7 +177,45 @@ def test_block_rescale_makes_the_body_homogeneous():
     std = torch.sqrt(tokens.var(-1, unbiased=False, keepdim=True) + block.norm1.eps)
     with torch.no_grad():
         expected = block.ss2d(block.norm1(tokens)) * std
-        torch.testing.assert_close(block._update(block.norm1, block.ss2d, tokens), expected)
+        torch.testing.assert_close(block._residual(tokens, block.norm1, block.ss2d, None), tokens + expected)
+
+
+def test_block_norm_off_reads_tokens_unnormalised_and_skip_scale_scales_the_stream():
+    """block_norm False swaps each block's LayerNorms for a per-channel affine (same parameter count) that
+    starts as the identity; skip_scale adds a per-channel scale s (from 1) on the stream: s * x + update.
+    Both train: every new parameter gets a gradient."""
+    torch.manual_seed(0)
+    kw = dict(variant="tiny", patch_size=1, depths=[1, 1], depths_decoder=[1])
+    plain, affine, skip = Serpent(**kw), Serpent(block_norm=False, **kw), Serpent(skip_scale=True, **kw)
+    blocks = [m for m in affine.modules() if isinstance(m, SerpentBlock)]
+    assert blocks and all(isinstance(n, Affine) for b in blocks for n in (b.norm1, b.norm2))
+    assert sum(p.numel() for p in affine.parameters()) == sum(p.numel() for p in plain.parameters())
+    tokens = torch.randn(2, 4, 4, blocks[0].norm1.weight.numel()) * 3 + 1
+    torch.testing.assert_close(blocks[0].norm1(tokens), tokens)  # untrained: the token as it is
+    with torch.no_grad():
+        blocks[0].norm1.weight.fill_(2.0)
+        blocks[0].norm1.bias.fill_(0.5)
+    torch.testing.assert_close(blocks[0].norm1(tokens), 2 * tokens + 0.5)
+
+    extra = sum(p.numel() for n, p in skip.named_parameters() if ".skip" in n)
+    widths = [b.norm1.weight.numel() for b in skip.modules() if isinstance(b, SerpentBlock)]
+    assert extra == 2 * sum(widths)  # one scale per residual connection and channel
+    skip.eval()
+    block = next(m for m in skip.modules() if isinstance(m, SerpentBlock))
+    tokens = torch.randn(2, 4, 4, block.norm1.weight.numel())
+    with torch.no_grad():
+        update = block.ss2d(block.norm1(tokens))
+        torch.testing.assert_close(block._residual(tokens, block.norm1, block.ss2d, block.skip1), tokens + update)
+        block.skip1.fill_(0.25)
+        scaled = block._residual(tokens, block.norm1, block.ss2d, block.skip1)
+        torch.testing.assert_close(scaled, 0.25 * tokens + update)
+
+    for net in (affine, skip):
+        net = _trained_looking(net).train()  # the zero-initialised last conv would stop every gradient
+        net(torch.rand(1, 3, 8, 8)).square().mean().backward()
+        for name, param in net.named_parameters():
+            if ".skip" in name or (".norm" in name and "blocks" in name):
+                assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize(

@@ -83,8 +83,26 @@ class ChannelAttention(nn.Module):
         return x * weights
 
 
+class Affine(nn.Module):
+    """Per-channel scale and shift of channels-last tokens, without normalising them (ResMLP's Affine):
+    what a block reads when ``block_norm`` is off. (..., C) -> same."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
 class SerpentBlock(nn.Module):
     """Pre-norm residual block: x + SS2D(LN(x)), then x + FFN(LN(x)). (B, H, W, C) -> same.
+
+    ``norm`` False replaces both LayerNorms with a per-channel :class:`Affine`: the branches read the
+    token at its own amplitude, as a CNN's residual blocks do (EDSR left normalisation out of SR networks).
+    ``skip_scale`` multiplies the residual stream by a learned per-channel scale (initialised to 1) before
+    each update is added, s * x + SS2D(LN(x)), as MambaIR's residual state-space block does.
 
     ``rescale`` multiplies each update by the standard deviation its LayerNorm divided out of the
     token (over the channels, with the norm's eps): x + std(x) * SS2D(LN(x)). LN(x) does not change
@@ -102,31 +120,42 @@ class SerpentBlock(nn.Module):
         ffn_dense: bool = False,
         channel_attention: int = 0,
         rescale: bool = False,
+        norm: bool = True,
+        skip_scale: bool = False,
         **ss2d_kwargs,
     ):
         super().__init__()
+        if rescale and not norm:
+            raise ValueError(
+                "Serpent: block_rescale rescales by what the blocks' LayerNorm divides out; "
+                "block_norm false removes it."
+            )
         self.rescale = rescale
-        self.norm1 = nn.LayerNorm(dim)
+        make_norm = nn.LayerNorm if norm else Affine
+        self.norm1 = make_norm(dim)
+        self.skip1 = nn.Parameter(torch.ones(dim)) if skip_scale else None
         self.ss2d = SS2D(dim, **ss2d_kwargs)
         self.drop_path_prob = drop_path_prob
         self.has_ffn = mlp_ratio > 0
         if channel_attention and not self.has_ffn:
             raise ValueError("Serpent: channel_attention closes the feed-forward networks, which mlp_ratio 0 removes.")
         if self.has_ffn:
-            self.norm2 = nn.LayerNorm(dim)
+            self.norm2 = make_norm(dim)
+            self.skip2 = nn.Parameter(torch.ones(dim)) if skip_scale else None
             self.ffn = FeedForward(dim, int(dim * mlp_ratio), ffn_conv, ffn_dense, channel_attention)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self._update(self.norm1, self.ss2d, x), self.drop_path_prob, self.training)
+        x = self._residual(x, self.norm1, self.ss2d, self.skip1)
         if self.has_ffn:
-            x = x + drop_path(self._update(self.norm2, self.ffn, x), self.drop_path_prob, self.training)
+            x = self._residual(x, self.norm2, self.ffn, self.skip2)
         return x
 
-    def _update(self, norm: nn.LayerNorm, branch: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _residual(self, x: torch.Tensor, norm: nn.Module, branch: nn.Module, skip: torch.Tensor | None):
         update = branch(norm(x))
         if self.rescale:
             update = update * torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)
-        return update
+        update = drop_path(update, self.drop_path_prob, self.training)
+        return (x if skip is None else x * skip) + update
 
 
 class PatchMerging(nn.Module):

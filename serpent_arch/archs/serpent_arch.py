@@ -39,6 +39,8 @@ UPSAMPLERS = {
     "nearest+conv": NearestConvUpsampler,
     "pixelshuffle+conv": PixelShuffleConvUpsampler,
 }
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (N, C, H, W) at the bottom/right up to a multiple of ``multiple``.
 
@@ -112,6 +114,10 @@ class Serpent(nn.Module):
         block_rescale: multiply every block's two updates by the standard deviation of the token
             their LayerNorm read (:class:`~serpent_arch.archs.blocks.SerpentBlock`), so each block
             is 1-homogeneous: its update scales with the token's amplitude. Default False.
+        block_norm: False replaces the blocks' LayerNorms with a learned per-channel scale and shift
+            (ResMLP's Affine), so every branch reads the token at its own amplitude. Default True.
+        skip_scale: a learned per-channel scale (initialised to 1) on the residual stream of every
+            block, s * x + update (MambaIR's skip scale). Default False.
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
         depths: number of Serpent blocks per encoder stage; its length is the number of scales.
         depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
@@ -157,6 +163,8 @@ class Serpent(nn.Module):
         contrast_norm_raw: bool = False,
         contrast_norm_scale: bool = True,
         block_rescale: bool = False,
+        block_norm: bool = True,
+        skip_scale: bool = False,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         depths_decoder: Sequence[int] | None = None,
@@ -203,6 +211,8 @@ class Serpent(nn.Module):
             ffn_dense=ffn_dense,
             channel_attention=channel_attention,
             rescale=bool(block_rescale),
+            norm=bool(block_norm),
+            skip_scale=bool(skip_scale),
             d_state=d_state,
             ssm_ratio=ssm_ratio,
             d_conv=d_conv,

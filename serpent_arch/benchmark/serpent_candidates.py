@@ -143,6 +143,15 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr": {
         "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], upsampler_channels_last=True)
     },
+    # f3 with a learned per-channel scale on every block's residual stream (MambaIR's skip scale), and f3
+    # whose blocks read their tokens unnormalised (a per-channel affine instead of LayerNorm, as EDSR left
+    # normalisation out of SR CNNs): both at f3's cost.
+    "serpent-cffn-nc-amp-lmn15-e3-f3-ss-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], skip_scale=True)
+    },
+    "serpent-cffn-nc-amp-lmn15-e3-f3-an-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], block_norm=False)
+    },
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
