@@ -126,6 +126,8 @@ CASES = [
     # N = 16, 8 and 4 take the C kernel's specialised backward (constant trip count); 4: the Lchunk cases
     pytest.param(2, 24, 33, 16, 2, True, True, True, True, True, id="N16-g2"),
     pytest.param(1, 8, 20, 16, 1, False, True, False, True, False, id="N16-3d-noz"),
+    # AVX-512 builds sum N = 16 sixteen steps at a time: 3 blocks and a tail of 2, four groups as in SS2D
+    pytest.param(2, 16, 50, 16, 4, True, True, False, True, True, id="N16-g4-L50"),
     pytest.param(2, 24, 33, 8, 2, True, True, True, True, True, id="N8-g2"),
     pytest.param(1, 8, 20, 8, 1, False, False, True, False, True, id="N8-3d-noD"),
 ]
@@ -160,15 +162,20 @@ def _cpu_flags() -> set[str]:
 FORCED_MARCH = [
     pytest.param(m, marks=pytest.mark.skipif(not (_cpu_kernel.is_x86() and need <= _cpu_flags()),
                                              reason=f"needs an x86 CPU with {sorted(need)}"))
-    for m, need in (("haswell", {"avx2", "fma"}), ("x86-64-v2", {"sse4_2"}))
+    for m, need in (
+        ("haswell", {"avx2", "fma"}),
+        ("x86-64-v2", {"sse4_2"}),
+        ("skylake-avx512", {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"}),
+    )
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("march", FORCED_MARCH)
-@pytest.mark.parametrize("case", ["L7-all-g2", "dim40-partial-simd-block", "L3chunk+5-3d", "N16-g2"])
+@pytest.mark.parametrize("case", ["L7-all-g2", "dim40-partial-simd-block", "L3chunk+5-3d", "N16-g2", "N16-g4-L50"])
 def test_forced_march_build_matches_reference(march, case):
-    """The kernel built as an AVX2 (haswell) or SSE4.2 machine builds it, SERPENT_CPU_MARCH's
-    build, against the reference: forward and every gradient on fresh random inputs."""
+    """The kernel built as an AVX2 (haswell), SSE4.2 or AVX-512 machine builds it (SERPENT_CPU_MARCH's
+    build) against the reference: forward and every gradient on fresh random inputs. The AVX-512 build
+    takes the deferred sums of the N = 16 backward, the others the per-step sums."""
     require_backend("cpu_kernel")
     (batch, dim, L, N, groups, grouped, D, z, bias, softplus) = next(c.values for c in CASES if c.id == case)
     seed = zlib.crc32(repr((march, case)).encode())
