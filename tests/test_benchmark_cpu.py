@@ -14,6 +14,14 @@ needs_kernel = pytest.mark.skipif(not _cpu_kernel.availability()[0], reason="cpu
 needs_x86 = pytest.mark.skipif(not _cpu_kernel.is_x86(), reason="x86 -march values")
 
 
+def _errors(table: str) -> dict[str, float]:
+    """cpu_kernel row label -> its "max rel. error" cell in a scan benchmark table."""
+    lines = table.splitlines()
+    column = next(ln for ln in lines if ln.startswith("| backend |")).split("|").index(" max rel. error ")
+    rows = [ln.split("|") for ln in lines if ln.startswith("| cpu_kernel")]
+    return {cells[1].strip(): float(cells[column]) for cells in rows}
+
+
 def test_machine_line_names_cpu_and_extensions(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     line = machine.describe()
@@ -35,9 +43,8 @@ def test_scan_benchmark_measures_native_and_forced_builds(tmp_path):
         assert f"- `{label}`: forward " in text  # the targets line of each build
     assert "-fno-trapping-math" in text and "-march=x86-64-v2`" in text
     # every build agrees with the reference (the error column)
-    for row in text.splitlines():
-        if row.startswith("| cpu_kernel"):
-            assert float(row.rstrip(" |").rsplit("|", 1)[1]) < 1e-4, row
+    errors = _errors(text)
+    assert len(errors) == 4 and max(errors.values()) < 1e-4, errors
 
 
 @needs_kernel
@@ -57,3 +64,23 @@ def test_train_benchmark_measures_native_and_forced_builds(tmp_path):
     assert machine.cpu_model() in text and "ATen CPU capability" in text
     own = _cpu_kernel.kernel_march()
     assert f"| cpu_kernel -march={own} |" in text and "| cpu_kernel -march=x86-64-v2 |" in text
+
+
+@needs_kernel
+def test_benchmarks_measure_the_backward_without_its_deferred_sums(tmp_path):
+    """--per-step-sums adds each build compiled with -DSS_NO_DEFERRED_SUMS (the N = 16 backward as before its
+    deferred sums): the scan table shows it agreeing with the reference, the training table its time against
+    the first row."""
+    args = ["--quick", "--repeats", "1", "--out", str(tmp_path), "--march", "--no-fast-math", "--per-step-sums"]
+    text = scan_bench.main([*args, "--d-state", "16", "--backends", "reference", "cpu_kernel"])
+    own = f"cpu_kernel -march={_cpu_kernel.kernel_march()}"
+    errors = _errors(text)
+    assert list(errors) == [own, f"{own} -DSS_NO_DEFERRED_SUMS"] and max(errors.values()) < 1e-4, errors
+    assert "fwd+bwd vs reference |" in text and "| reference |" in text
+
+    args = ["--iters", "1", "--repeats", "2", "--backends", "cpu_kernel", "--march", "--per-step-sums"]
+    assert train_bench.main([*args, "--out", str(tmp_path), "--name", "t"]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert f"time vs {own} |" in table and f"| {own} -DSS_NO_DEFERRED_SUMS |" in table
+    first = next(r for r in table.splitlines() if r.startswith(f"| {own} |"))
+    assert first.rstrip(" |").endswith("1.000")

@@ -14,9 +14,11 @@ AVX2: what an AVX2-only machine builds), and for each of these the same kernel w
 the -ffast-math build, forward + backward >= 30x). The header names the CPU, its vector
 extensions, the threads and every build's flags.
 
-* forward time: median over ``--repeats`` runs under ``torch.no_grad()``;
-* forward + backward time: median over ``--repeats`` runs (output gradient fixed, inputs fresh
-  leaves each run; the forward is included);
+* forward time: median over ``--repeats`` rounds under ``torch.no_grad()``;
+* forward + backward time: median over ``--repeats`` rounds (output gradient fixed, inputs fresh
+  leaves each run; the forward is included), and its ratio to the first row's, the median of the
+  per-round ratios. A round times every row once, in turn, so load on a shared machine hits all
+  rows alike;
 * forward peak memory: the most bytes of torch tensor storage alive at once that the no-grad
   forward allocated, inputs excluded, measured with
   :class:`serpent_arch.benchmark.memory.TensorMemoryTracker` (a ``TorchDispatchMode`` that counts
@@ -39,6 +41,7 @@ import datetime
 import math
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -69,13 +72,10 @@ def make_inputs(batch: int, dim: int, L: int, N: int, groups: int, seed: int = 0
     }
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+def _ms(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
 
 
 def _forward(backend: str, inputs: Tensors) -> torch.Tensor:
@@ -90,16 +90,27 @@ def _forward_backward(backend: str, inputs: Tensors, gout: torch.Tensor) -> Tens
     return {"out": out.detach(), **{k: v.grad for k, v in leaves.items()}}
 
 
-def measure(backend: str, inputs: Tensors, gout: torch.Tensor, repeats: int) -> dict:
-    """Timings, peak forward memory and the outputs/gradients of one backend (for cpu_kernel: of
-    the build selected by the caller's ``_cpu_kernel.variant``)."""
+def measure(backend: str, inputs: Tensors, gout: torch.Tensor) -> dict:
+    """Peak forward memory and the outputs/gradients of one backend (for cpu_kernel: of the build
+    selected by the caller's ``_cpu_kernel.variant``); the timings come from :func:`time_rounds`."""
     _forward(backend, inputs)  # warm-up (compiles the C kernel on first use)
     results = _forward_backward(backend, inputs, gout)
-    fwd_ms = _median_ms(lambda: _forward(backend, inputs), repeats)
-    fwd_bwd_ms = _median_ms(lambda: _forward_backward(backend, inputs, gout), repeats)
     with TensorMemoryTracker() as mem:
         _forward(backend, inputs)
-    return {"fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms, "peak_bytes": mem.peak_bytes, "results": results}
+    return {"peak_bytes": mem.peak_bytes, "results": results}
+
+
+def time_rounds(runs: dict[str, tuple[str, tuple | None]], inputs: Tensors, gout: torch.Tensor, repeats: int) -> dict:
+    """label -> {"fwd": [ms], "fwd_bwd": [ms]} over ``repeats`` rounds; each round times every row once,
+    in turn, so a load spike on a shared machine hits all of them alike (``runs``: label -> (backend,
+    cpu_kernel build for ``_cpu_kernel.variant`` or None))."""
+    times = {label: {"fwd": [], "fwd_bwd": []} for label in runs}
+    for _ in range(repeats):
+        for label, (backend, variant) in runs.items():
+            with _cpu_kernel.variant(*variant) if variant else contextlib.nullcontext():
+                times[label]["fwd"].append(_ms(partial(_forward, backend, inputs)))
+                times[label]["fwd_bwd"].append(_ms(partial(_forward_backward, backend, inputs, gout)))
+    return times
 
 
 def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -110,6 +121,7 @@ def _rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def render(cfg: dict, rows: dict[str, dict], repeats: int, builds: dict[str, str]) -> str:
     """Markdown report; ``rows`` label -> measure(), ``builds`` cpu_kernel label -> its flags."""
     ref = rows.get("reference")
+    first = next(iter(rows))
     lines = [
         "# Selective scan benchmark (CPU)",
         "",
@@ -117,16 +129,19 @@ def render(cfg: dict, rows: dict[str, dict], repeats: int, builds: dict[str, str
         f"groups {cfg['groups']}; delta_bias, delta_softplus, D, z=None; float32",
         f"- machine: {describe()}; cpu_kernel uses the same threads",
         *(f"- `{label}`: `{flags}`" for label, flags in builds.items()),
-        f"- {datetime.datetime.now().isoformat(timespec='seconds')}; medians of {repeats} runs after warm-up",
+        f"- {datetime.datetime.now().isoformat(timespec='seconds')}; medians of {repeats} rounds after warm-up, "
+        "each round timing every row once in turn",
         "- peak memory: largest live total of torch tensor storage allocated by one no-grad forward "
         "(inputs excluded), tracked with a TorchDispatchMode",
         "- error: max |x - x_ref| / max |x_ref| over the output and all gradients",
+        f"- fwd+bwd vs {first}: median over the rounds of this row's fwd+bwd time / {first}'s in the same round",
         "",
         "| backend | forward (ms) | forward speed-up | fwd+bwd (ms) | fwd+bwd speed-up | forward peak (MiB) "
-        "| peak vs reference | max rel. error |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| peak vs reference | max rel. error | fwd+bwd vs {first} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows.items():
+        vs_first = statistics.median(a / b for a, b in zip(r["fwd_bwd"], rows[first]["fwd_bwd"]))
         if ref is not None:
             fwd_x = f"{ref['fwd_ms'] / r['fwd_ms']:.1f}x"
             bwd_x = f"{ref['fwd_bwd_ms'] / r['fwd_bwd_ms']:.1f}x"
@@ -137,7 +152,7 @@ def render(cfg: dict, rows: dict[str, dict], repeats: int, builds: dict[str, str
             fwd_x = bwd_x = mem_x = err_s = "n/a"
         lines.append(
             f"| {name} | {r['fwd_ms']:.1f} | {fwd_x} | {r['fwd_bwd_ms']:.1f} | {bwd_x} "
-            f"| {r['peak_bytes'] / 2**20:.1f} | {mem_x} | {err_s} |"
+            f"| {r['peak_bytes'] / 2**20:.1f} | {mem_x} | {err_s} | {vs_first:.3f} |"
         )
     if ref is not None:
         checks = [_targets(label, rows[label], rows.get(f"{label} -ffast-math"), ref) for label in builds
@@ -166,13 +181,22 @@ def default_marches() -> list[str]:
     return ["haswell"] if _cpu_kernel.is_x86() and {"avx2", "fma"} <= set(vector_extensions()) else []
 
 
-def kernel_builds(marches: list[str], fast_math: bool = True) -> dict[str, tuple[str | None, tuple[str, ...]]]:
-    """Row label -> (march, extra flags) for ``_cpu_kernel.variant``; the kernel's own build first."""
+# the build without the AVX-512 backward's deferred sums (_scan_kernel.c), for measuring what they save
+PER_STEP_SUMS = "-DSS_NO_DEFERRED_SUMS"
+
+
+def kernel_builds(
+    marches: list[str], fast_math: bool = True, per_step_sums: bool = False
+) -> dict[str, tuple[str | None, tuple[str, ...]]]:
+    """Row label -> (march, extra flags) for ``_cpu_kernel.variant``; the kernel's own build first.
+    ``per_step_sums`` adds each build without the deferred sums of the N = 16 backward."""
     own = _cpu_kernel.kernel_march()
     builds: dict[str, tuple[str | None, tuple[str, ...]]] = {}
     for march in [own, *(m for m in marches if m != own)]:
         label = f"cpu_kernel -march={march}"
         builds[label] = (march, ())
+        if per_step_sums:
+            builds[f"{label} {PER_STEP_SUMS}"] = (march, (PER_STEP_SUMS,))
         if fast_math:
             builds[f"{label} -ffast-math"] = (march, ("-ffast-math",))
     return builds
@@ -180,7 +204,7 @@ def kernel_builds(marches: list[str], fast_math: bool = True) -> dict[str, tuple
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks"), help="output directory")
     parser.add_argument("--quick", action="store_true", help=f"small size {QUICK} as a smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
@@ -189,6 +213,9 @@ def main(argv: list[str] | None = None) -> str:
                         help="also measure cpu_kernel built with these -march (default: haswell where the CPU "
                         "has AVX2; none: --march with no value)")  # fmt: skip
     parser.add_argument("--no-fast-math", action="store_true", help="skip the -ffast-math builds")
+    parser.add_argument("--per-step-sums", action="store_true",
+                        help=f"also measure every build with {PER_STEP_SUMS} (the backward as before its "
+                        "deferred sums)")  # fmt: skip
     parser.add_argument("--d-state", type=int, default=None,
                         help="state size N instead of the size's own (16; 8 for --quick); the table is "
                         "written to scan_benchmark_N<d>.md")  # fmt: skip
@@ -204,7 +231,7 @@ def main(argv: list[str] | None = None) -> str:
     inputs = make_inputs(**cfg)
     gout = torch.randn(cfg["batch"], cfg["dim"], cfg["L"], generator=torch.Generator().manual_seed(1))
     usable = set(available_backends("cpu"))
-    rows, builds = {}, {}
+    runs: dict[str, tuple[str, tuple | None]] = {}
     for name in args.backends:
         if name not in usable:
             print(f"skipping {name}: not available here")
@@ -212,13 +239,18 @@ def main(argv: list[str] | None = None) -> str:
         variants = {name: None}
         if name == "cpu_kernel":
             marches = default_marches() if args.march is None else args.march
-            variants = kernel_builds(marches, fast_math=not args.no_fast_math)
-        for label, variant in variants.items():
-            print(f"measuring {label} ...", flush=True)
-            with _cpu_kernel.variant(*variant) if variant else contextlib.nullcontext():
-                if variant:
-                    builds[label] = _cpu_kernel.build_info()
-                rows[label] = measure(name, inputs, gout, args.repeats)
+            variants = kernel_builds(marches, fast_math=not args.no_fast_math, per_step_sums=args.per_step_sums)
+        runs.update({label: (name, variant) for label, variant in variants.items()})
+    rows, builds = {}, {}
+    for label, (name, variant) in runs.items():
+        print(f"measuring {label} ...", flush=True)
+        with _cpu_kernel.variant(*variant) if variant else contextlib.nullcontext():
+            if variant:
+                builds[label] = _cpu_kernel.build_info()
+            rows[label] = measure(name, inputs, gout)
+    print(f"timing {len(runs)} rows, {args.repeats} interleaved rounds ...", flush=True)
+    for label, t in time_rounds(runs, inputs, gout, args.repeats).items():
+        rows[label].update(t, fwd_ms=statistics.median(t["fwd"]), fwd_bwd_ms=statistics.median(t["fwd_bwd"]))
 
     table = render(cfg, rows, args.repeats, builds)
     print(table)

@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--march", nargs="*", default=None,
                         help="also run cpu_kernel built with these -march (default: haswell where the CPU has "
                         "AVX2; none: --march with no value)")  # fmt: skip
+    parser.add_argument("--per-step-sums", action="store_true",
+                        help="also run every cpu_kernel build with -DSS_NO_DEFERRED_SUMS (the backward as before "
+                        "its deferred sums)")  # fmt: skip
     args = parser.parse_args(argv)
 
     import serpent_arch  # noqa: F401  (registers Serpent)
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if backend == "cpu_kernel":
             marches = default_marches() if args.march is None else args.march
-            for label, variant in kernel_builds(marches, fast_math=False).items():
+            for label, variant in kernel_builds(marches, fast_math=False, per_step_sums=args.per_step_sums).items():
                 runs_of[label] = (backend, variant)
         else:
             runs_of[backend] = (backend, None)
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     per_iter = {b: statistics.median(w for w, _ in s) for b, s in seconds.items()}
     cpu_per_iter = {b: statistics.median(c for _, c in s) for b, s in seconds.items()}
     ref = per_iter.get("reference")
+    first = next(iter(seconds))
     lines = [
         "# Quick-start training throughput (CPU)",
         "",
@@ -126,13 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.iters} iterations per backend, blocks interleaved across backends",
         "- CPU s / iteration: CPU time of this process (all its threads) per iteration, median of the "
         "blocks: the work an iteration costs, also when other jobs share the machine",
+        f"- time vs {first}: the median over rounds of this row's block time / {first}'s in the same round",
         "",
-        "| scan backend | s / iteration | iterations / s | speed-up vs reference | CPU s / iteration |",
-        "|---|---:|---:|---:|---:|",
+        "| scan backend | s / iteration | iterations / s | speed-up vs reference | CPU s / iteration "
+        f"| time vs {first} |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for backend, sec in per_iter.items():
         ratio = f"{ref / sec:.1f}x" if ref else "-"
-        lines.append(f"| {backend} | {sec:.3f} | {1 / sec:.2f} | {ratio} | {cpu_per_iter[backend]:.3f} |")
+        vs_first = statistics.median(a / b for (a, _), (b, _) in zip(seconds[backend], seconds[first]))
+        lines.append(
+            f"| {backend} | {sec:.3f} | {1 / sec:.2f} | {ratio} | {cpu_per_iter[backend]:.3f} | {vs_first:.3f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
