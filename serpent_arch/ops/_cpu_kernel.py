@@ -31,8 +31,8 @@ Kernels (details in ``_scan_kernel_body.c``):
 * backward: tasks over (batch, group, slice of the group's channels); per channel the forward
   states are recomputed into a thread-private (L, N) buffer, then a reverse pass produces every
   gradient (AVX-512 builds with N = 16 leave the sums over the state to a second pass, 16 steps at a
-  time; ``-DSS_NO_DEFERRED_SUMS`` turns that off). Each slice accumulates gB/gC into its own (L, N) buffer, summed here afterwards, so
-  no two threads ever write the same element.
+  time; ``-DSS_NO_DEFERRED_SUMS`` turns that off). Each slice accumulates gB/gC into its own (L, N)
+  buffer, summed here afterwards, so no two threads ever write the same element.
 
 B and C are transposed here to contiguous (batch, groups, L, N) so each step reads one N-vector.
 Threads: ``torch.get_num_threads()``, fewer for small problems. The library links libgomp by
