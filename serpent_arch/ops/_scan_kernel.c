@@ -134,11 +134,10 @@ static inline double ss_sigmoid_f64(double x) { return 1.0 / (1.0 + exp(-x)); }
  * ss_rowsums(rows)[j] = sum over n < 16 of rows[16 j + n], for j < 16. Summing one 16-float vector
  * at a time takes 4 shuffles and 4 adds whose result lands in one lane; this tree halves the width
  * of all 16 rows together (each level adds the two halves of every row's partial sums, two rows per
- * vector), so 16 sums cost 30 two-source shuffles (one vpermt2ps each) and 15 adds. It made the
- * backward 1.45x to 1.6x faster in AVX-512 builds. AVX2 builds keep the per-step sums: there a
- * 16-float vector is two registers, one per-step sum costs about half as much, and the deferred
- * path (with the same tree on 8-float vectors) measured 1.04x to 1.06x slower (haswell and znver1
- * builds on an AVX-512 Xeon). __builtin_shufflevector exists in clang and in gcc >= 12; older
+ * vector), so 16 sums cost 30 two-source shuffles (one vpermt2ps each) and 15 adds (timings:
+ * README, "Deferred sums"; `benchmark scan --per-step-sums`). AVX2 builds keep the per-step sums:
+ * there a 16-float vector is two registers, one per-step sum costs about half as much, and the
+ * same tree on 8-float vectors was not faster in haswell and znver1 builds. __builtin_shufflevector exists in clang and in gcc >= 12; older
  * compilers keep the per-step sums, and so does -DSS_NO_DEFERRED_SUMS (the tests check that build).
  */
 #if defined(__AVX512F__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && \
