@@ -523,7 +523,7 @@ def test_stage_conv_closes_every_stage_with_a_residual_dense_conv():
 def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
     """nearest+conv: per x2 step nearest + conv + LeakyReLU, then a conv + LeakyReLU at the output size;
     the body runs at the input size as with pixelshuffle, and training starts at the bicubic image."""
-    from serpent_arch.archs.blocks import NearestConvUpsampler
+    from serpent_arch.archs.upsamplers import NearestConvUpsampler
 
     up = NearestConvUpsampler(4, 6)
     convs = [m for m in up if isinstance(m, torch.nn.Conv2d)]
@@ -546,7 +546,7 @@ def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
 def test_pixelshuffle_conv_upsampler_is_srresnets():
     """pixelshuffle+conv: per factor a conv C -> f*f*C, PixelShuffle and LeakyReLU, then a conv + LeakyReLU at
     the output size; non-linear, x2^n and x3, and an untrained network still returns the bicubic image."""
-    from serpent_arch.archs.blocks import PixelShuffleConvUpsampler
+    from serpent_arch.archs.upsamplers import PixelShuffleConvUpsampler
 
     for scale, steps in ((4, 2), (2, 1), (3, 1)):
         up = PixelShuffleConvUpsampler(scale, 6)

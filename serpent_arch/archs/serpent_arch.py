@@ -14,16 +14,9 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from serpent_arch.archs.blocks import (
-    NearestConvUpsampler,
-    PatchExpanding,
-    PatchMerging,
-    PixelShuffleConvUpsampler,
-    PixelShuffleUpsampler,
-    Stage,
-    pixel_shuffle_last,
-)
+from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, Stage, pixel_shuffle_last
 from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
+from serpent_arch.archs.upsamplers import NearestConvUpsampler, PixelShuffleConvUpsampler, PixelShuffleUpsampler
 
 # Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
 # Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
