@@ -543,6 +543,53 @@ def test_nearest_conv_upsampler_is_non_linear_and_ends_at_the_output_size():
     assert net.patch_embed.stride == (1, 1) and net.restore_features(lr).shape[-2:] == (8, 8)  # LR-size body
 
 
+@pytest.mark.parametrize("scale, shape", [(2, (2, 5, 7, 3)), (4, (1, 6, 9, 14)), (8, (1, 4, 3, 2)), (4, (3, 8, 1, 5))])
+def test_fused_nearest_conv_matches_upsample_then_conv(scale, shape):
+    """The fused upsampler (each nearest x2 + conv as one transposed convolution) against the layers run as
+    listed: outputs, input gradients and every weight's gradient, on fresh random weights, inputs and output
+    gradients, in float64, at odd sizes and down to 1 pixel (the zero padding at the borders)."""
+    from serpent_arch.archs.upsamplers import NearestConvUpsampler
+
+    gen = torch.Generator().manual_seed(sum(shape) + scale)
+    channels = shape[1]
+    fused = NearestConvUpsampler(scale, channels).double()
+    reference = NearestConvUpsampler(scale, channels, fused=False).double()
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    reference.load_state_dict(fused.state_dict())  # the same checkpoint keys
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    grad = torch.randn(shape[0], channels, shape[2] * scale, shape[3] * scale, generator=gen, dtype=torch.float64)
+    results = []
+    for up in (fused, reference):
+        xi = x.clone().requires_grad_()
+        out = up(xi)
+        out.backward(grad)
+        results.append((out, xi.grad, [p.grad for p in up.parameters()]))
+    (out_f, dx_f, dw_f), (out_r, dx_r, dw_r) = results
+    torch.testing.assert_close(out_f, out_r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(dx_f, dx_r, rtol=1e-10, atol=1e-10)
+    for a, b in zip(dw_f, dw_r):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_upsampler_fused_is_a_network_option_with_the_same_weights():
+    """``upsampler_fused`` changes how nearest+conv is computed, not the network: a checkpoint of one loads
+    into the other and gives the same output in float32; under bfloat16 autocast the fused path runs too."""
+    torch.manual_seed(0)
+    kw = dict(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv")
+    fused, plain = Serpent(**kw).eval(), Serpent(**kw, upsampler_fused=False).eval()
+    torch.nn.init.normal_(fused.conv_last.weight, std=0.1)  # zero-initialised: the upsampler would not show
+    plain.load_state_dict(fused.state_dict())
+    assert fused.upsample[2].fused and not plain.upsample[2].fused
+    lr = torch.rand(2, 3, 12, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(lr), plain(lr), rtol=1e-4, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fused(lr)
+    assert low.shape == (2, 3, 48, 40) and (low.float() - plain(lr)).abs().max() < 0.05
+
+
 def test_pixelshuffle_conv_upsampler_is_srresnets():
     """pixelshuffle+conv: per factor a conv C -> f*f*C, PixelShuffle and LeakyReLU, then a conv + LeakyReLU at
     the output size; non-linear, x2^n and x3, and an untrained network still returns the bicubic image."""

@@ -79,6 +79,11 @@ class Serpent(nn.Module):
             to rounding; the output is returned in NCHW). Default False: for the two-scale SR Serpent
             of the equal-budget record it saved nothing per training step (docs/equal_budget.md,
             "Memory format").
+        upsampler_fused: with ``nearest+conv``, run every nearest x2 + conv step as one stride-2
+            transposed convolution whose 4x4 taps are sums of the conv's 3x3 ones
+            (:func:`~serpent_arch.archs.upsamplers.nearest_x2_conv`): the same function, weights and
+            checkpoints, 4 instead of 9 multiply-adds per output pixel and channel. Default True; False
+            runs upsample and conv as written (the reference it is tested against).
         img_range: value range of the images, e.g. 1.0 or 255.0; the network works on x / img_range.
         patch_size: side of the non-overlapping patches of the embedding (1, 2 or 4).
         embed_kernel: with ``patch_size`` 1, the kernel size of the embedding convolution (odd):
@@ -146,6 +151,7 @@ class Serpent(nn.Module):
         upsampler: str = "interpolate",
         upsampler_channels: int | None = None,
         upsampler_channels_last: bool = False,
+        upsampler_fused: bool = True,
         img_range: float = 1.0,
         patch_size: int | None = None,
         embed_kernel: int | None = None,
@@ -246,10 +252,11 @@ class Serpent(nn.Module):
         out_width = embed_dim
         if upscale > 1 and UPSAMPLERS[upsampler] is not None:
             out_width = upsampler_channels or embed_dim
+            fused = {"fused": bool(upsampler_fused)} if upsampler == "nearest+conv" else {}
             self.upsample = nn.Sequential(
                 nn.Conv2d(embed_dim, out_width, 3, 1, 1),
                 nn.LeakyReLU(0.2, inplace=True),
-                UPSAMPLERS[upsampler](upscale, out_width),
+                UPSAMPLERS[upsampler](upscale, out_width, **fused),
             )
         else:
             self.upsample = nn.Identity()
