@@ -20,6 +20,7 @@ COMMANDS = {
     "contrast": "serpent_arch.benchmark.contrast",
     "spectrum": "serpent_arch.benchmark.spectrum",
     "layout": "serpent_arch.benchmark.layout",
+    "upsampler": "serpent_arch.benchmark.upsampler",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"
