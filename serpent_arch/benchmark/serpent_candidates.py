@@ -151,6 +151,14 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-e3-f2-tc-lr": {
         "sr": _lmn15(embed_kernel=3, depths=[1, 1], depths_decoder=[1], upsampler_fused=True)
     },
+    # f3 and f4 with the fused upsampler, timed beside f3: at 10 minutes f3 was the best Serpent, where f2 (best at
+    # 5 minutes) fell behind, so the time the fusion saves may buy the most in the deeper networks.
+    "serpent-cffn-nc-amp-lmn15-e3-f3-tc-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], upsampler_fused=True)
+    },
+    "serpent-cffn-nc-amp-lmn15-e3-f4-tc-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[2], upsampler_fused=True)
+    },
     # f3 with its output-size convolutions on channels-last tensors (upsampler_channels_last): the same network and
     # arithmetic, in the layout oneDNN's convolutions run fastest in on CPU (benchmark layout).
     "serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr": {
