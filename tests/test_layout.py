@@ -38,8 +38,10 @@ def test_layout_writes_a_table_with_both_layouts(tmp_path, capsys):
     assert layout.main([*argv, "--out", str(tmp_path)]) == 0
     text = (tmp_path / "layout_sr.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| serpent-tiny-lr |"))
-    nchw, last, ratio = (float(cell) for cell in row.strip("|").split("|")[1:])
+    nchw, last, ratio, nchw_to_first, last_to_first = (float(cell) for cell in row.strip("|").split("|")[1:])
     assert nchw > 0 and last > 0 and ratio > 0
+    assert nchw_to_first == 1.0  # the first network is its own reference, round by round
+    assert last_to_first > 0
     assert "vector extensions" in text  # the machine it ran on
     assert "`python -m serpent_arch.benchmark layout --networks serpent-tiny-lr" in text
 

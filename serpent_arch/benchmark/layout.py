@@ -43,13 +43,22 @@ def measure(task: str, networks: list[str], repeats: int, block_seconds: float) 
         block_seconds=block_seconds,
         channels_last=frozenset(name + SUFFIX for name in networks),
     )
+    reference = measured[networks[0]]["blocks"]
+
+    def per_round(blocks: list[float], base: list[float]) -> float:
+        return statistics.median(b / a for a, b in zip(base, blocks))
+
     rows = []
     for name in networks:
         nchw, last = measured[name], measured[name + SUFFIX]
-        ratios = [b / a for a, b in zip(nchw["blocks"], last["blocks"])]
         rows.append(
             dict(
-                network=name, nchw=nchw["s_per_iter"], channels_last=last["s_per_iter"], ratio=statistics.median(ratios)
+                network=name,
+                nchw=nchw["s_per_iter"],
+                channels_last=last["s_per_iter"],
+                ratio=per_round(last["blocks"], nchw["blocks"]),
+                nchw_to_first=per_round(nchw["blocks"], reference),
+                last_to_first=per_round(last["blocks"], reference),
             )
         )
     return rows
@@ -63,12 +72,19 @@ def render(task: str, rows: list[dict], repeats: int, where: str, stamp: str, ar
         f"Forward, L1, backward and AdamW step of one training batch ({t['batch']} patches of "
         f"{t['gt_size']}x{t['gt_size']} GT pixels), each network as it ships (NCHW) and converted to "
         f"channels-last with a channels-last input, interleaved in {repeats} rounds; ratio: median over rounds of "
-        "channels-last / NCHW time in the same round (below 1: channels-last is faster).",
+        "channels-last / NCHW time in the same round (below 1: channels-last is faster); the last two columns: "
+        f"median over rounds of the time / {rows[0]['network']}'s NCHW time in the same round, which compares "
+        "networks measured on one machine.",
         "",
-        "| network | NCHW s / iter | channels-last s / iter | ratio |",
-        "|---|---:|---:|---:|",
+        f"| network | NCHW s / iter | channels-last s / iter | ratio | NCHW / {rows[0]['network']} | "
+        f"channels-last / {rows[0]['network']} |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['network']} | {r['nchw']:.4f} | {r['channels_last']:.4f} | {r['ratio']:.3f} |" for r in rows]
+    lines += [
+        f"| {r['network']} | {r['nchw']:.4f} | {r['channels_last']:.4f} | {r['ratio']:.3f} | "
+        f"{r['nchw_to_first']:.3f} | {r['last_to_first']:.3f} |"
+        for r in rows
+    ]
     lines += [
         "",
         f"- Measured {stamp} on {where}.",
