@@ -590,6 +590,43 @@ def test_upsampler_fused_is_a_network_option_with_the_same_weights():
     assert low.shape == (2, 3, 48, 40) and (low.float() - plain(lr)).abs().max() < 0.05
 
 
+def test_transposed_conv_upsampler_starts_as_nearest_conv_and_unties_its_taps():
+    """transposed+conv: at initialisation every step is a nearest x2 + 3x3 conv (the conv its taps were folded
+    from, recovered from them, gives the same output on fresh random inputs and biases); its 16 taps are free
+    parameters, so a gradient step leaves the tied form; x2^n only, and a Serpent with it starts at bicubic."""
+    from serpent_arch.archs.upsamplers import TransposedConvUpsampler
+
+    torch.manual_seed(3)
+    up = TransposedConvUpsampler(4, 5).double()
+    steps = [m for m in up if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(steps) == 2 and len([m for m in up if isinstance(m, torch.nn.Conv2d)]) == 1
+    x = torch.randn(2, 5, 7, 4, dtype=torch.float64)
+    for step in steps:
+        with torch.no_grad():
+            step.bias.normal_()
+        t = step.weight.transpose(0, 1)  # (C_out, C_in, 4, 4): taps w2, w1 + w2, w0 + w1, w0 on each axis
+        w = torch.stack([t[:, :, 3], t[:, :, 1] - t[:, :, 0], t[:, :, 0]], 2)
+        w = torch.stack([w[..., 3], w[..., 1] - w[..., 0], w[..., 0]], 3)
+        nearest = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        torch.testing.assert_close(step(x), torch.nn.functional.conv2d(nearest, w, step.bias, padding=1))
+        torch.testing.assert_close(t[:, :, 2], t[:, :, 3] + t[:, :, 1] - t[:, :, 0])  # tied at the start
+    up(x).square().sum().backward()
+    with torch.no_grad():
+        for p in up.parameters():
+            p -= 0.1 * p.grad
+    t = steps[0].weight.transpose(0, 1)
+    assert (t[:, :, 2] - (t[:, :, 3] + t[:, :, 1] - t[:, :, 0])).abs().max() > 1e-3  # free after a step
+    with pytest.raises(ValueError, match="supports upscale 2\\^n, got 3"):
+        TransposedConvUpsampler(3, 4)
+
+    torch.manual_seed(0)
+    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="transposed+conv").eval()
+    lr = torch.rand(1, 3, 8, 8)
+    bicubic = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(net(lr), bicubic, atol=1e-6, rtol=0)  # zero-initialised last conv
+
+
 def test_pixelshuffle_conv_upsampler_is_srresnets():
     """pixelshuffle+conv: per factor a conv C -> f*f*C, PixelShuffle and LeakyReLU, then a conv + LeakyReLU at
     the output size; non-linear, x2^n and x3, and an untrained network still returns the bicubic image."""

@@ -16,7 +16,12 @@ from torch import nn
 
 from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, Stage, pixel_shuffle_last
 from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
-from serpent_arch.archs.upsamplers import NearestConvUpsampler, PixelShuffleConvUpsampler, PixelShuffleUpsampler
+from serpent_arch.archs.upsamplers import (
+    NearestConvUpsampler,
+    PixelShuffleConvUpsampler,
+    PixelShuffleUpsampler,
+    TransposedConvUpsampler,
+)
 
 # Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
 # Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
@@ -31,6 +36,7 @@ UPSAMPLERS = {
     "pixelshuffle": PixelShuffleUpsampler,
     "nearest+conv": NearestConvUpsampler,
     "pixelshuffle+conv": PixelShuffleConvUpsampler,
+    "transposed+conv": TransposedConvUpsampler,
 }
 
 
@@ -70,7 +76,9 @@ class Serpent(nn.Module):
             ``nearest+conv`` runs it at input size too and ends with nearest x2 + conv + LeakyReLU
             steps and a conv at the output size (SwinIR's real-world upsampler, ESRGAN's);
             ``pixelshuffle+conv`` ends with conv + PixelShuffle + LeakyReLU steps and a conv at the
-            output size (SRResNet's upsampler). Ignored when ``upscale == 1``.
+            output size (SRResNet's upsampler); ``transposed+conv`` is ``nearest+conv`` with each step a
+            stride-2 4x4 transposed conv whose taps start as a nearest x2 + 3x3 conv's and are then free.
+            Ignored when ``upscale == 1``.
         upsampler_channels: width of the upsampler's
             convolutions (SwinIR's ``num_feat``); a conv maps ``embed_dim`` to it first. Default
             ``embed_dim``. Narrower makes the output-size convolutions cheaper.
