@@ -159,6 +159,22 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-e3-f4-tc-lr": {
         "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[2], upsampler_fused=True)
     },
+    # f3-tc with its upsampling steps' taps untied (upsampler transposed+conv): each nearest x2 + conv is a stride-2
+    # 4x4 transposed conv that starts with the taps f3-tc folds and may then give each output phase its own 2x2
+    # filter, at f3-tc's arithmetic. At 10 minutes MSRResNet (sub-pixel convs, free per phase) still led on the
+    # portrait, in the band just above the LR image's Nyquist frequency.
+    "serpent-cffn-dc-amp-lmn15-e3-f3-lr": {
+        "sr": _cffn(
+            "transposed+conv",
+            embed_norm=False,
+            out_norm=False,
+            contrast_norm=15,
+            contrast_norm_scale=False,
+            embed_kernel=3,
+            depths=[2, 1],
+            depths_decoder=[1],
+        )
+    },
     # f3 with its output-size convolutions on channels-last tensors (upsampler_channels_last): the same network and
     # arithmetic, in the layout oneDNN's convolutions run fastest in on CPU (benchmark layout).
     "serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr": {
