@@ -14,14 +14,9 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from serpent_arch.archs import upsamplers
 from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, Stage, pixel_shuffle_last
 from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
-from serpent_arch.archs.upsamplers import (
-    NearestConvUpsampler,
-    PixelShuffleConvUpsampler,
-    PixelShuffleUpsampler,
-    TransposedConvUpsampler,
-)
 
 # Named sizes (timm style): a variant fills the structural arguments the user leaves unset.
 # Parameter counts and GFLOPs of each are in the README (`python -m serpent_arch.benchmark`).
@@ -33,10 +28,10 @@ VARIANTS: dict[str, dict] = {
 }
 UPSAMPLERS = {
     "interpolate": None,
-    "pixelshuffle": PixelShuffleUpsampler,
-    "nearest+conv": NearestConvUpsampler,
-    "pixelshuffle+conv": PixelShuffleConvUpsampler,
-    "transposed+conv": TransposedConvUpsampler,
+    "pixelshuffle": upsamplers.PixelShuffleUpsampler,
+    "nearest+conv": upsamplers.NearestConvUpsampler,
+    "pixelshuffle+conv": upsamplers.PixelShuffleConvUpsampler,
+    "transposed+conv": upsamplers.TransposedConvUpsampler,
 }
 
 

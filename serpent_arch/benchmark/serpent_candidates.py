@@ -34,16 +34,16 @@ def _cffn(upsampler: str = "pixelshuffle", **changes) -> dict:
     return _serpent_lr(upsampler, **{"embed_dim": 48, "ssm_ratio": 1.0, "mlp_ratio": 4.0, "ffn_conv": 3, **changes})
 
 
-def _amp(**changes) -> dict:
+def _amp(upsampler: str = "nearest+conv", **changes) -> dict:
     """serpent-cffn-nc-amp-lr's structure (serpent-cffn-lr with ``nearest+conv``, no embedding or output
-    LayerNorm) with ``changes``."""
-    return _cffn("nearest+conv", embed_norm=False, out_norm=False, **changes)
+    LayerNorm) with ``upsampler`` and ``changes``."""
+    return _cffn(upsampler, embed_norm=False, out_norm=False, **changes)
 
 
-def _lmn15(**changes) -> dict:
+def _lmn15(upsampler: str = "nearest+conv", **changes) -> dict:
     """serpent-cffn-nc-amp-lmn15-lr's structure (amp reading ``x - mean`` of 15x15 LR neighbourhoods) with
-    ``changes``."""
-    return _amp(contrast_norm=15, contrast_norm_scale=False, **changes)
+    ``upsampler`` and ``changes``."""
+    return _amp(upsampler, contrast_norm=15, contrast_norm_scale=False, **changes)
 
 
 # name -> {task: network_g}. A network absent from a task does not take part in it.
@@ -109,9 +109,7 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-br-lr": {"sr": _lmn15(block_rescale=True)},
     # lmn15 with SRResNet's upsampler (conv + PixelShuffle + LeakyReLU steps, one conv at the output size):
     # non-linear steps like nearest+conv, one 48-channel conv at 64x64 fewer.
-    "serpent-cffn-psc-amp-lmn15-lr": {
-        "sr": _cffn("pixelshuffle+conv", embed_norm=False, out_norm=False, contrast_norm=15, contrast_norm_scale=False)
-    },
+    "serpent-cffn-psc-amp-lmn15-lr": {"sr": _lmn15("pixelshuffle+conv")},
     # lmn15 scanning rows only, both ways (scan_directions 2): an ablation of the four-direction scan at
     # equal time (half the scan's cost, so more iterations), not a candidate (the cross-scan is Serpent's core).
     "serpent-cffn-nc-amp-lmn15-d2-lr": {"sr": _lmn15(scan_directions=2)},
@@ -164,16 +162,7 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     # filter, at f3-tc's arithmetic. At 10 minutes MSRResNet (sub-pixel convs, free per phase) still led on the
     # portrait, in the band just above the LR image's Nyquist frequency.
     "serpent-cffn-dc-amp-lmn15-e3-f3-lr": {
-        "sr": _cffn(
-            "transposed+conv",
-            embed_norm=False,
-            out_norm=False,
-            contrast_norm=15,
-            contrast_norm_scale=False,
-            embed_kernel=3,
-            depths=[2, 1],
-            depths_decoder=[1],
-        )
+        "sr": _lmn15("transposed+conv", embed_kernel=3, depths=[2, 1], depths_decoder=[1])
     },
     # f3 with its output-size convolutions on channels-last tensors (upsampler_channels_last): the same network and
     # arithmetic, in the layout oneDNN's convolutions run fastest in on CPU (benchmark layout).
