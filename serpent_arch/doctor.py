@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from serpent_arch.benchmark import machine
+from serpent_arch.measure import machine
 from serpent_arch.ops import backend_report, selective_scan, selective_scan_ref
 from serpent_arch.ops.backend_report import package_version
 from serpent_arch.ops.selective_scan import MAMBA_SSM_INSTALL, resolve_backend

@@ -10,9 +10,9 @@ import serpent_arch  # noqa: F401  (before basicsr: compat fixes)
 from serpent_arch.archs import Serpent
 from serpent_arch.archs.ss2d import SS2D
 from serpent_arch.benchmark import __main__ as dispatcher
-from serpent_arch.benchmark.flops import count_flops, scan_flops
-from serpent_arch.benchmark.memory import TensorMemoryTracker, cpu_allocator_peak, cpu_memory_method
 from serpent_arch.benchmark.network import NETWORKS, main
+from serpent_arch.measure.flops import count_flops, scan_flops
+from serpent_arch.measure.memory import TensorMemoryTracker, cpu_allocator_peak, cpu_memory_method
 
 
 @pytest.fixture

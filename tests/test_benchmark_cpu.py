@@ -5,9 +5,9 @@ the native one in the same run."""
 import pytest
 import torch
 
-from serpent_arch.benchmark import machine
 from serpent_arch.benchmark import scan as scan_bench
 from serpent_arch.benchmark import train as train_bench
+from serpent_arch.measure import machine
 from serpent_arch.ops import _cpu_kernel
 
 needs_kernel = pytest.mark.skipif(not _cpu_kernel.availability()[0], reason="cpu_kernel unavailable")

@@ -12,8 +12,8 @@ import pytest
 import serpent_arch  # noqa: F401  (before basicsr: compat fixes and registrations)
 from serpent_arch import cli
 from serpent_arch.archs import Serpent
-from serpent_arch.benchmark.flops import count_flops
 from serpent_arch.leaderboard import FlopsCache, count_network_gflops, main, parse_size
+from serpent_arch.measure.flops import count_flops
 
 TINY_X4 = {"type": "Serpent", "variant": "tiny", "upscale": 4, "upsampler": "interpolate"}
 Y_CROP4 = {

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from serpent_arch.benchmark.memory import TensorMemoryTracker
+from serpent_arch.measure.memory import TensorMemoryTracker
 from serpent_arch.ops import (
     _cpu_kernel,
     _mamba_ssm,

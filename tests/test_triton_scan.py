@@ -31,7 +31,7 @@ import pytest
 import torch
 from test_selective_scan import assert_close, make_inputs, run
 
-from serpent_arch.benchmark.memory import TensorMemoryTracker
+from serpent_arch.measure.memory import TensorMemoryTracker
 from serpent_arch.ops import _mamba_ssm, available_backends, resolve_backend, selective_scan
 
 triton = pytest.importorskip("triton")

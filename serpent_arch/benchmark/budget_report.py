@@ -116,7 +116,7 @@ def tabulate(task: str, rows: list[dict], args, speeds: dict, recheck: dict | No
     lines += [
         "",
         f"- GFLOPs: one forward of a {side}x{side} input (the training patch), "
-        "serpent_arch.benchmark.flops (multiply-add = 2 FLOPs, plus the selective scan).",
+        "serpent_arch.measure.flops (multiply-add = 2 FLOPs, plus the selective scan).",
         "- s / iter: median of interleaved blocks of forward + L1 + backward + AdamW step, "
         f"{speed.get('threads')} torch threads, measured {_where_measured(speeds.values())}; "
         "data loading, EMA and validation not included.",

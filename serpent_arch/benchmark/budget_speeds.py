@@ -12,8 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
-from serpent_arch.benchmark import machine
 from serpent_arch.benchmark.contenders import NETWORKS, TASKS
+from serpent_arch.measure import machine
 
 
 def throughput_path(task: str, out: Path, threads: int | None, recheck: bool = False) -> Path:

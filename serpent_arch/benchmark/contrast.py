@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 result[f"{path.stem} (c 1)"] = photo_gain(net, photo, scale, args.tile, overlap)
         rows.append((exp.name, result))
     names = list(rows[0][1])
-    from serpent_arch.benchmark import machine
+    from serpent_arch.measure import machine
 
     tiles = f"in {args.tile}x{args.tile} LR tiles overlapping by {overlap}" if args.tile else "whole photos"
     print(f"Y gain over bicubic (dB), mean of {len(files)} photos in {args.photos} ({tiles}), weights {args.key}; "

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 import serpent_arch  # noqa: F401  (BasicSR fixes before basicsr is imported)
-from serpent_arch.benchmark import machine
+from serpent_arch.measure import machine
 from serpent_arch.ops import backend_report, selective_scan, selective_scan_ref
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ import statistics
 import time
 from pathlib import Path
 
-from serpent_arch.benchmark import machine
 from serpent_arch.benchmark.contenders import NETWORKS, TASKS
+from serpent_arch.measure import machine
 
 SUFFIX = " (channels_last)"
 

@@ -21,7 +21,7 @@ extensions, the threads and every build's flags.
   rows alike;
 * forward peak memory: the most bytes of torch tensor storage alive at once that the no-grad
   forward allocated, inputs excluded, measured with
-  :class:`serpent_arch.benchmark.memory.TensorMemoryTracker` (a ``TorchDispatchMode`` that counts
+  :class:`serpent_arch.measure.memory.TensorMemoryTracker` (a ``TorchDispatchMode`` that counts
   each new storage until its last tensor is freed). The C kernel takes its scratch space as torch
   tensors, so nothing it uses is hidden from this count, except stack arrays of a few KiB per
   thread;
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import torch
 
-from serpent_arch.benchmark.machine import describe, vector_extensions
-from serpent_arch.benchmark.memory import TensorMemoryTracker
+from serpent_arch.measure.machine import describe, vector_extensions
+from serpent_arch.measure.memory import TensorMemoryTracker
 from serpent_arch.ops import _cpu_kernel, available_backends, selective_scan
 
 TARGET = {"batch": 1, "dim": 768, "L": 4096, "N": 16, "groups": 4}

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from serpent_arch.benchmark.memory import TensorMemoryTracker, cuda_peak
 from serpent_arch.benchmark.scan import make_inputs
+from serpent_arch.measure.memory import TensorMemoryTracker, cuda_peak
 from serpent_arch.ops import available_backends, selective_scan
 
 TARGET = {"batch": 8, "dim": 768, "L": 4096, "N": 16, "groups": 4}

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     files, photos = load_photos(parser, args.photos)
-    from serpent_arch.benchmark import machine
+    from serpent_arch.measure import machine
 
     names = [f"[{a:g}, {b:g})" for a, b in zip(edges[:-1], edges[1:])]
     print(f"Y error (8-bit levels squared) and correlation of the restored detail with the true detail, per ring of "

@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import serpent_arch  # noqa: F401  (registers Serpent)
-    from serpent_arch.benchmark.machine import describe
     from serpent_arch.benchmark.scan import default_marches, kernel_builds
+    from serpent_arch.measure.machine import describe
     from serpent_arch.ops import _cpu_kernel, available_backends
 
     if args.threads:

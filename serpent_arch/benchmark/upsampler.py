@@ -111,7 +111,7 @@ def render(steps: list[dict], net: dict, network: str, repeats: int, where: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serpent_arch.benchmark import machine
+    from serpent_arch.measure import machine
 
     prog = "python -m serpent_arch.benchmark upsampler"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])

@@ -20,7 +20,7 @@ Conventions (printed in the table's footer where they apply):
   as super-resolution papers print them; other metrics (LPIPS, ...) 4. ``-`` is a missing cell.
 * GFLOPs: the network is rebuilt from the record's ``network_g`` through BasicSR's
   ``ARCH_REGISTRY`` (on the ``meta`` device when its constructor allows, so nothing is computed)
-  and counted by :func:`serpent_arch.benchmark.flops.count_flops` (torch's counter for matmuls and
+  and counted by :func:`serpent_arch.measure.flops.count_flops` (torch's counter for matmuls and
   convolutions, 2 FLOPs per multiply-add, plus Serpent's selective scan) for one forward producing
   a ``--flops-size`` output (default 256x256, i.e. a 64x64 input at x4). Self-ensemble rows show
   8x that, the cost of the numbers in their row. Networks with a ``window_size`` option are counted

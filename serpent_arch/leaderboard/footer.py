@@ -40,7 +40,7 @@ def _flops_line(size: tuple[int, int], scales: list[int]) -> str:
     where = f" ({'; '.join(inputs)})" if inputs else ""
     return (
         f"GFLOPs: one forward at {size_text(size)} output{where}, counted on the meta device by "
-        "serpent_arch.benchmark.flops (matmuls and convolutions, a multiply-add = 2 FLOPs, plus the "
+        "serpent_arch.measure.flops (matmuls and convolutions, a multiply-add = 2 FLOPs, plus the "
         "selective scan)."
     )
 

@@ -1,5 +1,5 @@
 """GFLOPs of the networks in the records: rebuilt from ``network_g`` on the meta device and counted
-by :func:`serpent_arch.benchmark.flops.count_flops`, once per distinct network and input size
+by :func:`serpent_arch.measure.flops.count_flops`, once per distinct network and input size
 (:class:`FlopsCache`); a network that cannot be built or counted gets a footnote, never a crash."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def count_network_gflops(network_opt: dict, size: tuple[int, int]) -> tuple[floa
     the same. Raises whatever building or counting raises; :class:`FlopsCache` makes that a footnote.
     """
     from serpent_arch.archs.build import NetworkOptionError, build_network, input_channels, network_class
-    from serpent_arch.benchmark.flops import count_flops
+    from serpent_arch.measure.flops import count_flops
 
     try:
         network_class(network_opt)

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import torch
 
-from ._dtypes import compute_dtype
+from .reference import compute_dtype
 
 logger = logging.getLogger(__name__)
 

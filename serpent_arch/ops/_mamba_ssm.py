@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from .reference import selective_scan_ref
+
 # What gives mamba-ssm's CUDA kernel (README "GPU install" has the prerequisites): torch must be the
 # CUDA build already installed (hence no build isolation), and newer releases skip the extension
 # unless MAMBA_KEEP_CUDA_BUILD=TRUE (2.3.2.post1 ignores the variable and builds it anyway).
@@ -52,8 +54,6 @@ def _check_mamba_ssm_kernel(fn: Callable, device: torch.device) -> str:
     batch, dim, L, N = 1, 4, 16, 4
     shapes = {"u": (batch, dim, L), "delta": (batch, dim, L), "B": (batch, 1, N, L), "C": (batch, 1, N, L),
               "D": (dim,), "z": (batch, dim, L), "delta_bias": (dim,)}  # fmt: skip
-    from .selective_scan import selective_scan_ref  # late: selective_scan imports this module
-
     at = _probe_device(device)
     # the first scan may come inside no_grad / inference_mode / autocast; the probe needs none of them
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(at.type, enabled=False):

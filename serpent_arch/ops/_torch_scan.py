@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._dtypes import compute_dtype
+from .reference import compute_dtype
 
 DEFAULT_CHUNK_SIZE = 64
 

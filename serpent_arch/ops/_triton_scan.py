@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .reference import selective_scan_ref
+
 # Defaults from compiling for sm_90 with Triton's bundled ptxas (no GPU at hand to time them;
 # `python -m serpent_arch.benchmark triton_build`): at N = 16 a 4 x 16 x 32 tile with 4 warps
 # fits in registers forward and backward, while 4 x 16 x 64 spills in the backward.
@@ -394,8 +396,6 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
 @functools.cache
 def _probe(device: torch.device) -> tuple[bool, str]:
     """Run forward + backward once on a tiny problem on ``device`` and compare with the reference."""
-    from .selective_scan import selective_scan_ref  # late: selective_scan imports this module lazily
-
     gen = torch.Generator().manual_seed(0)
     # two chunks of the default tile, two groups, every optional input
     shapes = {"u": (1, 4, 40), "delta": (1, 4, 40), "A": (4, 2), "B": (1, 2, 2, 40), "C": (1, 2, 2, 40), "D": (4,),

@@ -5,14 +5,14 @@ Run ``python -m serpent_arch.benchmark network [--sizes 128 256 512 1024] [--dev
 RGB image of HxW to HxW (batch 1, deblurring setting) and reports:
 
 * params (M): trainable and frozen parameters.
-* GFLOPs: one forward pass, counted by :mod:`serpent_arch.benchmark.flops` (torch's
+* GFLOPs: one forward pass, counted by :mod:`serpent_arch.measure.flops` (torch's
   ``FlopCounterMode`` for matmuls/convolutions, 2 FLOPs per multiply-accumulate, plus a formula for
   the selective scan, which the counter cannot see).
 * Peak memory: torch has no CPU ``max_memory_allocated``, so on CPU it is the peak, above the
   level at the start, of the bytes held through torch's CPU allocator during one
   ``torch.no_grad()`` forward, read from the profiler's allocation events; where they are not
   recorded, the peak of live tensor storages tracked op by op (which misses temporaries allocated
-  inside an op): both in :mod:`serpent_arch.benchmark.memory`. On CUDA,
+  inside an op): both in :mod:`serpent_arch.measure.memory`. On CUDA,
   ``torch.cuda.max_memory_allocated`` minus what was allocated before the forward. "act." is that
   forward peak; "total" adds the weights, buffers and the input.
 * Latency: median wall time of ``--repeats`` forwards after one warm-up (CUDA: CUDA events).
@@ -24,7 +24,7 @@ measured size of the same network, and the row is marked ``extrapolated``.
 
 Modules, one job each: ``contenders`` (the compared networks), ``measurement`` (memory, latency,
 extrapolation), ``report`` (table, summary, md / csv / png), ``cli`` (flags and the run). Peak
-memory itself is measured by :mod:`serpent_arch.benchmark.memory`.
+memory itself is measured by :mod:`serpent_arch.measure.memory`.
 """
 
 from serpent_arch.benchmark.network.cli import build_parser, main

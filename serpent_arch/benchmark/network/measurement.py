@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from serpent_arch.benchmark.flops import count_flops
-from serpent_arch.benchmark.memory import cpu_forward_peak, cuda_peak
 from serpent_arch.benchmark.network.contenders import NETWORKS, SWINIR_EXPECTED_PARAMS_M
+from serpent_arch.measure.flops import count_flops
+from serpent_arch.measure.memory import cpu_forward_peak, cuda_peak
 
 MIB = 2**20
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from serpent_arch.benchmark import machine
-from serpent_arch.benchmark.memory import cpu_memory_method
 from serpent_arch.benchmark.network.measurement import Row, load_average
+from serpent_arch.measure import machine
+from serpent_arch.measure.memory import cpu_memory_method
 from serpent_arch.ops import resolve_backend
 
 
