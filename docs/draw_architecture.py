@@ -1,15 +1,15 @@
 """Draw the Serpent network as a block diagram, read from the network itself.
 
-    python docs/draw_architecture.py --variant tiny --out docs/serpent_tiny.png
-    python docs/draw_architecture.py --variant base --upsampler pixelshuffle --size 128 \\
+    python docs/draw_architecture.py --preset tiny --out docs/serpent_tiny.png
+    python docs/draw_architecture.py --preset base --upsampler pixelshuffle --size 128 \\
         --out docs/serpent_base_pixelshuffle.png
 
 The network is built from ``network_g``-style arguments through BasicSR's ``ARCH_REGISTRY`` (the
 project's one builder, :func:`serpent_arch.archs.build.build_network`), moved to the meta device
 and run once on an input of ``--size`` with forward hooks on its modules. Every stage, width,
 depth, patch size, resampling step and shape in the picture is read from the modules and from the
-tensors that passed through them (:func:`walk`); nothing is copied from the variant table, so the
-picture follows the code. The meta device computes shapes only, so any variant and size takes a
+tensors that passed through them (:func:`walk`); nothing is copied from the preset table, so the
+picture follows the code. The meta device computes shapes only, so any preset and size takes a
 second. ``docs/architecture.md`` shows the pictures this script draws.
 """
 
@@ -50,7 +50,7 @@ class Walk:
     """What :func:`walk` read from a Serpent network for one input. Shapes are as the tensors had
     them: images (B, C, H, W), tokens channels-last (B, h, w, C)."""
 
-    variant: str
+    preset: str
     params: int
     in_chans: int
     out_chans: int
@@ -111,7 +111,7 @@ def walk(net_opt: dict, size: tuple[int, int]) -> Walk:
     scales = net.num_scales
     factors = [m.upscale_factor for m in net.upsample.modules() if isinstance(m, nn.PixelShuffle)]
     return Walk(
-        variant=str(net_opt.get("variant") or "base"),
+        preset=str(net_opt.get("preset") or "base"),
         params=sum(p.numel() for p in net.parameters()),
         in_chans=net.in_chans,
         out_chans=net.out_chans,
@@ -483,7 +483,7 @@ def draw(w: Walk, out: str, dpi: int = 150) -> None:
 
     upsampler = w.upsampler if w.upscale > 1 else "none (upscale 1)"
     canvas.ax.set_title(
-        f"Serpent '{w.variant}': {w.params / 1e6:.2f}M parameters, upscale \u00d7{w.upscale}, upsampler {upsampler}, "
+        f"Serpent '{w.preset}': {w.params / 1e6:.2f}M parameters, upscale \u00d7{w.upscale}, upsampler {upsampler}, "
         f"input {hwc(w.input_shape)}\nshapes are height \u00d7 width \u00d7 channels of one image, read from a "
         "forward pass of the built network",
         fontsize=9,
@@ -530,9 +530,9 @@ def _parse_set(entries: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", default="tiny", help="Serpent variant: tiny, small, base or large")
+    parser.add_argument("--preset", default="tiny", help="Serpent preset (basicsr presets lists them)")
     parser.add_argument("--upscale", type=int, default=4, help="super-resolution factor (1: same-size restoration)")
-    parser.add_argument("--upsampler", default="interpolate", help="interpolate or pixelshuffle")
+    parser.add_argument("--upsampler", default=None, help="interpolate, pixelshuffle or nearest+conv (default: preset)")
     parser.add_argument("--size", type=int, nargs="+", default=[64], help="input H [W] in pixels (default 64)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other network_g options")
     parser.add_argument("--out", required=True, help="image file to write (.png, .svg, .pdf)")
@@ -541,11 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.size) not in (1, 2) or min(args.size) < 1:
         parser.error(f"--size: expected H or H W, positive, got {args.size}")
     size = (args.size[0], args.size[-1])
-    net_opt = dict(type="Serpent", variant=args.variant, upscale=args.upscale, upsampler=args.upsampler)
+    net_opt = dict(type="Serpent", preset=args.preset, upscale=args.upscale)
+    if args.upsampler:
+        net_opt["upsampler"] = args.upsampler
     net_opt.update(_parse_set(args.set))
     try:
         walked = walk(net_opt, size)
-    except NetworkOptionError as err:  # e.g. --variant huge: the network's own message
+    except NetworkOptionError as err:  # e.g. --preset huge: the network's own message
         parser.error(str(err))
     draw(walked, args.out, args.dpi)
     print(f"wrote {args.out}")

@@ -8,10 +8,6 @@ import os
 import torch
 from torch import nn
 
-# The option keys that a Serpent variant fills; an option file that sets none of them is fully
-# described by its variant, so the other variants can be tried as a hint.
-STRUCTURAL_KEYS = ("patch_size", "embed_dim", "depths", "depths_decoder")
-
 
 class CheckpointError(ValueError):
     """A weights file that cannot be read, or lacks the requested entry."""
@@ -90,22 +86,32 @@ def state_mismatch(net: nn.Module, state: dict, strict: bool = True) -> str | No
     return "; ".join(problems) or None
 
 
-def variant_that_fits(net_opt: dict, state: dict) -> str | None:
-    """For a Serpent option file that names only a variant, the other variant the weights fit, if any."""
-    from serpent_arch.archs.build import NetworkOptionError, build_network
-    from serpent_arch.archs.serpent_arch import VARIANTS
+def named_preset(net_opt: dict) -> str:
+    """The preset a Serpent ``network_g`` names (``preset``, or its former name ``variant``; else the default)."""
+    from serpent_arch.archs.presets import DEFAULT_PRESET
 
-    if net_opt.get("type") != "Serpent" or any(net_opt.get(key) is not None for key in STRUCTURAL_KEYS):
+    return net_opt.get("preset") or net_opt.get("variant") or DEFAULT_PRESET
+
+
+def preset_that_fits(net_opt: dict, state: dict) -> str | None:
+    """For a Serpent ``network_g``, another preset (with the same keys set beside it) whose network the weights
+    fit, if any."""
+    from serpent_arch.archs.build import NetworkOptionError, build_network
+    from serpent_arch.archs.presets import PRESETS
+
+    if net_opt.get("type") != "Serpent":
         return None
-    for variant in VARIANTS:
-        if variant == (net_opt.get("variant") or "base"):
+    named = named_preset(net_opt)
+    base = {key: value for key, value in net_opt.items() if key not in ("preset", "variant")}
+    for preset in PRESETS:
+        if preset == named:
             continue
         try:
-            candidate = build_network({**net_opt, "variant": variant}, meta=True)
+            candidate = build_network({**base, "preset": preset}, meta=True)
         except NetworkOptionError:
             continue
         if state_mismatch(candidate, state) is None:
-            return variant
+            return preset
     return None
 
 

@@ -5,6 +5,7 @@
     basicsr test  -opt options/serpent_sr_test.yml
     basicsr infer -opt OPTIONS.yml --weights NET.pth -i IMAGES -o OUT_DIR [flags]
     basicsr leaderboard [results/] [flags]
+    basicsr presets [--family unet|sr]
     basicsr doctor
 
 The current directory is the root: experiments/, results/ and tb_logger/ are created under it,
@@ -26,10 +27,11 @@ COMMANDS = {
     "test": "evaluate a trained network with BasicSR's test pipeline",
     "infer": "restore your own images (a file or a folder) with a trained network",
     "leaderboard": "collect the metrics of every test run under results/ into one table",
+    "presets": "the named Serpent networks: parameters, GFLOPs, what each is for",
     "doctor": "versions, devices and selective-scan backends of this machine (for bug reports)",
 }
 # Commands that are not BasicSR pipelines: module serpent_arch.<name> with main(argv) -> exit code.
-OWN_COMMANDS = ("infer", "leaderboard", "doctor")
+OWN_COMMANDS = ("infer", "leaderboard", "presets", "doctor")
 
 
 def _basicsr_parser(command: str) -> argparse.ArgumentParser:
@@ -46,7 +48,8 @@ def _basicsr_parser(command: str) -> argparse.ArgumentParser:
 
 def _usage() -> str:
     lines = ["usage: basicsr {" + ",".join(COMMANDS) + "} [flags]", "", "commands:"]
-    lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 2
+    lines += [f"  {name:<{width}}{text}" for name, text in COMMANDS.items()]
     lines.append("\nRun `basicsr COMMAND -h` for the flags of a command.")
     return "\n".join(lines)
 

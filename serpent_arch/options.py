@@ -297,7 +297,13 @@ def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list
 def _check_weights_fit(net_opt: dict, paths: dict) -> list[str]:
     """Whether ``path.pretrain_network_g`` holds weights that BasicSR can load into this ``network_g``."""
     from serpent_arch.archs.build import build_network
-    from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
+    from serpent_arch.checkpoints import (
+        CheckpointError,
+        named_preset,
+        preset_that_fits,
+        read_state_dict,
+        state_mismatch,
+    )
 
     path = osp.expanduser(paths["pretrain_network_g"])
     key = paths.get("param_key_g", "params")
@@ -314,7 +320,7 @@ def _check_weights_fit(net_opt: dict, paths: dict) -> list[str]:
     mismatch = state_mismatch(net, state, strict=paths.get("strict_load_g", True))
     if mismatch is None:
         return []
-    described = net_opt["type"] + (f" variant {net_opt['variant']!r}" if "variant" in net_opt else "")
-    fitting = variant_that_fits(net_opt, state)
-    hint = f"they fit variant {fitting!r}" if fitting else "were they trained with other network options?"
+    described = net_opt["type"] + (f" preset {named_preset(net_opt)!r}" if net_opt["type"] == "Serpent" else "")
+    fitting = preset_that_fits(net_opt, state)
+    hint = f"they fit preset {fitting!r}" if fitting else "were they trained with other network options?"
     return [f"path.pretrain_network_g: {path} does not fit network_g ({described}): {mismatch}; {hint}"]

@@ -106,7 +106,7 @@ def train_options(name, total_iter):
                 "io_backend": {"type": "disk"},
             },
         },
-        "network_g": {"type": "Serpent", "variant": "tiny", "upscale": 2, "upsampler": "pixelshuffle"},
+        "network_g": {"type": "Serpent", "preset": "tiny", "upscale": 2, "upsampler": "pixelshuffle"},
         "path": {"pretrain_network_g": None, "strict_load_g": True, "resume_state": None},
         "train": {
             "ema_decay": 0.9,
@@ -141,7 +141,7 @@ def minimal_options(datasets: dict, scale: int = 1) -> dict:
         "scale": scale,
         "num_gpu": 0,
         "datasets": datasets,
-        "network_g": {"type": "Serpent", "variant": "tiny", "upscale": scale},
+        "network_g": {"type": "Serpent", "preset": "tiny", "upscale": scale},
         "path": {"pretrain_network_g": None},
         "train": {
             "optim_g": {"type": "AdamW", "lr": 1e-3},

@@ -12,7 +12,7 @@ from serpent_arch import amp, nonfinite
 from serpent_arch.archs.serpent_arch import Serpent
 from serpent_arch.models import SerpentModel
 
-NET = {"type": "Serpent", "variant": "tiny", "upscale": 2}
+NET = {"type": "Serpent", "preset": "tiny", "upscale": 2}
 
 
 def train_opt(tmp_path, amp_value, val_amp=False):

@@ -97,7 +97,7 @@ def test_installed_without_its_kernel(monkeypatch, caplog):
     check_falls_back(caplog, "RuntimeError: selective_scan_cuda is not installed.")
     assert len(calls) == 1, "the probe runs once per process and device"
     name, why = backend_report.explain("auto", "cuda:0")
-    line = backend_report.scan_log_line(Serpent(variant="tiny"), "cuda:0")
+    line = backend_report.scan_log_line(Serpent(preset="tiny"), "cuda:0")
     assert name == "torch" and "selective_scan_cuda is not installed" in why
     assert line == (
         "selective scan: torch on cuda:0 (chunked scan in plain PyTorch; backend 'mamba_ssm' cannot run: mamba-ssm "
@@ -140,13 +140,13 @@ def test_probe_inside_no_grad(monkeypatch):
 
 def test_log_line_on_cpu():
     ok, _ = backend_report.backend_status("cpu_kernel", "cpu")
-    line = backend_report.scan_log_line(Serpent(variant="tiny"), "cpu")
+    line = backend_report.scan_log_line(Serpent(preset="tiny"), "cpu")
     if ok:
         assert line.startswith("selective scan: cpu_kernel on cpu (compiled C kernel, ")
         assert f"{torch.get_num_threads()} threads)" in line
     else:
         assert line.startswith("selective scan: torch on cpu (chunked scan in plain PyTorch; ")
-    explicit = backend_report.scan_log_line(Serpent(variant="tiny", scan_backend="torch"), "cpu")
+    explicit = backend_report.scan_log_line(Serpent(preset="tiny", scan_backend="torch"), "cpu")
     assert explicit == "selective scan: torch on cpu (scan_backend: torch in network_g; chunked scan in plain PyTorch)"
     assert (
         backend_report.scan_log_line(torch.nn.Conv2d(3, 3, 3), "cpu") == "selective scan: not used by Conv2d (on cpu)"
@@ -155,7 +155,7 @@ def test_log_line_on_cpu():
 
 def test_log_line_names_the_fallback(monkeypatch):
     monkeypatch.setenv("SERPENT_DISABLE_CPU_KERNEL", "1")
-    line = backend_report.scan_log_line(Serpent(variant="tiny"), "cpu")
+    line = backend_report.scan_log_line(Serpent(preset="tiny"), "cpu")
     assert line == (
         "selective scan: torch on cpu (chunked scan in plain PyTorch; backend 'cpu_kernel' is unavailable: "
         "disabled by SERPENT_DISABLE_CPU_KERNEL)"

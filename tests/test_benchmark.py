@@ -53,7 +53,7 @@ def test_scan_part_matches_formula_for_known_shape(directions):
 
 
 def test_counter_includes_scan():
-    model = Serpent(variant="tiny").eval()
+    model = Serpent(preset="tiny").eval()
     with_scan = count_flops(model, 64)
     without = count_flops(model, 64, include_scan=False)
     assert without.scan == 0
@@ -64,15 +64,15 @@ def test_counter_includes_scan():
 
 def test_meta_count_equals_real_forward(single_thread):
     # counting runs on the meta device; a real CPU forward must give the same dense and scan counts
-    model = Serpent(variant="tiny").eval()
+    model = Serpent(preset="tiny").eval()
     meta = count_flops(model, 32)
     real = count_flops(model, 32, device="cpu")
     assert (meta.dense, meta.scan) == (real.dense, real.scan)
 
 
-@pytest.mark.parametrize("variant", ["tiny", "base"])
+@pytest.mark.parametrize("preset", ["tiny", "base"])
 def test_serpent_flops_linear_in_pixels(variant, single_thread):
-    model = Serpent(variant=variant).eval()
+    model = Serpent(preset=variant).eval()
     ratio = count_flops(model, 128).total / count_flops(model, 64).total
     assert ratio == pytest.approx(4.0, rel=0.03)
 
@@ -159,7 +159,7 @@ def _sr_run_and_photo_folder(tmp_path, net):
     exp = tmp_path / "experiments" / "run"
     (exp / "models").mkdir(parents=True)
     (exp / "run.yml").write_text(yaml.safe_dump({"scale": 4, "network_g": {
-        "type": "Serpent", "variant": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
+        "type": "Serpent", "preset": "tiny", "patch_size": 1, "upscale": 4, "upsampler": "nearest+conv"}}))
     torch.save({"params_ema": net.state_dict()}, exp / "models" / "net_g_latest.pth")
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -179,7 +179,7 @@ def test_contrast_gains(tmp_path, capsys, single_thread):
     rng = np.random.default_rng(0)
     photo = np.clip(0.5 + 0.3 * np.sin(np.arange(32)[:, None] / 2.0) * np.cos(np.arange(32)[None] / 3.0), 0, 1)
     photo = np.repeat(photo[..., None], 3, -1).astype(np.float32) + rng.normal(0, 0.01, (32, 32, 3)).astype(np.float32)
-    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
+    net = Serpent(preset="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
     untrained = gains(net, [photo], 4, [1.0, 0.5])
     assert set(untrained) == {"contrast 1", "contrast 0.5", "gray"}
     assert untrained["contrast 1"] == pytest.approx(untrained["contrast 0.5"], abs=1e-3)
@@ -241,7 +241,7 @@ def test_spectrum_rings_add_up_to_the_mse_and_score_the_detail(tmp_path, capsys,
     photo = np.clip(rng.normal(0.5, 0.15, (48, 40, 3)), 0, 1).astype(np.float32)
     photo = cv2.GaussianBlur(photo, (0, 0), 1.0)  # detail at every frequency, more at the low ones
     edges = [0, 0.0625, 0.125, 0.25, 0.5]
-    net = Serpent(variant="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
+    net = Serpent(preset="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
     nn.init.normal_(net.conv_last.weight, std=0.01)  # not the bicubic identity of a fresh network
     rows = band_errors(net, photo, 4, edges)
     with torch.no_grad():

@@ -301,7 +301,7 @@ def test_basicsr_test_on_a_prepared_set5_reports_the_y_psnr(tmp_path, photos):
     prepare.prepare_set("Set5", str(download), str(tmp_path / "datasets"), log=_silent)
 
     opt = yaml.safe_load((REPO / "options/test/test_Serpent_DF2K_SRx4.yml").read_text())
-    opt["network_g"]["variant"] = "tiny"
+    opt["network_g"]["preset"] = "tiny"
     opt["val"]["report_baseline"] = False
     name = opt["name"]
     (tmp_path / "test_x4.yml").write_text(yaml.safe_dump(opt, sort_keys=False))

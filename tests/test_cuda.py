@@ -43,14 +43,14 @@ def test_mamba_ssm_usable_exactly_when_its_kernel_is_built():
 
 
 def test_log_line_names_the_cuda_backend():
-    line = backend_report.scan_log_line(Serpent(variant="tiny"), CUDA)
+    line = backend_report.scan_log_line(Serpent(preset="tiny"), CUDA)
     expected = resolve_backend("auto", torch.empty(0, device=CUDA))
     assert line.startswith(f"selective scan: {expected} on cuda:0 (")
 
 
 def test_serpent_on_cuda_matches_cpu():
     torch.manual_seed(0)
-    net = Serpent(variant="tiny", upscale=2)
+    net = Serpent(preset="tiny", upscale=2)
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.02 * torch.randn_like(p))

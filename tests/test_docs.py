@@ -6,14 +6,14 @@ import re
 import pytest
 from e2e_util import REPO, repo_script
 
-from serpent_arch.archs import VARIANTS
+from serpent_arch.archs import PRESETS
 
 draw_architecture = repo_script("docs/draw_architecture.py")
 
 
 def test_draws_a_png(tmp_path):
     out = tmp_path / "serpent.png"
-    argv = ["--variant", "tiny", "--size", "20", "28", "--dpi", "30", "--out", str(out)]
+    argv = ["--preset", "tiny", "--size", "20", "28", "--dpi", "30", "--out", str(out)]
     assert draw_architecture.main(argv) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -27,11 +27,11 @@ def test_draws_a_png(tmp_path):
     ],
 )
 def test_walk_reads_stages_widths_and_shapes_from_the_network(upsampler, size, padded, output):
-    config = VARIANTS["small"]
-    walked = draw_architecture.walk(dict(type="Serpent", variant="small", upscale=2, upsampler=upsampler), size)
+    config = PRESETS["small"].structure
+    walked = draw_architecture.walk(dict(type="Serpent", preset="small", upscale=2, upsampler=upsampler), size)
     c, p = config["embed_dim"], config["patch_size"]
     assert [stage.depth for stage in walked.encoder] == list(config["depths"])
-    assert [stage.depth for stage in walked.decoder] == list(config["depths_decoder"])
+    assert [stage.depth for stage in walked.decoder] == list(reversed(config["depths"][:-1]))
     assert [stage.width for stage in walked.encoder] == [c * 2**i for i in range(len(config["depths"]))]
     assert walked.padded_shape == padded and walked.output_shape == output
     h, w = padded[2] // p, padded[3] // p
@@ -40,11 +40,11 @@ def test_walk_reads_stages_widths_and_shapes_from_the_network(upsampler, size, p
     assert walked.upsample_factors == ([2] if upsampler == "pixelshuffle" else [])
 
 
-def test_unknown_variant_is_a_usage_error(tmp_path, capsys):
+def test_unknown_preset_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
-        draw_architecture.main(["--variant", "huge", "--out", str(tmp_path / "x.png")])
+        draw_architecture.main(["--preset", "huge", "--out", str(tmp_path / "x.png")])
     assert stop.value.code == 2
-    assert "unknown variant 'huge'" in capsys.readouterr().err
+    assert "unknown preset 'huge'" in capsys.readouterr().err
 
 
 def test_module_table_names_every_module_and_only_existing_ones():

@@ -106,9 +106,9 @@ def test_basicsr_network_option_file_runs_unchanged(workdir):
 
 def test_bad_option_file_fails_fast_with_a_named_key(workdir):
     opt = train_options("bad", 2)
-    opt["network_g"]["variant"] = "gigantic"
+    opt["network_g"]["preset"] = "gigantic"
     del opt["num_gpu"]
     proc = basicsr(workdir, "train", "-opt", write_options(workdir / "bad.yml", opt), check=False)
     assert proc.returncode == 2
-    assert "unknown variant 'gigantic'" in proc.stderr and "num_gpu" in proc.stderr
+    assert "unknown preset 'gigantic'" in proc.stderr and "num_gpu" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -28,7 +28,7 @@ from serpent_arch.infer import COMPARE_GAP, main
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = 2
-NET_OPT = {"type": "Serpent", "variant": "tiny", "upscale": SCALE, "drop_path_rate": 0.0}
+NET_OPT = {"type": "Serpent", "preset": "tiny", "upscale": SCALE, "drop_path_rate": 0.0}
 
 
 def write_options(path: Path, **network_args) -> Path:
@@ -165,14 +165,14 @@ def test_colour_image_into_a_gray_network_is_a_channel_mismatch(tmp_path, capsys
     assert cv2.imread(str(tmp_path / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (16 * SCALE, 20 * SCALE)
 
 
-def test_weights_of_another_variant_stop_before_any_image(model, tmp_path, capsys):
-    opt = write_options(tmp_path / "small.yml", variant="small")
+def test_weights_of_another_preset_stop_before_any_image(model, tmp_path, capsys):
+    opt = write_options(tmp_path / "small.yml", preset="small")
     cv2.imwrite(str(tmp_path / "a.png"), photo_crop(0, 0, 16, 16))
 
     assert infer(model, tmp_path / "a.png", tmp_path / "out", opt=opt) == 2
     err = capsys.readouterr().err
-    assert str(model["weights"]) in err and str(opt) in err and "variant 'small'" in err
-    assert "fit variant 'tiny'" in err  # the hint names the variant they were trained as
+    assert str(model["weights"]) in err and str(opt) in err and "preset 'small'" in err
+    assert "fit preset 'tiny'" in err  # the hint names the preset they were trained as
     assert not (tmp_path / "out" / "a.png").exists()
 
 

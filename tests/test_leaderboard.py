@@ -15,7 +15,7 @@ from serpent_arch.archs import Serpent
 from serpent_arch.leaderboard import FlopsCache, count_network_gflops, main, parse_size
 from serpent_arch.measure.flops import count_flops
 
-TINY_X4 = {"type": "Serpent", "variant": "tiny", "upscale": 4, "upsampler": "interpolate"}
+TINY_X4 = {"type": "Serpent", "preset": "tiny", "upscale": 4, "upsampler": "interpolate"}
 Y_CROP4 = {
     "psnr": {"type": "calculate_psnr", "crop_border": 4, "test_y_channel": True},
     "ssim": {"type": "calculate_ssim", "crop_border": 4, "test_y_channel": True},
@@ -136,7 +136,7 @@ def test_gflops_of_a_serpent_record_match_count_flops(tmp_path, capsys):
     write_run(results, "tiny_se", record("tiny_se", "Set5", {"psnr": 30.1}, self_ensemble=True))
     code, out, _ = run_leaderboard(capsys, results, "--flops-size", "128x96", "--out-csv", tmp_path / "t.csv")
     assert code == 0
-    expected = count_flops(Serpent(variant="tiny", upscale=4, upsampler="interpolate"), (32, 24)).total / 1e9
+    expected = count_flops(Serpent(preset="tiny", upscale=4, upsampler="interpolate"), (32, 24)).total / 1e9
     rows = {row["model"]: row for row in csv.DictReader((tmp_path / "t.csv").open())}
     assert float(rows["tiny"]["gflops"]) == pytest.approx(expected, rel=1e-12)
     assert float(rows["tiny_se+"]["gflops"]) == pytest.approx(8 * expected, rel=1e-12)

@@ -20,7 +20,7 @@ def _model(**val):
         "dist": False,
         "is_train": False,
         "scale": 2,
-        "network_g": {"type": "Serpent", "variant": "tiny", "upscale": 2},
+        "network_g": {"type": "Serpent", "preset": "tiny", "upscale": 2},
         "path": {},
         "val": val,
     }
@@ -165,7 +165,7 @@ def test_ema_decay_warms_up_to_the_configured_decay():
 def test_ema_update_uses_the_iteration_unless_warmup_is_off(warmup):
     model = _model()
     model.opt["train"] = {"ema_warmup": warmup}
-    model.net_g_ema = type(model.net_g)(variant="tiny", upscale=2)
+    model.net_g_ema = type(model.net_g)(preset="tiny", upscale=2)
     ema, raw = model.net_g_ema.shallow.weight, model.net_g.shallow.weight
     before = ema.detach().clone()
     model._ema_iter = 1

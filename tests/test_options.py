@@ -66,7 +66,7 @@ def _set(opt, dotted, value):
         (("del", "train.pixel_opt"), "needs a loss"),
         (("set", "model_type", "SRModle"), "model_type: unknown model 'SRModle'"),
         (("set", "network_g.type", "Serpnet"), "network_g.type: unknown network 'Serpnet'"),
-        (("set", "network_g.variant", "huge"), "unknown variant 'huge'"),
+        (("set", "network_g.preset", "huge"), "unknown preset 'huge'"),
         (("set", "network_g.embed_dimm", 32), "network_g.embed_dimm: not an argument of Serpent"),
         (("set", "network_g.in_chans", 1), "network_g.in_chans is 1 but the datasets load 3-channel"),
         (("set", "datasets.train.dataroot_gt", "/no/such/dir"), "datasets.train.dataroot_gt: '/no/such/dir' does not"),
@@ -103,7 +103,7 @@ def test_bad_option_is_named(tmp_path, edit, message):
 def test_several_problems_reported_at_once(tmp_path):
     opt = _train_opt(tmp_path)
     del opt["num_gpu"]
-    opt["network_g"]["variant"] = "huge"
+    opt["network_g"]["preset"] = "huge"
     with pytest.raises(OptionError) as err:
         check_options(_write(tmp_path, opt), is_train=True)
     assert "num_gpu" in str(err.value) and "huge" in str(err.value)
@@ -128,9 +128,9 @@ def test_test_mode_needs_val_suffix(tmp_path):
 
 def test_cli_reports_bad_options_and_exits_2(tmp_path, capsys):
     opt = _train_opt(tmp_path)
-    opt["network_g"]["variant"] = "huge"
+    opt["network_g"]["preset"] = "huge"
     assert main(["train", "-opt", _write(tmp_path, opt)]) == 2
-    assert "unknown variant 'huge'" in capsys.readouterr().err
+    assert "unknown preset 'huge'" in capsys.readouterr().err
     assert main(["fly"]) == 2
     assert main([]) == 2
 
@@ -164,29 +164,29 @@ def _tiny_checkpoint(path):
     import torch
     from basicsr.archs import build_network
 
-    net = build_network({"type": "Serpent", "variant": "tiny"})
+    net = build_network({"type": "Serpent", "preset": "tiny"})
     torch.save({"params": net.state_dict(), "params_ema": net.state_dict()}, path)
     return str(path)
 
 
-def test_weights_of_another_variant_are_named_before_running(tmp_path):
+def test_weights_of_another_preset_are_named_before_running(tmp_path):
     opt = _train_opt(tmp_path)
-    opt["network_g"]["variant"] = "small"
+    opt["network_g"]["preset"] = "small"
     opt["path"]["pretrain_network_g"] = _tiny_checkpoint(tmp_path / "tiny.pth")
     with pytest.raises(OptionError) as err:
         check_options(_write(tmp_path, opt), is_train=True)
     message = str(err.value)
-    assert "tiny.pth does not fit network_g (Serpent variant 'small')" in message
-    assert "tensors have another shape" in message and "they fit variant 'tiny'" in message
+    assert "tiny.pth does not fit network_g (Serpent preset 'small')" in message
+    assert "tensors have another shape" in message and "they fit preset 'tiny'" in message
 
 
 def test_force_yml_is_applied_before_the_checks(tmp_path):
     opt = _train_opt(tmp_path)
-    opt["network_g"]["variant"] = "small"
+    opt["network_g"]["preset"] = "small"
     opt["path"]["pretrain_network_g"] = _tiny_checkpoint(tmp_path / "tiny.pth")
     path = _write(tmp_path, opt)
-    check_options(path, is_train=True, force_yml=["network_g:variant=tiny"])
+    check_options(path, is_train=True, force_yml=["network_g:preset=tiny"])
     with pytest.raises(OptionError, match="no section 'netwrk_g'"):
-        check_options(path, is_train=True, force_yml=["netwrk_g:variant=tiny"])
+        check_options(path, is_train=True, force_yml=["netwrk_g:preset=tiny"])
     with pytest.raises(OptionError, match="expected KEY=VALUE"):
         check_options(path, is_train=True, force_yml=["network_g:variant"])

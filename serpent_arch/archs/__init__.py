@@ -1,5 +1,6 @@
 """Networks; importing this package registers them in BasicSR's ARCH_REGISTRY."""
 
-from serpent_arch.archs.serpent_arch import VARIANTS, Serpent
+from serpent_arch.archs.presets import PRESETS
+from serpent_arch.archs.serpent_arch import Serpent
 
-__all__ = ["Serpent", "VARIANTS"]
+__all__ = ["PRESETS", "Serpent"]

@@ -49,21 +49,26 @@ class PixelShuffleUpsampler(nn.Sequential):
 
 
 class NearestConvUpsampler(nn.Sequential):
-    """Nearest-neighbour x2 + conv + LeakyReLU steps for scale 2^n, then a conv + LeakyReLU at the
-    output size (SwinIR's ``nearest+conv``, ESRGAN's upsampler): unlike conv + PixelShuffle, every
-    step is non-linear and the last one works on the full-resolution grid. (B, C, H, W) -> (B, C, sH, sW).
+    """Nearest-neighbour x2 + conv + LeakyReLU steps for scale 2^n (one x3 step for scale 3), then a conv +
+    LeakyReLU at the output size (SwinIR's ``nearest+conv``, ESRGAN's upsampler): unlike conv + PixelShuffle,
+    every step is non-linear and the last one works on the full-resolution grid.
+    (B, C, H, W) -> (B, C, sH, sW).
 
     ``fused`` (default) runs every nearest x2 + conv as one transposed convolution
     (:func:`nearest_x2_conv`): the same function and weights, less arithmetic. False runs the layers as
-    listed, the reference the fused path is tested against.
+    listed, the reference the fused path is tested against. A x3 step always runs as listed.
     """
 
     def __init__(self, scale: int, channels: int, fused: bool = True):
-        if scale < 2 or scale & (scale - 1):
-            raise ValueError(f"Serpent: upsampler 'nearest+conv' supports upscale 2^n, got {scale}.")
+        if scale == 3:
+            factors = [3]
+        elif scale >= 2 and scale & (scale - 1) == 0:
+            factors = [2] * int(math.log2(scale))
+        else:
+            raise ValueError(f"Serpent: upsampler 'nearest+conv' supports upscale 2^n or 3, got {scale}.")
         layers: list[nn.Module] = []
-        for _ in range(int(math.log2(scale))):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, 1, 1)]
+        for f in factors:
+            layers += [nn.Upsample(scale_factor=f, mode="nearest"), nn.Conv2d(channels, channels, 3, 1, 1)]
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)]
         super().__init__(*layers)
@@ -74,57 +79,8 @@ class NearestConvUpsampler(nn.Sequential):
             return super().forward(x)
         layers = iter(self)
         for layer in layers:
-            x = nearest_x2_conv(x, next(layers)) if isinstance(layer, nn.Upsample) else layer(x)
+            if isinstance(layer, nn.Upsample) and layer.scale_factor == 2:
+                x = nearest_x2_conv(x, next(layers))
+            else:
+                x = layer(x)
         return x
-
-
-def transposed_from_nearest_conv(conv: nn.Conv2d) -> nn.ConvTranspose2d:
-    """A stride-2 4x4 transposed convolution that computes ``conv(nearest x2 upsample of x)``: its taps folded
-    from ``conv``'s 3x3 ones (:func:`nearest_x2_conv`), now free parameters. ``conv`` as for :func:`nearest_x2_conv`."""
-    up = nn.ConvTranspose2d(conv.in_channels, conv.out_channels, 4, stride=2, padding=1)
-    with torch.no_grad():
-        up.weight.copy_(_fold(_fold(conv.weight, 2), 3).transpose(0, 1))
-        up.bias.copy_(conv.bias)
-    return up
-
-
-class TransposedConvUpsampler(nn.Sequential):
-    """``nearest+conv`` with its taps untied: stride-2 4x4 transposed conv + LeakyReLU steps for scale 2^n, then
-    a conv + LeakyReLU at the output size. (B, C, H, W) -> (B, C, sH, sW).
-
-    Every step starts as a nearest x2 + 3x3 conv (a freshly initialised conv, folded by
-    :func:`transposed_from_nearest_conv`), so an untrained network upsamples as ``nearest+conv`` does, without
-    the checkerboard of a randomly initialised transposed convolution; training may then give each of the four
-    output phases its own 2x2 filter (16 weights per channel pair and step instead of 9). The arithmetic per
-    output pixel is that of the fused ``nearest+conv``.
-    """
-
-    def __init__(self, scale: int, channels: int):
-        if scale < 2 or scale & (scale - 1):
-            raise ValueError(f"Serpent: upsampler 'transposed+conv' supports upscale 2^n, got {scale}.")
-        layers: list[nn.Module] = []
-        for _ in range(int(math.log2(scale))):
-            layers += [transposed_from_nearest_conv(nn.Conv2d(channels, channels, 3, 1, 1)), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)]
-        super().__init__(*layers)
-
-
-class PixelShuffleConvUpsampler(nn.Sequential):
-    """Per factor step a conv C -> f*f*C, PixelShuffle and LeakyReLU, then a conv + LeakyReLU at the output
-    size (SRResNet's upsampler, MSRResNet's in BasicSR): non-linear steps as with ``nearest+conv``, one conv
-    at the output size instead of two, f*f times wider convs before each shuffle. Scale 2^n or 3.
-    (B, C, H, W) -> (B, C, sH, sW)."""
-
-    def __init__(self, scale: int, channels: int):
-        if scale & (scale - 1) == 0 and scale >= 2:
-            factors = [2] * int(math.log2(scale))
-        elif scale == 3:
-            factors = [3]
-        else:
-            raise ValueError(f"Serpent: upsampler 'pixelshuffle+conv' supports upscale 2^n or 3, got {scale}.")
-        layers: list[nn.Module] = []
-        for f in factors:
-            layers += [nn.Conv2d(channels, f * f * channels, 3, 1, 1), nn.PixelShuffle(f)]
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
-        layers += [nn.Conv2d(channels, channels, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)]
-        super().__init__(*layers)

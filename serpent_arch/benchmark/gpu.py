@@ -174,7 +174,7 @@ def _model_opt(variant: str, backend: str, amp_value, device: torch.device) -> d
         "dist": False,
         "is_train": True,
         "scale": 1,
-        "network_g": {"type": "Serpent", "variant": variant, "upscale": 1, "scan_backend": backend},
+        "network_g": {"type": "Serpent", "preset": variant, "upscale": 1, "scan_backend": backend},
         "path": {},
         "train": {
             "ema_decay": 0,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from serpent_arch.archs.build import NetworkOptionError, build_network
-from serpent_arch.checkpoints import CheckpointError, read_state_dict, state_mismatch, variant_that_fits
+from serpent_arch.checkpoints import CheckpointError, named_preset, preset_that_fits, read_state_dict, state_mismatch
 from serpent_arch.infer.errors import InferError
 
 
@@ -53,12 +53,12 @@ def load_network(opt_path: str, weights_path: str, param_key: str | None) -> Loa
     if mismatch:
         described = f"type {net_type}"
         if net_type == "Serpent":
-            described += f", variant {net_opt.get('variant') or 'base'!r}"
-        fitting = variant_that_fits(net_opt, state)
+            described += f", preset {named_preset(net_opt)!r}"
+        fitting = preset_that_fits(net_opt, state)
         if fitting:
-            hint = f"they fit variant {fitting!r}: use an option file with network_g.variant: {fitting}"
+            hint = f"they fit preset {fitting!r}: use an option file with network_g.preset: {fitting}"
         else:
-            hint = "use the option file the weights were trained with (same network_g: variant, sizes, upscale)"
+            hint = "use the option file the weights were trained with (same network_g: preset, sizes, upscale)"
         raise InferError(
             f"weights {weights_path!r} do not fit network_g of {opt_path!r} ({described}): {mismatch}.\n  hint: {hint}"
         )

@@ -16,7 +16,7 @@ def build_serpent(variant: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         from serpent_arch.archs import Serpent
 
-        return Serpent(variant=variant, upscale=1)
+        return Serpent(preset=variant, upscale=1)
 
     return build
 

@@ -1,0 +1,36 @@
+"""``basicsr presets``: one row per named network, its numbers those of the network the preset builds."""
+
+import pytest
+
+import serpent_arch  # noqa: F401
+from serpent_arch.archs import PRESETS, Serpent
+from serpent_arch.cli import main as basicsr
+from serpent_arch.presets import COUNTED_AT, markdown_table, preset_rows
+
+
+def test_every_preset_has_a_row_with_its_parameters_and_flops():
+    rows = {row["name"]: row for row in preset_rows()}
+    assert list(rows) == list(PRESETS)
+    for name, row in rows.items():
+        upscale = COUNTED_AT[row["family"]][0]
+        assert row["params"] == sum(p.numel() for p in Serpent(preset=name, upscale=upscale).parameters()), name
+        assert row["gflops"] > 0
+    # the same structure at a larger size costs more, and within a family larger members cost more
+    for family in ("unet", "sr"):
+        costs = [row["gflops"] for row in rows.values() if row["family"] == family]
+        assert costs == sorted(costs), family
+
+
+def test_command_prints_the_markdown_table(capsys):
+    assert basicsr(["presets", "--family", "sr"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(markdown_table(preset_rows("sr")))
+    assert "`sr-tiny`" in out and "`base`" not in out
+    with pytest.raises(SystemExit):
+        basicsr(["presets", "--family", "huge"])
+
+
+def test_basicsr_help_keeps_names_and_texts_apart(capsys):
+    assert basicsr(["--help"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert ["leaderboard", "collect"] == lines[3][:2]
