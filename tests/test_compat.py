@@ -9,7 +9,7 @@ import pytest
 import serpent_arch  # noqa: F401
 from serpent_arch import compat
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+BASICSR_LAYER_PAGE = Path(__file__).resolve().parents[1] / "docs" / "basicsr_layer.md"
 
 
 def test_every_target_of_the_installed_basicsr_matches():
@@ -43,8 +43,8 @@ def test_a_changed_target_stops_with_the_version_and_the_patch(monkeypatch):
     assert "probe" not in compat._applied  # nothing was replaced
 
 
-def test_readme_lists_every_patch():
-    assert compat.describe() in README.read_text(encoding="utf-8")
+def test_docs_list_every_patch():
+    assert compat.describe() in BASICSR_LAYER_PAGE.read_text(encoding="utf-8")
 
 
 def test_train_stage_is_bound_to_one_run_and_undone_afterwards():
