@@ -34,3 +34,9 @@ def test_basicsr_help_keeps_names_and_texts_apart(capsys):
     assert basicsr(["--help"]) == 0
     lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     assert ["leaderboard", "collect"] == lines[3][:2]
+
+
+def test_readme_shows_the_table_the_command_prints():
+    from e2e_util import REPO
+
+    assert markdown_table(preset_rows()) in (REPO / "README.md").read_text(encoding="utf-8")
