@@ -135,7 +135,7 @@ static inline double ss_sigmoid_f64(double x) { return 1.0 / (1.0 + exp(-x)); }
  * at a time takes 4 shuffles and 4 adds whose result lands in one lane; this tree halves the width
  * of all 16 rows together (each level adds the two halves of every row's partial sums, two rows per
  * vector), so 16 sums cost 30 two-source shuffles (one vpermt2ps each) and 15 adds (timings:
- * README, "Deferred sums"; `benchmark scan --per-step-sums`). AVX2 builds keep the per-step sums:
+ * docs/scan_backends.md, "Deferred sums"; `benchmark scan --per-step-sums`). AVX2 builds keep the per-step sums:
  * there a 16-float vector is two registers, one per-step sum costs about half as much, and the
  * same tree on 8-float vectors was not faster in haswell and znver1 builds. __builtin_shufflevector exists in clang and in gcc >= 12; older
  * compilers keep the per-step sums, and so does -DSS_NO_DEFERRED_SUMS (the tests check that build).
