@@ -40,3 +40,17 @@ def test_readme_shows_the_table_the_command_prints():
     from e2e_util import REPO
 
     assert markdown_table(preset_rows()) in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_shipped_option_file_names_a_preset():
+    """Shipped option files pick a network by name: `preset` and at most 5 other keys (the quick start: upscale)."""
+    import yaml
+    from e2e_util import REPO
+
+    files = sorted((REPO / "options").rglob("*.yml"))
+    assert files
+    for path in files:
+        net = yaml.safe_load(path.read_text(encoding="utf-8"))["network_g"]
+        assert net["preset"] in PRESETS and len(net) <= 6, (path, net)
+        if path.parent == REPO / "options":
+            assert set(net) == {"type", "preset", "upscale"}, (path, net)
