@@ -40,28 +40,25 @@ def _latest_checkpoint(opt) -> str:
 
 def guard_optimizer(optimizer, model, run=None) -> None:
     """Check the gradients before every ``optimizer.step``; stop or skip the step when not finite
-    (messages name the current iteration of ``run``, the command's ``training.TrainingRun``)."""
+    (messages name the current iteration of ``run``, the command's ``training.TrainingRun``).
+
+    The checks are the optimizer's own step hooks, so ``optimizer.step`` stays the method that the
+    learning-rate scheduler wrapped: replacing it made torch warn at every run's first scheduler step
+    that ``optimizer.step()`` had been overridden. A skipped step drops the gradients before the
+    update, and torch's optimizers leave a parameter without a gradient as it is (no moment or
+    step-count change)."""
     run = run or _NoRun()
     train_opt = model.opt["train"]
     action = train_opt.get("on_nonfinite_loss", "stop")
     max_skips = int(train_opt.get("max_nonfinite_skips", 10))
-    step = optimizer.step
     skipped = 0
 
-    def guarded_step(*args, **kwargs):
+    def check_gradients(opt, args, kwargs):
         nonlocal skipped
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if _all_finite(grads):
             skipped = 0
-            result = step(*args, **kwargs)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            if not _all_finite(params):  # finite gradients, but the update overflowed
-                raise NonFiniteLossError(
-                    f"iteration {run.current_iter}: the update made the weights non-finite "
-                    f"({_nonfinite_names(model, lambda p: p)}); the loss is not finite from here on, and the "
-                    f"step cannot be undone, so training stopped. {_how_to_go_on(model, skip=False)}"
-                )
-            return result
+            return None
         where = _nonfinite_names(model, lambda p: p.grad)
         it = run.current_iter
         if action == "skip" and skipped < max_skips:
@@ -78,7 +75,17 @@ def guard_optimizer(optimizer, model, run=None) -> None:
             f"stopped before applying this step. {_how_to_go_on(model, skip=action != 'skip')}"
         )
 
-    optimizer.step = guarded_step
+    def check_weights(opt, args, kwargs):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if not _all_finite(params):  # finite gradients, but the update overflowed
+            raise NonFiniteLossError(
+                f"iteration {run.current_iter}: the update made the weights non-finite "
+                f"({_nonfinite_names(model, lambda p: p)}); the loss is not finite from here on, and the "
+                f"step cannot be undone, so training stopped. {_how_to_go_on(model, skip=False)}"
+            )
+
+    optimizer.register_step_pre_hook(check_gradients)
+    optimizer.register_step_post_hook(check_weights)
     optimizer.serpent_model = model
 
 

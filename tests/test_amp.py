@@ -236,7 +236,7 @@ def test_basicsr_train_and_test_with_amp_log_the_scan_backend(tmp_path):
     assert len(scan_lines) == 1 and " on cpu (" in scan_lines[0], scan_lines
     assert "mixed precision: train bf16, validation bf16" in log
     records = (workdir / "experiments" / "amp_e2e" / "val_metrics.jsonl").read_text().splitlines()
-    assert len(records) == 3
+    assert len(records) == 2  # iterations 2 and 4; the validation after the loop repeats 4's
 
     opt["train"]["amp"], opt["train"]["total_iter"] = "fp16", 6
     proc = basicsr(workdir, "train", "-opt", write_options(workdir / "train6.yml", opt), "--auto_resume")

@@ -196,3 +196,65 @@ def test_windowed_networks_are_padded_to_their_window_when_testing():
     padded = torch.nn.functional.pad(model.lq, (0, 3, 0, 5), mode="reflect")
     with torch.no_grad():
         torch.testing.assert_close(model.output, model.net_g.eval()(padded)[..., :38, :26])
+
+
+class _Loader:
+    """A validation loader of ``n`` items (what SerpentModel.validation reads of it)."""
+
+    def __init__(self, n, name="set"):
+        self.dataset = type("Set", (), {"opt": {"name": name}, "__len__": lambda self: n})()
+        self.items = list(range(n))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def test_training_validates_each_set_once_per_weights():
+    """BasicSR's loop validates at the last iteration and again after the loop (its counter then past
+    total_iter); the second, on the same weights, is left out, and records name the iteration trained."""
+    model = _model()
+    model.opt["is_train"] = True
+    calls = []
+    model.nondist_validation = lambda loader, it, *rest: calls.append((loader.dataset.opt["name"], it))
+    model._ema_iter = 4
+    model.validation(_Loader(2), 4, None)  # in the loop, at val_freq
+    model.validation(_Loader(2, "other"), 4, None)  # a second set at the same iteration still runs
+    model.validation(_Loader(2), 5, None)  # after the loop: same weights
+    assert calls == [("set", 4), ("other", 4)]
+    model._ema_iter = 6  # total_iter not a multiple of val_freq: the final validation runs, at iteration 6
+    model.validation(_Loader(2), 7, None)
+    assert calls[-1] == ("set", 6)
+    model.opt["is_train"] = False  # `basicsr test` passes the run's name as the iteration
+    model.validation(_Loader(2), "name", None)
+    model.validation(_Loader(2), "name", None)
+    assert calls[-2:] == [("set", "name")] * 2
+
+
+def test_val_max_images_validates_on_the_first_images_only():
+    from serpent_arch.models.serpent_model import _FirstImages
+
+    limited = _FirstImages(_Loader(5), 2)
+    assert len(limited) == 2 and list(limited) == [0, 1] and limited.dataset.opt["name"] == "set"
+    assert len(_FirstImages(_Loader(1), 3)) == 1
+
+
+def test_the_guarded_optimizer_steps_without_a_scheduler_warning(tmp_path):
+    """The non-finite guard hooks into the optimizer's step instead of replacing it, so torch's check
+    that the scheduler steps after the optimizer sees the step (no UserWarning at iteration 2)."""
+    import warnings
+
+    from test_amp import batch, build
+
+    from serpent_arch import nonfinite
+
+    model = build(tmp_path, False)
+    nonfinite.guard_optimizer(model.optimizer_g, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for it in (1, 2, 3):
+            model.update_learning_rate(it)  # BasicSR's order: the scheduler first, from iteration 2
+            model.feed_data(batch(it))
+            model.optimize_parameters(it)

@@ -22,6 +22,12 @@ BasicSR's):
   with it the EMA averages roughly the last tenth of a short run and is the constant-decay EMA
   after ~9,000 iterations. The decay depends only on the iteration, which the training state
   holds, so a resumed run continues with the same decays;
+- in training, a set is validated once per weights: BasicSR's loop validates at the last iteration
+  when it is a multiple of ``val.val_freq`` and again after the loop, on the same weights; the
+  second is left out, and a validation after the loop is recorded at the last iteration trained
+  (the loop's counter has moved past ``train.total_iter`` by then);
+- ``val.max_images: N`` validates on the first N images of each set only (``basicsr train --trial``
+  sets it, so that a trial of a file with a 1,000-image validation set stays short);
 - metrics are written as JSON: ``experiments/NAME/val_metrics.jsonl`` during training,
   ``results/NAME/metrics.json`` when testing, one record per dataset with what a results table
   needs (network options, parameter count, scale, image count, metric options, self-ensemble).
@@ -29,6 +35,7 @@ BasicSR's):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections import OrderedDict
@@ -74,6 +81,19 @@ def _padded_to(net, window, scale: int):
     return forward
 
 
+class _FirstImages:
+    """The first ``count`` items of a validation loader (batches of one image), for ``val.max_images``."""
+
+    def __init__(self, loader, count: int):
+        self.loader, self.dataset, self.count = loader, loader.dataset, min(count, len(loader))
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.count)
+
+
 @MODEL_REGISTRY.register()
 class SerpentModel(SRModel):
     """Single-image restoration / super-resolution model for Serpent (and any BasicSR network)."""
@@ -98,7 +118,7 @@ class SerpentModel(SRModel):
             logger.info(f"mixed precision: {', '.join(parts)}{scaling}")
 
     def optimize_parameters(self, current_iter):
-        self._ema_iter = current_iter  # read by model_ema, called after the step
+        self._ema_iter = current_iter  # read by model_ema, called after the step, and by validation
         if self.amp_dtype is None:
             return super().optimize_parameters(current_iter)
         # SRModel's step, with the forward and the losses under autocast and, for fp16, the loss scaled
@@ -120,6 +140,7 @@ class SerpentModel(SRModel):
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
+        self._ema_iter = resume_state["iter"]  # the weights loaded are those of this iteration
         if resume_state.get("amp_scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(resume_state["amp_scaler"])
 
@@ -187,12 +208,27 @@ class SerpentModel(SRModel):
         if was_training:
             net.train()
 
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """BasicSR's validation; in training at most once per set and weights (see the module docstring)."""
+        trained = getattr(self, "_ema_iter", None)
+        if self.opt.get("is_train") and trained is not None:
+            current_iter = trained
+            done = self.__dict__.setdefault("_validated", set())
+            key = (dataloader.dataset.opt["name"], trained)
+            if key in done:
+                get_root_logger().info(f"Validation {key[0]}: already done at iteration {trained}.")
+                return
+            done.add(key)
+        super().validation(dataloader, current_iter, tb_logger, save_img)
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         val_opt = self.opt["val"]
+        if val_opt.get("max_images"):
+            dataloader = _FirstImages(dataloader, int(val_opt["max_images"]))
         dataset_name = dataloader.dataset.opt["name"]
         if not hasattr(self, "_num_val_images"):
             self._num_val_images = {}
-        self._num_val_images[dataset_name] = len(dataloader.dataset)  # for the metrics record
+        self._num_val_images[dataset_name] = len(dataloader)  # for the metrics record (batches of one image)
         if val_opt.get("metrics") and val_opt.get("report_baseline", True):
             if not hasattr(self, "baseline_results"):
                 self.baseline_results = {}
