@@ -1,4 +1,5 @@
-"""The equal-budget benchmark: its option files, its arithmetic, and the command end to end."""
+"""The equal-budget study (study/, run from the repository root): its option files, its arithmetic, its
+record-only candidates, the command end to end, and the tables rebuilt from the records."""
 
 import argparse
 import csv
@@ -10,10 +11,11 @@ import yaml
 from e2e_util import REPO
 
 import serpent_arch  # noqa: F401
-from serpent_arch.benchmark import budget, budget_speeds, contenders
-from serpent_arch.benchmark.contenders import NETWORKS, TASKS, option_paths, train_options
+from study import budget, budget_speeds, contenders
+from study.contenders import NETWORKS, TASKS, option_paths, train_options
+from study.serpent_candidates import RECORD_ONLY, SERPENT_CANDIDATES
 
-OPTIONS = REPO / "options" / "budget"
+RECORDS = REPO / "study" / "records" / "budget"
 
 
 def _without(opt: dict, *keys: str) -> dict:
@@ -26,13 +28,21 @@ def _without(opt: dict, *keys: str) -> dict:
     return opt
 
 
+@pytest.fixture(scope="module")
+def option_files(tmp_path_factory):
+    """Every contender's option files as ``python -m study options --out DIR`` writes them."""
+    root = tmp_path_factory.mktemp("options")
+    assert contenders.main(["--out", str(root)]) == 0
+    return root
+
+
 @pytest.mark.parametrize("task", list(TASKS))
-def test_option_files_of_a_task_differ_only_in_the_network(task):
+def test_option_files_of_a_task_differ_only_in_the_network(task, option_files):
     networks = [n for n in NETWORKS if task in NETWORKS[n]]
     assert len(networks) >= 3
     for network in networks:
-        train_path, test_path = option_paths(task, network, OPTIONS)
-        # the committed files are what the module writes (python -m serpent_arch.benchmark.contenders)
+        train_path, test_path = option_paths(task, network, option_files)
+        # the files read back as what the module says
         assert yaml.safe_load(train_path.read_text()) == json.loads(json.dumps(train_options(task, network)))
         assert yaml.safe_load(test_path.read_text()) == json.loads(json.dumps(contenders.test_options(task, network)))
         assert _without(train_options(task, network)) == _without(train_options(task, networks[0]))
@@ -40,9 +50,73 @@ def test_option_files_of_a_task_differ_only_in_the_network(task):
         assert _without(test, "path") == _without(contenders.test_options(task, networks[0]), "path")
 
 
-def test_write_option_files(tmp_path):
+def test_write_option_files(tmp_path, option_files):
+    """Two files per (network, task), named after both; one network's pair is what the budget command writes
+    before a run of it, into the git-ignored study/options/ by default."""
     written = contenders.write_option_files(tmp_path)
-    assert sorted(p.name for p in written) == sorted(p.name for p in OPTIONS.glob("*.yml"))
+    pairs = [(task, network) for network, tasks in NETWORKS.items() for task in tasks]
+    assert len(written) == 2 * len(pairs) == len(set(written))
+    assert sorted(p.name for p in written) == sorted(p.name for p in option_files.glob("*.yml"))
+    assert {p.name for p in written} >= {"budget_sr_msrresnet.yml", "test_budget_deblur_serpent-tiny.yml"}
+    train_path, test_path = contenders.write_network_options("sr", "msrresnet", tmp_path / "one")
+    assert train_path.read_text() == (tmp_path / "budget_sr_msrresnet.yml").read_text()
+    assert test_path.read_text() == (tmp_path / "test_budget_sr_msrresnet.yml").read_text()
+    assert "python -m study options" in train_path.read_text()
+    assert contenders.OPTIONS_DIR == Path("study/options")
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "study/options/" in ignored
+
+
+def test_the_serpent_candidates_name_a_preset_and_the_removed_options_make_them_record_only():
+    """Every candidate keeps its entry (the records name it); those whose network_g uses an argument or an
+    upsampler Serpent no longer has are record-only, and every other one builds."""
+    from serpent_arch.archs.build import build_network
+
+    assert {name: options for name, options in RECORD_ONLY.items()} == {
+        "serpent-cffn-sc-lr": ["stage_conv"],
+        "serpent-cffn-nc-amp-lcnr-lr": ["contrast_norm_raw"],
+        "serpent-cffn-nc-amp-lmn15-br-lr": ["block_rescale"],
+        "serpent-cffn-psc-amp-lmn15-lr": ["upsampler pixelshuffle+conv"],
+        "serpent-cffn-nc-amp-lmn15-ca-lr": ["channel_attention"],
+        "serpent-cffn-dc-amp-lmn15-e3-f3-lr": ["upsampler transposed+conv"],
+        "serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr": ["upsampler_channels_last"],
+        "serpent-cffn-nc-amp-lmn15-e3-f3-ss-lr": ["skip_scale"],
+        "serpent-cffn-nc-amp-lmn15-e3-f3-an-lr": ["block_norm"],
+        "serpent-cffn-nc-ccm-lr": ["ffn_dense"],
+    }
+    recorded = {json.loads(p.read_text())["network"] for p in (RECORDS / "runs").glob("*.json")}
+    timed = json.loads((RECORDS / "throughput_sr_2threads.json").read_text())["networks"]
+    assert recorded <= set(NETWORKS) and set(RECORD_ONLY) <= set(timed)  # the records name only known networks
+    for name, tasks in SERPENT_CANDIDATES.items():
+        for network_g in tasks.values():
+            assert "variant" not in network_g and network_g["preset"] in ("tiny", "small"), name
+            if name not in RECORD_ONLY:
+                build_network(dict(network_g), meta=True)
+
+
+@pytest.mark.parametrize("network", sorted(RECORD_ONLY))
+def test_a_record_only_candidate_is_refused_a_training_but_its_records_tabulate(network, tmp_path, capsys):
+    """Nothing of a record-only candidate is trained, tested or timed: the command stops before anything runs,
+    with one line naming the candidate and the removed option. Its records still give its row."""
+    args = ["--iterations", "7", "--threads", "1", "--tasks", "sr", "--networks", f"msrresnet,{network}"]
+    args += ["--out", str(tmp_path / "out"), "--options", str(tmp_path / "options")]
+    (tmp_path / "out").mkdir()
+    for name in ("throughput_sr_1threads.json", "network_facts.json"):  # timed and counted as recorded
+        record = json.loads((RECORDS / name.replace("1threads", "2threads")).read_text())
+        (tmp_path / "out" / name).write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as stop:
+        budget.main(args)
+    message = str(stop.value)
+    assert "\n" not in message and network in message and RECORD_ONLY[network][0] in message
+    assert "record-only" in message and "msrresnet" not in message
+    assert not (tmp_path / "out" / "runs").exists() and not (tmp_path / "options").exists()  # nothing ran
+    from study import budget_speeds as speeds
+
+    with pytest.raises(SystemExit, match=f"cannot time {network}: it is record-only"):
+        speeds.measure("sr", [network], tmp_path / "empty", 1, 1)
+    with pytest.raises(SystemExit, match=f"cannot count the parameters and GFLOPs of {network}"):
+        budget.report.network_facts("sr", network, tmp_path / "empty")
+    assert budget.report.network_facts("sr", network, tmp_path / "out")[0] > 0  # recorded: no network built
 
 
 @pytest.mark.parametrize("iters,points", [(1, 4), (3, 4), (8, 4), (10, 4), (400, 4), (12, 3), (5, 1)])
@@ -61,7 +135,7 @@ def test_iterations_for_a_budget():
 def test_budget_command_end_to_end(tmp_path):
     out = tmp_path / "out"
     args = ["--minutes", "0.03", "--tasks", "sr", "--networks", "serpent-tiny,msrresnet", "--lrs", "1e-3,2e-4"]
-    args += ["--val-points", "1", "--repeats", "1", "--options", str(OPTIONS), "--out", str(out)]
+    args += ["--val-points", "1", "--repeats", "1", "--out", str(out)]  # option files: tmp_path/study/options
     proc = basicsr_budget(tmp_path, args)
     table = (out / "budget_sr_0.03min_s0.md").read_text()
     assert (out / "budget_sr_0.03min_s0.png").stat().st_size > 1000
@@ -73,6 +147,11 @@ def test_budget_command_end_to_end(tmp_path):
         assert (tmp_path / "results" / row["run"] / "metrics.json").is_file()
         assert row["run"] in proc.stdout  # listed by basicsr leaderboard
     assert len(list((out / "runs").glob("*.json"))) == 4  # 2 networks x 2 learning rates
+    assert sorted(p.name for p in (tmp_path / "study" / "options").glob("*.yml")) == [
+        f"{kind}budget_sr_{network}.yml" for kind in ("", "test_") for network in ("msrresnet", "serpent-tiny")
+    ]  # written where the runs needed them
+    facts = json.loads((out / "network_facts.json").read_text())["sr"]
+    assert set(facts) == {"serpent-tiny", "msrresnet"} and facts["msrresnet"]["params_m"] == pytest.approx(1.517571)
     # a second sitting finds every result and trains nothing
     again = basicsr_budget(tmp_path, args)
     assert "[budget] train" not in again.stdout and "[budget] test" not in again.stdout
@@ -121,7 +200,7 @@ def test_budget_command_end_to_end(tmp_path):
 def test_every_recipe_changes_options_the_trainer_reads():
     """A recipe's keys are option paths (``--force_yml`` overrides): each one's parent exists in every training
     option file, and the table names what changed."""
-    from serpent_arch.benchmark.budget_report import _recipe_note
+    from study.budget_report import _recipe_note
 
     for task in TASKS:
         opt = train_options(task, next(n for n in NETWORKS if task in NETWORKS[n]))
@@ -222,7 +301,7 @@ def basicsr_budget(cwd: Path, args: list[str], ok: bool = True):
 
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, "-m", "serpent_arch.benchmark", "budget", *args],
+        [sys.executable, "-m", "study", "budget", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
     )
     assert (proc.returncode == 0) == ok, proc.stdout + proc.stderr
@@ -232,7 +311,7 @@ def basicsr_budget(cwd: Path, args: list[str], ok: bool = True):
 def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
     """New networks are timed in one interleaved run with a recorded one and scaled by its recorded
     time times their time / its time, round by round; a recheck measures everything afresh, unscaled."""
-    from serpent_arch.benchmark import throughput
+    from study import throughput
 
     fake = {"serpent-tiny": 0.1, "msrresnet": 0.3, "edsr-baseline": 0.5}
     timed = []
@@ -275,7 +354,7 @@ def test_a_later_sitting_measures_beside_an_anchor(tmp_path, monkeypatch):
 
 def test_a_table_names_the_machine_of_every_sitting():
     """Throughput records taken on different machines each keep their machine in the table's note."""
-    from serpent_arch.benchmark.budget_report import _where_measured
+    from study.budget_report import _where_measured
 
     speeds = [
         {"measured": "2026-01-02 10:00:00", "machine": "AMD EPYC (avx2)"},
@@ -287,3 +366,57 @@ def test_a_table_names_the_machine_of_every_sitting():
         "2026-01-01 09:00:00 and 2026-01-02 10:00:00 on AMD EPYC (avx2); 2026-01-03 11:00:00 on Intel Xeon (avx512f)"
     )
     assert _where_measured([{}]) == "- on a machine not recorded"
+
+
+def test_the_study_runs_from_the_repository_root_and_the_product_no_longer_has_its_commands(capsys):
+    from serpent_arch.benchmark import __main__ as product
+    from study import __main__ as study
+
+    assert study.main([]) == 2 and study.main(["nonsense"]) == 2
+    assert set(study.COMMANDS) >= {"budget", "tables", "options", "layout", "upsampler", "contrast", "spectrum", "dark"}
+    assert not set(study.COMMANDS) & set(product.COMMANDS)
+    with pytest.raises(SystemExit) as exc:
+        study.main(["budget", "--help"])
+    assert exc.value.code == 0 and "python -m study budget" in capsys.readouterr().out
+    import serpent_arch as package
+
+    assert not (Path(package.__file__).parent / "benchmark" / "budget.py").exists()
+    setup = (REPO / "setup.py").read_text()
+    assert 'find_packages(include=["serpent_arch", "serpent_arch.*"])' in setup  # study/ is not installed
+
+
+def test_the_tables_rebuild_from_the_records_byte_for_byte(tmp_path, capsys):
+    """``python -m study tables`` on a copy of the records (no weights, no results/) writes every committed
+    table again, identical: the run records, the throughput record and the network sizes hold everything."""
+    import shutil
+
+    from study import tables
+
+    assert tables.main(["--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(tables.COMMANDS) and all(line.startswith("python -m study budget ") for line in listed)
+    copy = tmp_path / "budget"
+    shutil.copytree(RECORDS, copy)
+    for table in copy.glob("budget_*"):
+        if "_2min_" not in table.name:  # the 2-minute tables: an earlier command's, not rebuilt
+            table.unlink()
+    assert tables.main(["--out", str(copy)]) == 0
+    committed = sorted(p.relative_to(RECORDS) for p in RECORDS.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*") if p.is_file()) == committed
+    assert [path for path in committed if (copy / path).read_bytes() != (RECORDS / path).read_bytes()] == []
+
+
+def test_tables_stop_where_a_run_is_not_recorded(tmp_path):
+    """--records-only never trains: a run missing from the records stops the command and names it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("throughput_sr_2threads.json", "network_facts.json"):
+        (out / name).write_bytes((RECORDS / name).read_bytes())
+    args = ["--iterations", "7", "--threads", "2", "--tasks", "sr", "--networks", "msrresnet", "--records-only"]
+    with pytest.raises(SystemExit, match="--records-only: budget_sr_msrresnet_lr0.0002_7it_s0 is not in the records"):
+        budget.main([*args, "--out", str(out)])
+    deblur = ["--iterations", "7", "--threads", "2", "--tasks", "deblur", "--networks", "serpent-tiny"]
+    with pytest.raises(SystemExit, match="has no s / iteration of serpent-tiny"):  # not timed: no deblur record here
+        budget.main([*deblur, "--records-only", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        budget.main([*args, "--recheck-throughput", "--out", str(out)])  # a recheck measures

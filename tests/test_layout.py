@@ -1,9 +1,9 @@
-"""``benchmark layout``: NCHW against channels-last training steps, interleaved."""
+"""``python -m study layout``: NCHW against channels-last training steps, interleaved."""
 
 import pytest
 import torch
 
-from serpent_arch.benchmark import layout, throughput
+from study import layout, throughput
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -43,7 +43,7 @@ def test_layout_writes_a_table_with_both_layouts(tmp_path, capsys):
     assert nchw_to_first == 1.0  # the first network is its own reference, round by round
     assert last_to_first > 0
     assert "vector extensions" in text  # the machine it ran on
-    assert "`python -m serpent_arch.benchmark layout --networks serpent-tiny-lr" in text
+    assert "`python -m study layout --networks serpent-tiny-lr" in text
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,10 @@ def test_layout_names_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         layout.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_layout_refuses_a_record_only_network():
+    """A candidate whose network_g uses an option Serpent no longer has cannot be timed: one line names both."""
+    with pytest.raises(SystemExit, match="cannot time serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr: it is record-only.*"
+                                         "upsampler_channels_last"):
+        layout.main(["--networks", "msrresnet,serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr"])

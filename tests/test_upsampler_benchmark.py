@@ -1,8 +1,8 @@
-"""``benchmark upsampler``: the fused nearest+conv upsampler against the layers as written, interleaved."""
+"""``python -m study upsampler``: the fused nearest+conv upsampler against the layers as written, interleaved."""
 
 import pytest
 
-from serpent_arch.benchmark import throughput, upsampler
+from study import throughput, upsampler
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -32,9 +32,14 @@ def test_upsampler_writes_both_tables_and_the_machine(tmp_path, monkeypatch):
     for row in rows:
         written, fused, ratio = (float(cell) for cell in row.strip("|").split("|")[1:])
         assert written > 0 and fused > 0 and ratio > 0
-    assert "vector extensions" in text and "`python -m serpent_arch.benchmark upsampler --network" in text
+    assert "vector extensions" in text and "`python -m study upsampler --network" in text
 
 
 def test_upsampler_refuses_a_network_without_nearest_conv():
     with pytest.raises(SystemExit, match="no nearest\\+conv upsampler"):
         upsampler.time_network("serpent-tiny-lr", "sr", repeats=1, block_seconds=0.01)
+
+
+def test_upsampler_refuses_a_record_only_network():
+    with pytest.raises(SystemExit, match="cannot time serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr: it is record-only"):
+        upsampler.time_network("serpent-cffn-nc-amp-lmn15-e3-f3-cl-lr", "sr", repeats=1, block_seconds=0.01)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand -> module with ``main(argv)``; imported only when chosen (some import much: triton, BasicSR's networks).
+# The equal-budget study's commands (budget, layout, contrast, ...) are ``python -m study`` (study/, not installed).
 COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
@@ -15,12 +16,6 @@ COMMANDS = {
     "train": "serpent_arch.benchmark.train",
     "quickstart": "serpent_arch.benchmark.quickstart",
     "gpu": "serpent_arch.benchmark.gpu",
-    "budget": "serpent_arch.benchmark.budget",
-    "dark": "serpent_arch.benchmark.dark",
-    "contrast": "serpent_arch.benchmark.contrast",
-    "spectrum": "serpent_arch.benchmark.spectrum",
-    "layout": "serpent_arch.benchmark.layout",
-    "upsampler": "serpent_arch.benchmark.upsampler",
 }
 USAGE = (
     f"usage: python -m serpent_arch.benchmark {{{','.join(COMMANDS)}}} [args...]"

@@ -331,7 +331,7 @@ def environment(device: torch.device, argv: list[str]) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serpent_arch.benchmark gpu", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks/gpu"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks/gpu"), help="output folder")
     parser.add_argument("--device", default="cuda", help="cuda[:i] (default) or cpu (for a dry run)")
     parser.add_argument("--small", action="store_true", help="tiny sizes everywhere (a dry run of the script)")
     parser.add_argument(

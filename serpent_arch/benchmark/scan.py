@@ -205,7 +205,7 @@ def kernel_builds(
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
-    parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks"), help="output directory")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"), help="output directory")
     parser.add_argument("--quick", action="store_true", help=f"small size {QUICK} as a smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)

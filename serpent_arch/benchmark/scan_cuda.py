@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> str:
         prog="python -m serpent_arch.benchmark scan_cuda", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (median reported)")
-    parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks"), help="output directory")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"), help="output directory")
     parser.add_argument("--quick", action="store_true", help=f"small size {QUICK} as a smoke test")
     parser.add_argument("--sweep", action="store_true", help=f"also time triton tiles {TRITON_TILES}")
     parser.add_argument("--device", default="cuda", help="device to measure on (default cuda)")

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per backend (median)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--out", default="experiments/benchmarks", help="folder for the report")
+    parser.add_argument("--out", default="results/benchmarks", help="folder for the report")
     parser.add_argument("--name", default="train_throughput", help="report file name (without .md)")
     parser.add_argument("--march", nargs="*", default=None,
                         help="also run cpu_kernel built with these -march (default: haswell where the CPU has "

@@ -1,7 +1,7 @@
 """Network efficiency benchmark: params, GFLOPs, peak memory and latency of full-size restoration.
 
 Run ``python -m serpent_arch.benchmark network [--sizes 128 256 512 1024] [--device cpu|cuda]
-[--amp bf16] [--quick] [--out experiments/benchmarks/]``. Every (network, size) pair restores one
+[--amp bf16] [--quick] [--out results/benchmarks/]``. Every (network, size) pair restores one
 RGB image of HxW to HxW (batch 1, deblurring setting) and reports:
 
 * params (M): trainable and frozen parameters.

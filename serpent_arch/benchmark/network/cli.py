@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"networks to compare (default {' '.join(DEFAULT_PAIR)})",
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {' '.join(QUICK_NETWORKS)} at 32 and 64")
-    parser.add_argument("--out", type=Path, default=Path("experiments/benchmarks"), help="output directory")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"), help="output directory")
     return parser
 
 
