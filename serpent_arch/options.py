@@ -34,27 +34,60 @@ def load_yaml(path: str) -> dict:
 
 
 def apply_force_yml(opt: dict, entries: list[str] | None) -> dict:
-    """Apply ``--force_yml KEY:SUBKEY=VALUE`` entries as BasicSR's ``parse_options`` will (values
-    parsed by BasicSR's own rule), so that the checks see the options the run will use."""
+    """Apply ``--force_yml KEY:SUBKEY=VALUE`` entries as BasicSR's ``parse_options`` would (values
+    parsed by BasicSR's own rule: ``KEY=~`` sets None, it does not remove the key)."""
     from basicsr.utils.options import _postprocess_yml_value
 
     for entry in entries or []:
         keys, sep, value = entry.partition("=")
-        *parents, last = [key.strip() for key in keys.split(":")]
-        if not sep or not last:
+        if not sep:
             raise OptionError(f"--force_yml {entry!r}: expected KEY=VALUE, nested keys joined by ':'")
-        node = opt
-        for key in parents:
-            if not isinstance(node.get(key) if isinstance(node, dict) else None, dict):
-                raise OptionError(f"--force_yml {entry!r}: the option file has no section {key!r}")
-            node = node[key]
+        node, last = _parent_of(opt, keys, f"--force_yml {entry!r}")
         node[last] = _postprocess_yml_value(value.strip())
     return opt
 
 
-def check_options(path: str, is_train: bool, force_yml: list[str] | None = None, opt: dict | None = None) -> dict:
+def remove_keys(opt: dict, entries: list[str] | None) -> dict:
+    """Apply ``--remove_yml KEY:SUBKEY`` entries: delete each key (after the ``--force_yml`` entries).
+
+    BasicSR's ``--force_yml`` can set a key to None (``KEY=~``) but not remove it, and for some keys
+    the two differ (a test set's ``num_images`` is checked when present).
+    """
+    for entry in entries or []:
+        if "=" in entry:
+            raise OptionError(f"--remove_yml {entry!r}: give the key only (KEY:SUBKEY); values go with --force_yml")
+        node, last = _parent_of(opt, entry, f"--remove_yml {entry!r}")
+        if last not in node:
+            raise OptionError(f"--remove_yml {entry!r}: there is no key {last!r} to remove")
+        del node[last]
+    return opt
+
+
+def removal_flag(where: str, key: str) -> str:
+    """The flag that removes ``key`` of the section named ``where`` in messages (``datasets.test_1``)."""
+    return f"--remove_yml {where.replace('.', ':')}:{key}"
+
+
+def _parent_of(opt: dict, keys: str, flag: str) -> tuple[dict, str]:
+    """The mapping that holds the last of ``keys`` (``A:B:C``), and that key."""
+    *parents, last = [key.strip() for key in keys.split(":")]
+    if not last:
+        raise OptionError(f"{flag}: expected a key, nested keys joined by ':'")
+    node = opt
+    for key in parents:
+        if not isinstance(node.get(key) if isinstance(node, dict) else None, dict):
+            raise OptionError(f"{flag}: the option file has no section {key!r}")
+        node = node[key]
+    return node, last
+
+
+def check_options(
+    path: str, is_train: bool, force_yml: list[str] | None = None, opt: dict | None = None, source: str | None = None
+) -> dict:
     """Validate the option file at ``path`` (with ``--force_yml`` entries applied), or ``opt``, the
-    options already read from it with the overrides applied; return the options or raise OptionError."""
+    options already read from it with the overrides applied; return the options or raise OptionError.
+    Problems are reported under ``source`` (default: ``option file 'PATH'``), which names the user's
+    files, never a temporary copy."""
     from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
     if opt is None:
@@ -144,7 +177,7 @@ def check_options(path: str, is_train: bool, force_yml: list[str] | None = None,
             problems.append(f"'val.tile' must be a positive integer (input pixels) or null, got {tile!r}")
 
     if problems:
-        raise OptionError(f"option file {path!r}:\n  - " + "\n  - ".join(problems))
+        raise OptionError(f"{source or f'option file {path!r}'}:\n  - " + "\n  - ".join(problems))
     return opt
 
 
@@ -289,7 +322,8 @@ def _check_dataset_files(where, phase, ds, dataset_cls, scale, is_train) -> list
         elif len(dataset) != expected:
             problems.append(
                 f"{where} ({ds.get('name')}): {len(dataset)} images, expected {expected} (num_images); a partial or "
-                "wrong download? Prepare it again (datasets/README.md), or remove num_images for a custom set"
+                "wrong download? Prepare it again (datasets/README.md); for a custom set, leave the count out: "
+                f"{removal_flag(where, 'num_images')}"
             )
     return problems
 

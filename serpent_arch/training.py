@@ -1,7 +1,7 @@
 """What ``basicsr train`` adds to BasicSR's training loop: exact resume, clean interruption, the
 guard against non-finite losses (``serpent_arch.nonfinite``) and a count of skipped bad samples.
 
-BasicSR's ``train_pipeline`` is used as it is; four names in ``basicsr.train`` and ``basicsr.data``
+BasicSR's ``train_pipeline`` is used as it is; five names in ``basicsr.train`` and ``basicsr.data``
 get thin wrappers, applied by ``serpent_arch.compat.apply("train")`` with the other BasicSR patches
 (listed in ``serpent_arch.compat.PATCHES``; the loop itself is untouched):
 
@@ -15,6 +15,9 @@ get thin wrappers, applied by ``serpent_arch.compat.apply("train")`` with the ot
   before its first batch, and reports bad samples a dataset skipped (``bad_samples_skipped``).
 * ``basicsr.data.worker_init_fn`` also makes DataLoader workers ignore SIGINT (the main process
   handles Ctrl-C).
+* ``copy_opt_file`` copies the user's option file (``basicsr train`` gives BasicSR a resolved copy in
+  a temporary folder to parse) and writes the options the run uses beside it,
+  ``experiments/NAME/options_resolved.yml`` (``serpent_arch.experiment``).
 * ``build_model`` guards the model: every optimizer step first checks the gradients
   (``train.on_nonfinite_loss``: ``stop`` (default) or ``skip``, with ``train.max_nonfinite_skips``
   consecutive skips allowed, default 10); validation runs with the random state forked, so it
@@ -36,7 +39,9 @@ import json
 import logging
 import os
 import random
+import shlex
 import signal
+import sys
 from os import path as osp
 from typing import NamedTuple
 
@@ -72,10 +77,12 @@ class TrainingInterrupted(Exception):
 class TrainingRun:
     """The state of one ``basicsr train`` run, owned by the command and passed to the wrappers of
     the ``train`` stage (``serpent_arch.compat.applied("train", run=...)``), which hand it to the
-    model as ``model.training_run``: the tracked loader and sampler, the current iteration, and a
-    stop signal received."""
+    model as ``model.training_run``: the options it runs, the tracked loader and sampler, the current
+    iteration, and a stop signal received."""
 
-    def __init__(self):
+    def __init__(self, options: dict | None = None, option_file: str | None = None, command: str | None = None):
+        # the resolved options BasicSR parses, the user's file they come from, the command line
+        self.options, self.option_file, self.command = options, option_file, command
         self.sampler: ResumableSampler | None = None
         self.loader: TrackedLoader | None = None
         self.current_iter = 0
@@ -317,6 +324,25 @@ def _wrap_worker_init_fn(original, run: TrainingRun):
         return original(worker_id, *args, **kwargs)
 
     return worker_init_fn
+
+
+def _wrap_copy_opt_file(original, run: TrainingRun):
+    def copy_opt_file(opt_file, experiments_root):
+        if run.options is None:  # a run not resolved by `basicsr train`: BasicSR's copy only
+            return original(opt_file, experiments_root)
+        from basicsr.utils.dist_util import get_dist_info
+
+        from serpent_arch.experiment import write_resolved_options
+
+        argv, sys.argv = sys.argv, shlex.split(run.command)  # BasicSR's copy starts with '# CMD: <sys.argv>'
+        try:
+            original(run.option_file, experiments_root)  # master-only itself
+        finally:
+            sys.argv = argv
+        if get_dist_info()[0] == 0:
+            write_resolved_options(run.options, experiments_root, run.option_file, run.command)
+
+    return copy_opt_file
 
 
 def _replace_sampler(original, run: TrainingRun):

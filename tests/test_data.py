@@ -665,7 +665,11 @@ def test_make_lmdb_and_extract_subimages(tmp_path, capsys):
 
     make_lmdb = dataset_script("make_lmdb")
     out = str(tmp_path / "sub.lmdb")
+    capsys.readouterr()
     assert make_lmdb.main([str(sub), out, "--n-thread", "2"]) == 0
+    logged = capsys.readouterr()  # not a terminal, as a redirected log: no progress bar, a few lines
+    assert "\r" not in logged.out + logged.err and "Write" not in logged.err
+    assert f"Wrote {len(names)} images" in logged.out and len((logged.out + logged.err).splitlines()) < 10
     ds = DegradedImageDataset(_opt(out, "train", io_backend={"type": "lmdb"}))
     assert len(ds) == len(names) and ds[0]["gt"].shape == (3, 32, 32)
     for argv, message in [

@@ -259,3 +259,50 @@ def test_basicsr_infer_help_runs_as_a_command():
     )
     assert proc.returncode == 0, proc.stderr
     assert "--tile-overlap" in proc.stdout and "--compare" in proc.stdout
+
+
+def _experiment(root: Path, model, name="exp") -> Path:
+    """An experiment folder as `basicsr train` leaves it: options_resolved.yml and models/net_g_*.pth."""
+    exp = root / "experiments" / name
+    (exp / "models").mkdir(parents=True)
+    (exp / "options_resolved.yml").write_text(model["opt"].read_text())
+    (exp / "models" / "net_g_latest.pth").write_bytes(model["weights"].read_bytes())
+    return exp
+
+
+def test_experiment_folder_gives_the_network_and_its_newest_weights(model, tmp_path, capsys):
+    exp = _experiment(tmp_path, model)
+    cv2.imwrite(str(tmp_path / "a.png"), photo_crop(0, 0, 16, 20))
+    assert main(["-e", str(exp), "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"weights {exp / 'models' / 'net_g_latest.pth'} [params_ema]" in out
+    expected = cv2.imread(str(tmp_path / "out" / "a.png"))
+    assert infer(model, tmp_path / "a.png", tmp_path / "ref") == 0
+    assert np.array_equal(expected, cv2.imread(str(tmp_path / "ref" / "a.png")))
+    # --force_yml applies to the experiment's options as to a training's: another preset does not fit
+    flags = ["-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--force_yml", "network_g:preset=small"]
+    assert main(["-e", str(exp), *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"network_g of '{exp / 'options_resolved.yml'}'" in err and "fit preset 'tiny'" in err
+    # -e with -opt is ambiguous; a folder without the resolved options says what to give instead
+    assert main(["-e", str(exp), "-opt", str(model["opt"]), "-i", str(tmp_path / "a.png"), "-o", "o"]) == 2
+    assert "not both" in capsys.readouterr().err
+    (exp / "options_resolved.yml").unlink()
+    assert main(["-e", str(exp), "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o3")]) == 2
+    assert "no options_resolved.yml" in capsys.readouterr().err
+
+
+def test_remove_yml_removes_a_key_and_names_a_missing_one(model, tmp_path, capsys):
+    opt = write_options(tmp_path / "drop.yml", drop_path_rate=0.5)
+    cv2.imwrite(str(tmp_path / "a.png"), photo_crop(0, 0, 16, 16))
+    assert infer(model, tmp_path / "a.png", tmp_path / "o", "--remove_yml", "network_g:drop_path_rate", opt=opt) == 0
+    assert infer(model, tmp_path / "a.png", tmp_path / "o", "--remove_yml", "network_g:no_such_key", opt=opt) == 2
+    assert "--remove_yml 'network_g:no_such_key': there is no key 'no_such_key' to remove" in capsys.readouterr().err
+
+
+def test_no_rate_is_shown_for_failed_images(model, tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert infer(model, tmp_path / "bad.png", tmp_path / "o") == 1
+    captured = capsys.readouterr()
+    assert "img/s" not in captured.err and "images/s" not in captured.out
+    assert "0 restored, 1 failed" in captured.out

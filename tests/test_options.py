@@ -190,3 +190,39 @@ def test_force_yml_is_applied_before_the_checks(tmp_path):
         check_options(path, is_train=True, force_yml=["netwrk_g:preset=tiny"])
     with pytest.raises(OptionError, match="expected KEY=VALUE"):
         check_options(path, is_train=True, force_yml=["network_g:variant"])
+
+
+def test_remove_yml_removes_keys_that_force_yml_can_only_set_to_none():
+    from serpent_arch.options import apply_force_yml, remove_keys
+
+    opt = {"datasets": {"test_1": {"name": "Set5", "num_images": 5}}, "val": {"tile": 64}}
+    apply_force_yml(opt, ["val:tile=~"])  # BasicSR's meaning: None, the key stays
+    assert opt["val"] == {"tile": None}
+    remove_keys(opt, ["datasets:test_1:num_images", "val:tile"])
+    assert opt == {"datasets": {"test_1": {"name": "Set5"}}, "val": {}}
+    for entry, message in [
+        ("datasets:test_1:num_images", "there is no key 'num_images' to remove"),
+        ("datasets:test_9:num_images", "the option file has no section 'test_9'"),
+        ("val:tile=3", "give the key only"),
+    ]:
+        with pytest.raises(OptionError, match=message):
+            remove_keys(opt, [entry])
+
+
+def test_a_custom_size_test_set_is_told_the_flag_that_drops_its_count(tmp_path, monkeypatch, capsys):
+    """The message names the user's file and shows the exact flag; with the flag, the same file runs."""
+    monkeypatch.chdir(tmp_path)
+    opt = _train_opt(tmp_path)
+    test_set = {**opt["datasets"]["train"], "num_images": 5}  # 2 images
+    opt = {key: opt[key] for key in ("name", "model_type", "scale", "num_gpu", "network_g")}
+    opt.update(
+        datasets={"test_1": test_set, "test_2": {**test_set, "name": "Absent", "dataroot_gt": "no/HR"}},
+        path={"pretrain_network_g": _tiny_checkpoint(tmp_path / "net.pth")},
+        val={"suffix": None, "save_img": False},
+    )
+    _write(tmp_path, opt, "my_test.yml")
+    assert main(["test", "-opt", "my_test.yml"]) == 2
+    err = capsys.readouterr().err
+    assert "option file 'my_test.yml':" in err and "expected 5 (num_images)" in err
+    assert "--remove_yml datasets:test_1:num_images" in err and "basicsr_test_" not in err  # no temporary copy
+    assert main(["test", "-opt", "my_test.yml", "--remove_yml", "datasets:test_1:num_images"]) == 0

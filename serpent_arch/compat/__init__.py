@@ -117,6 +117,12 @@ PATCHES: tuple[Patch, ...] = (
         params=("self", "index"),
     ),
     Patch(
+        "basicsr.utils.lmdb_util.tqdm",
+        "make_lmdb_from_imgs redrew its progress bar for every image, so a redirected log of "
+        "datasets/make_lmdb.py filled with carriage-return lines; the bar is drawn only on a terminal",
+        "serpent_arch.compat.fixes:progress_on_terminals_only",
+    ),
+    Patch(
         "basicsr.train.EnlargedSampler",
         "restarts an interrupted epoch from its first batch; ResumableSampler yields the same order, "
         "skips what a resumed run already trained on, and hands datasets position-keyed sample ids",
@@ -138,6 +144,15 @@ PATCHES: tuple[Patch, ...] = (
         "serpent_arch.training:_wrap_build_model",
         stage="train",
         params=("opt",),
+    ),
+    Patch(
+        "basicsr.train.copy_opt_file",
+        "the copy of the option file in experiments/NAME keeps --force_yml overrides only in a comment; "
+        "the user's file is copied as before and the options the run used (after --trial, --force_yml, "
+        "--remove_yml) are written beside it as options_resolved.yml, read by basicsr test/infer -e",
+        "serpent_arch.training:_wrap_copy_opt_file",
+        stage="train",
+        params=("opt_file", "experiments_root"),
     ),
     Patch(
         "basicsr.data.worker_init_fn",

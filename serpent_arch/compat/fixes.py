@@ -1,7 +1,8 @@
 """The replacements that the import stage of the BasicSR layer puts in place (each listed, with its
 reason, in ``serpent_arch.compat.PATCHES``): the torchvision alias, CPU-safe resume loading and
-distributed init, GPU option files on a CPU machine, atomic checkpoint saves, and dataset errors
-that name the file. Each is a thin wrapper of, or a stand-in for, one BasicSR attribute."""
+distributed init, GPU option files on a CPU machine, atomic checkpoint saves, dataset errors
+that name the file, and the LMDB writer's progress bar on terminals only. Each is a thin wrapper
+of, or a stand-in for, one BasicSR attribute."""
 
 from __future__ import annotations
 
@@ -160,24 +161,32 @@ def _init_dist_slurm_cpu(backend: str, port: int | None = None) -> None:
     dist.init_process_group(backend=backend)
 
 
+def fit_to_devices(opt: dict, option_file: str) -> list[str]:
+    """Lower ``num_gpu`` and ``prefetch_mode: cuda`` of options written for a GPU to the CUDA devices
+    present; returns a warning per change (naming ``option_file``). ``basicsr train/test`` call it on
+    the options they resolve, so that their warnings name the user's file; BasicSR's ``parse_options``
+    (wrapped below) then finds nothing left to lower."""
+    available = torch.cuda.device_count()
+    changes = []
+    if isinstance(opt.get("num_gpu"), int) and opt["num_gpu"] > available:
+        changes.append(
+            f"num_gpu: {opt['num_gpu']} in {option_file}, but {available} CUDA device(s) are present; "
+            f"using num_gpu: {available}" + (" (CPU)." if available == 0 else ".")
+        )
+        opt["num_gpu"] = available
+    for phase, ds in (opt.get("datasets") or {}).items():
+        if isinstance(ds, dict) and ds.get("prefetch_mode") == "cuda" and available == 0:
+            changes.append(f"datasets.{phase}.prefetch_mode: cuda needs CUDA; using the CPU prefetcher.")
+            ds["prefetch_mode"] = "cpu"
+    return changes
+
+
 def wrap_parse_options(original):
     @functools.wraps(original)
     def parse_options(root_path, is_train=True):
         opt, args = original(root_path, is_train)
-        available = torch.cuda.device_count()
-        if isinstance(opt.get("num_gpu"), int) and opt["num_gpu"] > available:
-            warnings.warn(
-                f"num_gpu: {opt['num_gpu']} in {args.opt}, but {available} CUDA device(s) are present; "
-                f"using num_gpu: {available}" + (" (CPU)." if available == 0 else "."),
-                stacklevel=2,
-            )
-            opt["num_gpu"] = available
-        for phase, ds in opt["datasets"].items():
-            if ds.get("prefetch_mode") == "cuda" and available == 0:
-                warnings.warn(
-                    f"datasets.{phase}.prefetch_mode: cuda needs CUDA; using the CPU prefetcher.", stacklevel=2
-                )
-                ds["prefetch_mode"] = "cpu"
+        for change in fit_to_devices(opt, args.opt):
+            warnings.warn(change, stacklevel=2)
         return opt, args
 
     return parse_options
@@ -256,6 +265,11 @@ def wrap_getitem_naming_files(original):
             ) from err
 
     return __getitem__
+
+
+def progress_on_terminals_only(original):
+    # tqdm's own rule for disable=None: no bar when its stream (stderr) is not a terminal
+    return functools.partial(original, disable=None)
 
 
 def replace_load_resume_state(original):

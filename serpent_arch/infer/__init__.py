@@ -1,11 +1,14 @@
 """`basicsr infer`: restore your own images (a file or a folder) with a trained network.
 
-    basicsr infer -opt OPTIONS.yml --weights NET.pth -i IMAGE_OR_FOLDER -o OUT_DIR
+    basicsr infer -e experiments/NAME -i IMAGE_OR_FOLDER -o OUT_DIR      (or -opt OPTIONS.yml --weights NET.pth)
+                  [--weights NET.pth] [--force_yml KEY=VALUE ...] [--remove_yml KEY ...]
                   [--tile N [--tile-overlap M]] [--self-ensemble] [--device auto|cpu|cuda]
                   [--precision fp32|fp16|bf16] [--param-key KEY] [--suffix TEXT]
                   [--gt IMAGE_OR_FOLDER] [--compare]
 
-The option file (a test or a train file) is read for ``network_g`` and ``scale`` only. Every
+The network is that of a training's folder (``-e``: the options it ran with, ``options_resolved.yml``,
+and its newest checkpoint) or of an option file (a test or a train file) with ``--weights``; only
+``network_g`` and ``scale`` are read. Every
 restored image is written as ``OUT_DIR/<stem><suffix>.png`` with the bit depth of its input (8 or
 16 bits) and its channel layout:
 - colour images go through the network as RGB (as BasicSR trains it);

@@ -12,7 +12,7 @@ import torch
 
 from serpent_arch.infer.errors import PROG, ImageError, InferError, note
 from serpent_arch.infer.images import list_images
-from serpent_arch.infer.network import load_network
+from serpent_arch.infer.network import load_network, network_options
 from serpent_arch.infer.process import ground_truths, process_image
 from serpent_arch.infer.restorer import PRECISIONS, Restorer, pick_amp_dtype, pick_device
 from serpent_arch.ops.backend_report import scan_log_line
@@ -25,11 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/<stem><suffix>.png, 8 or 16 bits like their input; exit status 1 when some image failed.",
     )
     parser.add_argument(
-        "-opt", required=True, metavar="OPTIONS.yml", help="option file (test or train) giving network_g and scale"
+        "-e",
+        "--experiment",
+        metavar="experiments/NAME",
+        help="a training's folder: its network and scale (options_resolved.yml) and newest weights",
     )
     parser.add_argument(
-        "--weights", required=True, metavar="NET.pth", help="network weights: a BasicSR checkpoint or a state dict"
+        "-opt", metavar="OPTIONS.yml", help="instead of -e: option file (test or train) giving network_g and scale"
     )
+    parser.add_argument(
+        "--weights",
+        metavar="NET.pth",
+        help="network weights: a BasicSR checkpoint or a state dict (with -opt; with -e: the newest checkpoint)",
+    )
+    parser.add_argument(
+        "--force_yml", nargs="+", default=None, metavar="KEY=VALUE", help="override options, as in basicsr train"
+    )
+    parser.add_argument("--remove_yml", nargs="+", default=None, metavar="KEY", help="remove options")
     parser.add_argument(
         "-i", "--input", required=True, metavar="IMAGES", help="an image, or a folder of images (not recursive)"
     )
@@ -77,7 +89,10 @@ def _run(args) -> int:
     amp_dtype = pick_amp_dtype(args.precision, device)
     images = list_images(args.input)
     gt_paths = ground_truths(args.gt, images, single_input=Path(args.input).is_file())
-    loaded = load_network(args.opt, args.weights, args.param_key)
+    opt, source, weights = network_options(
+        args.opt, args.experiment, args.weights, args.force_yml, args.remove_yml
+    )
+    loaded = load_network(opt, source, weights, args.param_key)
     loaded.net.to(device)
     restorer = Restorer(loaded, device, amp_dtype, args.tile, args.tile_overlap, args.self_ensemble)
 
@@ -91,13 +106,16 @@ def _run(args) -> int:
     params = sum(p.numel() for p in loaded.net.parameters()) / 1e6
     key = f"[{loaded.param_key}]" if loaded.param_key else "(state dict)"
     print(
-        f"{PROG}: {loaded.net_type} ({params:.2f}M parameters) x{loaded.scale}, weights {args.weights} {key}, "
+        f"{PROG}: {loaded.net_type} ({params:.2f}M parameters) x{loaded.scale}, weights {weights} {key}, "
         f"{device.type} {args.precision if amp_dtype else 'fp32'}; {len(images)} image(s) -> {out_dir}"
     )
     print(f"{PROG}: {scan_log_line(loaded.net, device)}")
     failed, results, first_input_of = 0, [], {}
     start = time.perf_counter()
-    progress = tqdm(images, desc="infer", unit="img", dynamic_ncols=True, file=sys.stderr)
+    # no tqdm rate: it counts failed images too (a lone bad input showed thousands of img/s); the
+    # postfix gives each restored image's time, the summary the rate of the restored ones
+    bar = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+    progress = tqdm(images, desc="infer", unit="img", dynamic_ncols=True, file=sys.stderr, bar_format=bar)
     for path in progress:
         out_path = out_paths[path]
         try:
@@ -127,8 +145,9 @@ def _run(args) -> int:
     progress.close()
 
     elapsed = time.perf_counter() - start
-    rate = f"{len(results) / elapsed:.2f} images/s" if elapsed > 0 else "-"
-    summary = f"{PROG}: {len(results)} restored, {failed} failed in {elapsed:.1f} s ({rate})"
+    summary = f"{PROG}: {len(results)} restored, {failed} failed in {elapsed:.1f} s"
+    if results and elapsed > 0:
+        summary += f" ({len(results) / elapsed:.2f} images/s)"
     scored = [r for r in results if r.psnr is not None]
     if scored:
         mean_psnr = sum(r.psnr for r in scored) / len(scored)

@@ -20,14 +20,37 @@ class LoadedNetwork:
     param_key: str | None  # the checkpoint entry that was loaded; None for a bare state dict
 
 
-def load_network(opt_path: str, weights_path: str, param_key: str | None) -> LoadedNetwork:
-    """Build ``network_g`` of the option file on the CPU and load the weights into it (strictly)."""
-    from serpent_arch.options import OptionError, load_yaml
+def network_options(
+    opt_path: str | None, experiment: str | None, weights: str | None, force_yml=None, remove_yml=None
+) -> tuple[dict, str, str]:
+    """The options, how messages name them, and the weights of ``basicsr infer``: ``-opt FILE --weights
+    NET.pth``, or ``-e experiments/NAME`` (the options its training ran with, its newest weights unless
+    ``--weights`` picks another), with ``--force_yml`` / ``--remove_yml`` applied as ``basicsr train`` does."""
+    from serpent_arch.experiment import open_experiment
+    from serpent_arch.options import OptionError, apply_force_yml, load_yaml, remove_keys
 
+    if opt_path and experiment:
+        raise InferError("give -opt (with --weights) or -e, not both: -e reads the options of the experiment.")
+    if not (opt_path or experiment):
+        raise InferError("give the network: -e experiments/NAME, or -opt OPTIONS.yml --weights NET.pth.")
+    if opt_path and not weights:
+        raise InferError(f"-opt {opt_path} needs --weights NET.pth (or use -e experiments/NAME).")
     try:
-        opt = load_yaml(opt_path)
+        if experiment:
+            exp = open_experiment(experiment)
+            opt, source, weights = exp.options, exp.options_path, weights or exp.weights
+        else:
+            opt, source = load_yaml(opt_path), opt_path
+        apply_force_yml(opt, force_yml)
+        remove_keys(opt, remove_yml)
     except OptionError as err:
         raise InferError(str(err)) from err
+    return opt, source, weights
+
+
+def load_network(opt: dict, opt_path: str, weights_path: str, param_key: str | None) -> LoadedNetwork:
+    """Build ``network_g`` of the options ``opt`` (read from ``opt_path``) on the CPU and load the weights
+    into it (strictly)."""
     net_opt = opt.get("network_g")
     if not isinstance(net_opt, dict) or not net_opt.get("type"):
         raise InferError(f"option file {opt_path!r}: missing 'network_g' with a 'type' (the network to build).")
