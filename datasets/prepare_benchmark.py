@@ -349,7 +349,8 @@ def _check_count(spec: BenchmarkSet, found: list, src: str, allow_mismatch: bool
         )
     warn(
         f"warning: {message}; preparing them anyway (--allow-count-mismatch); a test option file's "
-        f"num_images: {spec.num_images} will not match them"
+        f"num_images: {spec.num_images} will not match them (basicsr test says so and names the flag that "
+        "leaves the count out: --remove_yml datasets:<section>:num_images)"
     )
 
 

@@ -151,3 +151,20 @@ def minimal_options(datasets: dict, scale: int = 1) -> dict:
         },
         "logger": {"print_freq": 1, "save_checkpoint_freq": 5},
     }
+
+
+def write_photos(folder, count, height, width, name="{:04d}.png", offset=0):
+    """``count`` natural photos of ``height`` x ``width`` (crops of scikit-image's, BGR PNGs) in ``folder``,
+    named ``name.format(offset + i)``; the same for the same arguments."""
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        photo = photos[(offset + i) % len(photos)]
+        step = (offset + i) // len(photos) + 1
+        y = min(photo.shape[0] - height, 37 * step) if photo.shape[0] > height else 0
+        x = min(photo.shape[1] - width, 53 * step) if photo.shape[1] > width else 0
+        crop = photo[y : y + height, x : x + width]
+        if crop.shape[:2] != (height, width):
+            crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / name.format(offset + i)), cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR))
+    return folder

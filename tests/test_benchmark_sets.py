@@ -169,7 +169,8 @@ def test_tar_of_several_sets_takes_the_named_one(tmp_path, photos):
     assert sorted(os.listdir(root / "benchmark/B100/HR")) == sorted(f"{s}.png" for s in photos)
     assert warnings == [
         f"warning: B100: expected 100 HR images, found 5 in {archive}; preparing them anyway "
-        "(--allow-count-mismatch); a test option file's num_images: 100 will not match them"
+        "(--allow-count-mismatch); a test option file's num_images: 100 will not match them (basicsr test says so "
+        "and names the flag that leaves the count out: --remove_yml datasets:<section>:num_images)"
     ]
 
 
