@@ -71,8 +71,8 @@ def test_meta_count_equals_real_forward(single_thread):
 
 
 @pytest.mark.parametrize("preset", ["tiny", "base"])
-def test_serpent_flops_linear_in_pixels(variant, single_thread):
-    model = Serpent(preset=variant).eval()
+def test_serpent_flops_linear_in_pixels(preset, single_thread):
+    model = Serpent(preset=preset).eval()
     ratio = count_flops(model, 128).total / count_flops(model, 64).total
     assert ratio == pytest.approx(4.0, rel=0.03)
 
