@@ -681,6 +681,20 @@ def test_make_lmdb_and_extract_subimages(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_data_users_make_under_datasets_is_ignored_and_the_scripts_are_not():
+    import subprocess
+
+    from e2e_util import REPO
+
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    made = ["datasets/DF2K/HR/0001.png", "datasets/DF2K/HR_sub/0001_s001.png", "datasets/FFHQ/ffhq256_val/69000.png"]
+    kept = ["datasets/make_lmdb.py", "datasets/README.md"]
+    proc = subprocess.run(["git", "check-ignore", *made, *kept], cwd=REPO, capture_output=True, text=True)
+    assert proc.stdout.split() == made
+
+
 def test_photometric_augment_gray_contrast_and_off():
     """gray: every channel the luma; contrast: mean + c (x - mean) with c from the range, values in [0, 1];
     both off: the region itself and no draw from the generator (the other draws stay the same)."""
