@@ -15,15 +15,6 @@ from serpent_arch.measure.flops import count_flops, scan_flops
 from serpent_arch.measure.memory import TensorMemoryTracker, cpu_allocator_peak, cpu_memory_method
 
 
-@pytest.fixture
-def single_thread():
-    """One torch thread: on a shared, busy CPU multi-threaded forwards stall and the tests would crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class ChannelsFirstSS2D(nn.Module):
     """One SS2D taking an image-shaped (B, C, H, W) input, so count_flops can drive it."""
 

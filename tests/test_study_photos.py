@@ -11,15 +11,6 @@ import serpent_arch  # noqa: F401  (before basicsr: compat fixes)
 from serpent_arch.archs import Serpent
 
 
-@pytest.fixture
-def single_thread():
-    """One torch thread: on a shared, busy CPU multi-threaded forwards stall and the tests would crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _sr_run_and_photo_folder(tmp_path, net):
     """An experiment folder holding ``net``'s option file (tiny, x4, nearest+conv) and EMA weights, and an empty
     photo folder: what ``python -m study contrast`` and ``spectrum`` read."""
