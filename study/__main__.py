@@ -16,6 +16,8 @@ COMMANDS = {
     "contrast": "study.contrast",
     "spectrum": "study.spectrum",
     "dark": "study.dark",
+    "colour_set": "study.colour_set",
+    "colour_report": "study.colour_report",
 }
 USAGE = f"usage: python -m study {{{','.join(COMMANDS)}}} [args...] (--help after a command lists its options)"
 

@@ -9,6 +9,9 @@ study/README.md ("Commands"). Not rebuilt: the 2-minute tables (``budget_*_2min_
 version of the command from a throughput measurement since replaced, and the notes written by hand or by the
 other commands (``contrast_*``, ``spectrum_*``, ``layout_sr.md``).
 
+Then, where ``OUT/../colour/runs/`` exists, ``python -m study colour_report --records-only`` rebuilds the colour
+report set's tables (``study/records/colour/colour_sr_10min.{md,csv}``) from its run records.
+
     python -m study tables [--out study/records/budget] [--list]
 """
 
@@ -87,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             from study import budget
 
             budget.main([*command.split(), "--records-only", "--out", str(args.out)])
+    # the colour report set's tables (study/records/colour, beside the budget records), from its run records
+    colour = args.out.parent / "colour"
+    if (colour / "runs").is_dir():
+        print(f"python -m study colour_report --records-only --out {colour}", flush=True)
+        if not args.list:
+            from study import colour_report
+
+            colour_report.main(["--records-only", "--out", str(colour)])
     return 0
 
 

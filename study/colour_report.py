@@ -1,0 +1,227 @@
+"""``python -m study colour_report``: the study's 10-minute x4 SR runs re-reported on the colour report set
+(``study.colour_set``; issue 34).
+
+    python -m study colour_report [--runs NAME,...] [--data datasets/colour_report] [--threads 2]
+        [--out study/records/colour] [--records-only]
+
+It evaluates each trained run (its EMA weights, ``experiments/<run>/models/net_g_latest.pth``)
+on the colour set and, as a check of the retraining, on the study's four-photo report set, with the study's
+conventions (``DegradedImageDataset``, x4 MATLAB bicubic, Y PSNR / SSIM with a 4-pixel border, the input
+baseline bicubically resized as ``SerpentModel`` does), and keeps per photo the results in
+``OUT/runs/<run>.json``; then it writes ``OUT/colour_sr_10min.{md,csv}`` from those records alone
+(``--records-only``: nothing is evaluated, as ``python -m study tables`` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from study.colour_set import CROP, DATA_DIR
+
+OUT_DIR = Path("study/records/colour")
+REPORT_SET = Path("datasets/sample/report/HR")
+
+# The runs re-reported: the 10-minute x4 SR runs of study/records/budget/runs/ (their counts and rates),
+# retrained by `python -m study budget` because their weights are not committed.
+F3_TC = "serpent-cffn-nc-amp-lmn15-e3-f3-tc-lr"
+RUNS = [
+    *[f"budget_sr_{F3_TC}_lr0.001_10min_s{seed}" for seed in (0, 1, 2)],
+    *[f"budget_sr_msrresnet_lr0.0005_10min_s{seed}" for seed in (0, 1, 2)],
+    "budget_sr_edsr-baseline_lr0.001_10min_s0",
+]
+BUDGET_RUNS = Path("study/records/budget/runs")
+
+
+def _dataset(root: Path):
+    from serpent_arch.data.degraded_image_dataset import DegradedImageDataset
+    from study.contenders import TASKS
+
+    return DegradedImageDataset({"name": root.name, "type": "DegradedImageDataset", "dataroot_gt": str(root),
+                                 "io_backend": {"type": "disk"}, "degradations": TASKS["sr"]["degradations"],
+                                 "seed": 0, "phase": "test", "scale": TASKS["sr"]["scale"]})
+
+
+def evaluate(network_g: dict, weights: Path, root: Path) -> dict[str, dict]:
+    """Per photo of ``root``: Y PSNR / SSIM (border 4) of the network (``params_ema``) and of the input
+    bicubically resized (``SerpentModel``'s baseline), as ``basicsr test`` computes them."""
+    import torch
+    import torch.nn.functional as F
+    from basicsr.archs import build_network
+    from basicsr.metrics import calculate_metric
+    from basicsr.utils import tensor2img
+
+    import serpent_arch  # noqa: F401  (registers Serpent, BasicSR's compat fixes)
+    from serpent_arch.models.serpent_model import _padded_to
+    from study.contenders import TASKS
+
+    metric = TASKS["sr"]["metric"]
+    metrics = {"psnr": dict(type="calculate_psnr", **metric), "ssim": dict(type="calculate_ssim", **metric)}
+    net = build_network(dict(network_g))
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["params_ema"])
+    net.eval()
+    forward = _padded_to(net, network_g.get("window_size"), TASKS["sr"]["scale"])
+    results = {}
+    dataset = _dataset(root)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        lq, gt = item["lq"][None], item["gt"][None]
+        with torch.no_grad():
+            out = forward(lq)
+        bicubic = F.interpolate(lq, size=gt.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        gt_img = tensor2img([gt])
+        row = {}
+        for name, opt in metrics.items():
+            row[name] = float(calculate_metric(dict(img=tensor2img([out]), img2=gt_img), opt))
+            row[f"bicubic_{name}"] = float(calculate_metric(dict(img=tensor2img([bicubic]), img2=gt_img), opt))
+        results[Path(item["gt_path"]).name] = row
+    return results
+
+
+def _mean(rows: dict[str, dict], key: str) -> float:
+    return statistics.fmean(r[key] for r in rows.values())
+
+
+def evaluate_run(name: str, data: Path, out: Path, root: Path = Path(".")) -> dict | None:
+    """Evaluate run ``name`` unless its record exists; the record, or None when the weights are absent."""
+    from study.contenders import NETWORKS
+
+    path = out / "runs" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    weights = root / "experiments" / name / "models" / "net_g_latest.pth"
+    if not weights.is_file():
+        print(f"[colour_report] {name}: no weights at {weights}; not evaluated")
+        return None
+    budget = json.loads((BUDGET_RUNS / f"{name}.json").read_text())
+    curve = [json.loads(line) for line in (root / "experiments" / name / "val_metrics.jsonl").read_text().split()]
+    network = budget["network"]
+    print(f"[colour_report] evaluate {name}", flush=True)
+    colour = evaluate(NETWORKS[network]["sr"], weights, data / "HR")
+    report = evaluate(NETWORKS[network]["sr"], weights, REPORT_SET)
+    record = {
+        "name": name, "network": network, "seed": budget["seed"], "lr": budget["lr"], "iters": budget["iters"],
+        "retrained_pick_psnr": curve[-1]["metrics"]["psnr"], "recorded_pick_psnr": budget["pick_curve"][-1]["psnr"],
+        "recorded_report_psnr": budget["report"]["metrics"]["psnr"], "report_psnr": _mean(report, "psnr"),
+        "colour": colour, "report": report,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _short(network: str) -> str:
+    return "serpent f3-tc" if network == F3_TC else network
+
+
+def write_tables(out: Path, machine: str | None = None) -> Path:
+    """``out/colour_sr_10min.{md,csv}`` from the records ``out/runs/*.json`` (and the manifest) alone."""
+    records = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    records.sort(key=lambda r: (r["network"] != F3_TC, r["network"], r["seed"]))
+    photos = sorted(records[0]["colour"])
+    networks = list(dict.fromkeys(r["network"] for r in records))
+    seeds = {n: [r for r in records if r["network"] == n] for n in networks}
+    bicubic = {p: records[0]["colour"][p]["bicubic_psnr"] for p in photos}
+
+    def mean_over_seeds(network, photo, key="psnr"):
+        return statistics.fmean(r["colour"][photo][key] for r in seeds[network])
+
+    lines = ["# x4 SR, 10 minutes, on the colour report set", ""]
+    lines += [f"{len(photos)} natural colour photographs (`colour_set.json`: the rule, the packages, every file's "
+              f"SHA-256), central {CROP}x{CROP}, x4 MATLAB bicubic; Y PSNR / SSIM, 4-pixel border; the EMA weights "
+              "of the study's 10-minute runs (their recorded iterations and learning rates), retrained. "
+              "Built by `python -m study colour_report` from `runs/*.json`.", ""]
+    if machine:
+        lines += [f"Evaluated on {machine}.", ""]
+    lines += ["**Per seed** (mean over the photos; gain over the bicubic input; the four-photo report set as "
+              "retrained beside its committed record):", ""]
+    lines += ["| network | seed | iterations | lr | colour PSNR | colour SSIM | gain over bicubic | photos ahead of "
+              "MSRResNet (same seed) | report PSNR retrained (recorded) | pick PSNR retrained (recorded) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
+    msr = {r["seed"]: r for r in seeds.get("msrresnet", [])}
+    for r in records:
+        c = r["colour"]
+        psnr, ssim, base = _mean(c, "psnr"), _mean(c, "ssim"), _mean(c, "bicubic_psnr")
+        other = msr.get(r["seed"]) if r["network"] != "msrresnet" else None
+        ahead = f"{sum(c[p]['psnr'] > other['colour'][p]['psnr'] for p in photos)} of {len(photos)}" if other else "-"
+        lines.append(
+            f"| {_short(r['network'])} | {r['seed']} | {r['iters']} | {r['lr']:g} | {psnr:.3f} | {ssim:.4f} | "
+            f"{psnr - base:+.3f} | {ahead} | {r['report_psnr']:.3f} ({r['recorded_report_psnr']:.3f}) | "
+            f"{r['retrained_pick_psnr']:.3f} ({r['recorded_pick_psnr']:.3f}) |"
+        )
+        rows.append(["seed", r["network"], r["seed"], r["iters"], r["lr"], "mean", f"{psnr:.4f}", f"{ssim:.5f}",
+                     f"{base:.4f}"])
+    lines += ["", "**Mean over seeds**:", ""]
+    lines += ["| network | seeds | colour PSNR | gain over bicubic | spread over seeds |", "|---|---:|---:|---:|---:|"]
+    base_mean = statistics.fmean(bicubic.values())
+    lines.append(f"| input (bicubic) | - | {base_mean:.3f} | +0.000 | - |")
+    for n in networks:
+        means = [_mean(r["colour"], "psnr") for r in seeds[n]]
+        m = statistics.fmean(means)
+        lines.append(f"| {_short(n)} | {', '.join(str(r['seed']) for r in seeds[n])} | {m:.3f} | "
+                     f"{m - base_mean:+.3f} | {max(means) - min(means):.3f} |")
+    lines += ["", "**Per photo** (PSNR averaged over each network's seeds; gain over bicubic in brackets; the "
+              "difference Serpent f3-tc minus MSRResNet, with the seeds where Serpent leads):", ""]
+    head = "| photo | bicubic | " + " | ".join(_short(n) for n in networks) + " |"
+    both = F3_TC in seeds and "msrresnet" in seeds
+    lines += [head + (" f3-tc - MSRResNet | f3-tc ahead |" if both else ""),
+              "|---|---:|" + "---:|" * len(networks) + ("---:|---:|" if both else "")]
+    for p in photos:
+        cells = [f"{mean_over_seeds(n, p):.2f} ({mean_over_seeds(n, p) - bicubic[p]:+.2f})" for n in networks]
+        line = f"| {Path(p).stem} | {bicubic[p]:.2f} | " + " | ".join(cells) + " |"
+        if both:
+            paired = [(r, msr[r["seed"]]) for r in seeds[F3_TC] if r["seed"] in msr]
+            diff = statistics.fmean(a["colour"][p]["psnr"] - b["colour"][p]["psnr"] for a, b in paired)
+            wins = sum(a["colour"][p]["psnr"] > b["colour"][p]["psnr"] for a, b in paired)
+            line += f" {diff:+.3f} | {wins} of {len(paired)} |"
+        lines.append(line)
+        for n in networks:
+            for r in seeds[n]:
+                c = r["colour"][p]
+                rows.append(["photo", n, r["seed"], r["iters"], r["lr"], Path(p).stem, f"{c['psnr']:.4f}",
+                             f"{c['ssim']:.5f}", f"{c['bicubic_psnr']:.4f}"])
+    stem = out / "colour_sr_10min"
+    Path(f"{stem}.md").write_text("\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["kind", "network", "seed", "iters", "lr", "photo", "psnr", "ssim", "bicubic_psnr"])
+    writer.writerows(rows)
+    Path(f"{stem}.csv").write_text(buffer.getvalue())
+    return stem
+
+
+def _machine_line(out: Path) -> str | None:
+    path = out / "machine.txt"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m study colour_report",
+                                     description="the 10-minute x4 SR runs on the colour report set")
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names (experiments/<run>)")
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help="the colour set (python -m study colour_set)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="records and tables")
+    parser.add_argument("--records-only", action="store_true", help="tabulate the records only, evaluate nothing")
+    args = parser.parse_args(argv)
+    if not args.records_only:
+        import torch
+
+        from serpent_arch.measure import machine
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
+            evaluate_run(name, args.data, args.out)
+        (args.out / "machine.txt").write_text(f"{machine.describe()}, {torch.get_num_threads()} torch threads\n")
+    stem = write_tables(args.out, _machine_line(args.out))
+    print(f"[colour_report] {stem}.md, .csv")
+    return 0
