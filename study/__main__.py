@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
+
+from serpent_arch import subcommands
 
 # Subcommand -> module with ``main(argv)``; imported only when chosen (some import much: BasicSR's networks).
 COMMANDS = {
@@ -19,22 +20,11 @@ COMMANDS = {
     "colour_set": "study.colour_set",
     "colour_report": "study.colour_report",
 }
-USAGE = f"usage: python -m study {{{','.join(COMMANDS)}}} [args...] (--help after a command lists its options)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen command with the remaining arguments; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"unknown study command {command!r}\n{USAGE}", file=sys.stderr)
-        return 2
-    sys.argv = [f"python -m study {command}", *rest]  # for the usage lines of argparse
-    result = importlib.import_module(COMMANDS[command]).main(rest)
-    return result if isinstance(result, int) else 0
+    return subcommands.run("python -m study", COMMANDS, argv)
 
 
 if __name__ == "__main__":
