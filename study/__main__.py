@@ -17,6 +17,7 @@ COMMANDS = {
     "contrast": "study.contrast",
     "spectrum": "study.spectrum",
     "dark": "study.dark",
+    "edges": "study.edges",
     "colour_set": "study.colour_set",
     "colour_report": "study.colour_report",
 }

@@ -134,3 +134,37 @@ def test_spectrum_rings_add_up_to_the_mse_and_score_the_detail(tmp_path, capsys,
     with pytest.raises(SystemExit):
         spectrum_main(["--experiment", str(exp), "--photos", str(photos), "--bands", "0.1,0.5"])
     assert "expected increasing ring edges starting at 0" in capsys.readouterr().err
+
+
+def test_edges_images_and_gains(tmp_path, capsys, single_thread):
+    """``python -m study edges``: every family drawn at the contrast asked (8-bit, gray and colour); an
+    untrained Serpent is torch's bicubic, so its gains are those of torch's bicubic against the MATLAB bicubic
+    baseline; the command reads an experiment and writes its table."""
+    import numpy as np
+
+    from study import edges
+
+    made = edges.images(64, 0.6)
+    assert set(made) == set(edges.FAMILIES)
+    assert len(made["straight"]) == 2 * len(edges.ANGLES) and len(made["curved"]) == 2 * len(edges.RADII)
+    gray_edge = made["straight"][0][..., 0]  # 0 degrees: the left half dark, the right half bright
+    assert gray_edge.min() == pytest.approx(round(0.2 * 255) / 255) and gray_edge.max() == pytest.approx(0.8)
+    assert np.all(np.round(gray_edge * 255) == gray_edge * 255)  # 8-bit levels
+    colour = made["curved"][1]
+    assert np.ptp(colour[..., 0]) > np.ptp(colour[..., 2])  # the colour scales each channel's contrast
+
+    net = Serpent(preset="tiny", patch_size=1, upscale=4, upsampler="nearest+conv").eval()
+    result = edges.gains(net, 4, 64, [0.3])
+    assert set(result) == {f"{family} 0.3" for family in edges.FAMILIES}
+
+    class TorchBicubic(nn.Module):
+        def forward(self, x):
+            return nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+
+    assert result == pytest.approx(edges.gains(TorchBicubic(), 4, 64, [0.3]), abs=1e-3)
+
+    exp, _ = _sr_run_and_photo_folder(tmp_path, net)
+    out = tmp_path / "edges.md"
+    assert edges.main(["--experiment", str(exp), "--size", "64", "--contrasts", "0.9", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| run |" in text and "straight 0.9" in text and "python -m study edges --experiment" in text
