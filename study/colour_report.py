@@ -97,24 +97,40 @@ def evaluate_run(name: str, data: Path, out: Path, root: Path = Path(".")) -> di
     if not weights.is_file():
         print(f"[colour_report] {name}: no weights at {weights}; not evaluated")
         return None
-    budget = json.loads((BUDGET_RUNS / f"{name}.json").read_text())
-    curve = [json.loads(line) for line in (root / "experiments" / name / "val_metrics.jsonl").read_text().split()]
-    network = budget["network"]
+    committed = BUDGET_RUNS / f"{name}.json"
+    budget = json.loads(committed.read_text()) if committed.is_file() else {}
+    curve = [json.loads(line) for line in (root / "experiments" / name / "val_metrics.jsonl").read_text().split("\n")
+             if line.strip()]
+    network = budget.get("network") or next(n for n in NETWORKS if name.startswith(f"budget_sr_{n}_lr"))
     print(f"[colour_report] evaluate {name}", flush=True)
     colour = evaluate(NETWORKS[network]["sr"], weights, data / "HR")
     report = evaluate(NETWORKS[network]["sr"], weights, REPORT_SET)
     record = {
-        "name": name, "network": network, "seed": budget["seed"], "lr": budget["lr"], "iters": budget["iters"],
-        "retrained_pick_psnr": curve[-1]["metrics"]["psnr"], "recorded_pick_psnr": budget["pick_curve"][-1]["psnr"],
-        "recorded_report_psnr": budget["report"]["metrics"]["psnr"], "report_psnr": _mean(report, "psnr"),
+        "name": name, "network": network, "seed": int(name.rsplit("_s", 1)[1]),
+        "lr": budget.get("lr"), "iters": budget.get("iters"),
+        "retrained_pick_curve": [[r["iter"], r["metrics"]["psnr"]] for r in curve],
+        "retrained_pick_psnr": curve[-1]["metrics"]["psnr"],
+        "recorded_pick_psnr": budget["pick_curve"][-1]["psnr"] if budget else None,
+        "recorded_report_psnr": budget["report"]["metrics"]["psnr"] if budget else None,
+        "report_psnr": _mean(report, "psnr"),
         "colour": colour, "report": report,
     }
+    if not budget:  # a run the budget records do not hold (EDSR at 10 minutes): as the budget command set it
+        from study.budget import iterations_for
+
+        speeds = json.loads((BUDGET_RUNS.parent / "throughput_sr_2threads.json").read_text())["networks"]
+        record.update(lr=float(name.split("_lr", 1)[1].split("_")[0]),
+                      iters=iterations_for(10, speeds[network]["s_per_iter"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
 # ---------------------------------------------------------------- tables
+
+
+def _num(value) -> str:
+    return "not recorded" if value is None else f"{value:.3f}"
 
 
 def _short(network: str) -> str:
@@ -154,8 +170,8 @@ def write_tables(out: Path, machine: str | None = None) -> Path:
         ahead = f"{sum(c[p]['psnr'] > other['colour'][p]['psnr'] for p in photos)} of {len(photos)}" if other else "-"
         lines.append(
             f"| {_short(r['network'])} | {r['seed']} | {r['iters']} | {r['lr']:g} | {psnr:.3f} | {ssim:.4f} | "
-            f"{psnr - base:+.3f} | {ahead} | {r['report_psnr']:.3f} ({r['recorded_report_psnr']:.3f}) | "
-            f"{r['retrained_pick_psnr']:.3f} ({r['recorded_pick_psnr']:.3f}) |"
+            f"{psnr - base:+.3f} | {ahead} | {r['report_psnr']:.3f} ({_num(r['recorded_report_psnr'])}) | "
+            f"{r['retrained_pick_psnr']:.3f} ({_num(r['recorded_pick_psnr'])}) |"
         )
         rows.append(["seed", r["network"], r["seed"], r["iters"], r["lr"], "mean", f"{psnr:.4f}", f"{ssim:.5f}",
                      f"{base:.4f}"])
@@ -221,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
             evaluate_run(name, args.data, args.out)
-        (args.out / "machine.txt").write_text(f"{machine.describe()}, {torch.get_num_threads()} torch threads\n")
+        (args.out / "machine.txt").write_text(machine.describe() + "\n")  # it names the torch threads
     stem = write_tables(args.out, _machine_line(args.out))
     print(f"[colour_report] {stem}.md, .csv")
     return 0
