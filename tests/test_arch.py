@@ -6,7 +6,7 @@ import torch
 import serpent_arch  # noqa: F401  (registers into BasicSR)
 from serpent_arch.archs import PRESETS, Serpent
 from serpent_arch.archs.serpent_arch import pad_to_multiple
-from serpent_arch.archs.ss2d import cross_merge, cross_scan
+from serpent_arch.ops.cross_scan import cross_merge, cross_scan
 
 
 def test_registered_in_basicsr():

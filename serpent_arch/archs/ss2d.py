@@ -14,75 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from serpent_arch.ops import selective_scan
+from serpent_arch.ops.cross_scan import cross_merge, cross_scan
 from serpent_arch.ops.selective_scan import BACKENDS
 
 SCAN_DIRECTIONS = (1, 2, 4)
-
-
-def cross_scan(x: torch.Tensor, directions: int) -> torch.Tensor:
-    """Unroll (B, D, H, W) into (B, K, D, H*W) sequences.
-
-    K=1: row-major. K=2: row-major, forward and reversed. K=4: row-major, column-major, and
-    both reversed (the order VMamba uses). Differentiable; its gradient is :func:`cross_merge`.
-    """
-    return _CrossScan.apply(x, directions)
-
-
-def cross_merge(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`cross_scan`, summing the directions: (B, K, D, H*W) -> (B, D, H, W).
-    Differentiable; its gradient is :func:`cross_scan`."""
-    return _CrossMerge.apply(y, h, w)
-
-
-def _scan_plain(x: torch.Tensor, directions: int) -> torch.Tensor:
-    """cross_scan without autograd: each direction is written once into the output, no
-    intermediate stacks (the autograd of stack / cat / slices zero-filled and copied whole
-    (B, K, D, L) tensors several times per call)."""
-    b, d, h, w = x.shape
-    rows = x.reshape(b, d, h * w)
-    if directions == 1:
-        return rows.unsqueeze(1).clone()
-    out = x.new_empty(b, directions, d, h * w)
-    out[:, 0] = rows
-    if directions == 2:
-        out[:, 1] = rows.flip(-1)
-        return out
-    out[:, 1].view(b, d, w, h).copy_(x.transpose(-1, -2))
-    out[:, 2:] = out[:, :2].flip(-1)
-    return out
-
-
-def _merge_plain(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """cross_merge without autograd."""
-    b, k, d, length = y.shape
-    if k == 1:
-        return y[:, 0].reshape(b, d, h, w).clone()
-    if k == 2:
-        return (y[:, 0] + y[:, 1].flip(-1)).reshape(b, d, h, w)
-    both = y[:, :2] + y[:, 2:].flip(-1)
-    return both[:, 0].view(b, d, h, w) + both[:, 1].view(b, d, w, h).transpose(-1, -2)
-
-
-class _CrossScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, directions):
-        ctx.hw = x.shape[-2:]
-        return _scan_plain(x, directions)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _merge_plain(grad, *ctx.hw), None
-
-
-class _CrossMerge(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, h, w):
-        ctx.directions = y.shape[1]
-        return _merge_plain(y, h, w)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _scan_plain(grad.contiguous(), ctx.directions), None, None
 
 
 class SS2D(nn.Module):

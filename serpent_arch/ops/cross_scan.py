@@ -1,0 +1,129 @@
+"""The four-direction scan of a 2-D map: cross-scan, selective scan, cross-merge.
+
+:func:`cross_scan` unrolls a (B, D, H, W) map into K sequences (K = 1, 2 or 4), :func:`cross_merge` maps
+K sequences back to their pixels and sums them. Direction k reads the pixels in this order:
+
+    k = 0: row-major              k = 2: row-major, reversed
+    k = 1: column-major           k = 3: column-major, reversed
+
+(K = 2 uses k = 0 and row-major reversed; K = 1 uses k = 0.)
+
+:func:`cross_selective_scan` is the whole four-direction scan as one operation: the input map is read
+once, and every per-direction tensor (step sizes, B, C) is given in the map's own row-major pixel order,
+as per-pixel projections of the map produce them, so no direction's copy of anything has to be made
+before the scan. :func:`cross_selective_scan_ref` defines it by reordering each direction's tensors,
+running :func:`~serpent_arch.ops.selective_scan` and merging; fused kernels are checked against it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .selective_scan import selective_scan
+
+DIRECTIONS = (1, 2, 4)
+
+
+def cross_scan(x: torch.Tensor, directions: int) -> torch.Tensor:
+    """Unroll (B, D, H, W) into (B, K, D, H*W) sequences, direction k in its own order (module docstring).
+    Differentiable; its gradient is :func:`cross_merge`."""
+    return _CrossScan.apply(x, directions)
+
+
+def cross_merge(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`cross_scan`, summing the directions: (B, K, D, H*W) -> (B, D, H, W).
+    Differentiable; its gradient is :func:`cross_scan`."""
+    return _CrossMerge.apply(y, h, w)
+
+
+def _scan_plain(x: torch.Tensor, directions: int) -> torch.Tensor:
+    """cross_scan without autograd: each direction is written once into the output, no
+    intermediate stacks (the autograd of stack / cat / slices zero-filled and copied whole
+    (B, K, D, L) tensors several times per call)."""
+    b, d, h, w = x.shape
+    rows = x.reshape(b, d, h * w)
+    if directions == 1:
+        return rows.unsqueeze(1).clone()
+    out = x.new_empty(b, directions, d, h * w)
+    out[:, 0] = rows
+    if directions == 2:
+        out[:, 1] = rows.flip(-1)
+        return out
+    out[:, 1].view(b, d, w, h).copy_(x.transpose(-1, -2))
+    out[:, 2:] = out[:, :2].flip(-1)
+    return out
+
+
+def _merge_plain(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """cross_merge without autograd."""
+    b, k, d, length = y.shape
+    if k == 1:
+        return y[:, 0].reshape(b, d, h, w).clone()
+    if k == 2:
+        return (y[:, 0] + y[:, 1].flip(-1)).reshape(b, d, h, w)
+    both = y[:, :2] + y[:, 2:].flip(-1)
+    return both[:, 0].view(b, d, h, w) + both[:, 1].view(b, d, w, h).transpose(-1, -2)
+
+
+class _CrossScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, directions):
+        ctx.hw = x.shape[-2:]
+        return _scan_plain(x, directions)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _merge_plain(grad, *ctx.hw), None
+
+
+class _CrossMerge(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, h, w):
+        ctx.directions = y.shape[1]
+        return _merge_plain(y, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _scan_plain(grad.contiguous(), ctx.directions), None, None
+
+
+def to_scan_order(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Per-direction tensors (B, K, C, H*W) in row-major pixel order -> each direction k in its own
+    scan order (module docstring). Differentiable (plain indexing ops)."""
+    b, k, c, length = t.shape
+    if length != h * w:
+        raise ValueError(f"to_scan_order: last dim {length} is not h*w = {h}*{w}.")
+    if k == 1:
+        return t
+    if k == 2:
+        return torch.stack([t[:, 0], t[:, 1].flip(-1)], dim=1)
+    if k != 4:
+        raise ValueError(f"to_scan_order: K must be 1, 2 or 4, got {k}.")
+    cols = t[:, 1].reshape(b, c, h, w).transpose(-1, -2).reshape(b, c, length)
+    rev_cols = t[:, 3].reshape(b, c, h, w).transpose(-1, -2).reshape(b, c, length).flip(-1)
+    return torch.stack([t[:, 0], cols, t[:, 2].flip(-1), rev_cols], dim=1)
+
+
+def cross_selective_scan_ref(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend="reference"):
+    """The four-direction scan, defined by its parts. Every fused kernel is tested against this.
+
+    Args:
+        x: (batch, dim, H, W) the map; every direction scans the same values, in its own order.
+        delta: (batch, K, dim, H*W) each direction's step sizes (before ``delta_bias`` / softplus), in
+            row-major pixel order: ``delta[:, k, :, p]`` belongs to pixel p (p = row * W + col).
+        A: (K * dim, N) state matrices, direction k's channels at rows k * dim ... (k + 1) * dim - 1.
+        B, C: (batch, K, N, H*W) each direction's input / output projections, row-major pixel order.
+        D: optional (K * dim,) skip weights; delta_bias: optional (K * dim,).
+        delta_softplus: softplus of ``delta + delta_bias``.
+        backend: the :func:`selective_scan` backend of the unfused path.
+
+    Returns:
+        (batch, dim, H, W): the sum over directions of each direction's output at its pixel.
+    """
+    b, d, h, w = x.shape
+    k = delta.shape[1]
+    xs = cross_scan(x, k).reshape(b, k * d, h * w)
+    ds = to_scan_order(delta, h, w).reshape(b, k * d, h * w)
+    y = selective_scan(xs, ds, A, to_scan_order(B, h, w), to_scan_order(C, h, w), D=D, delta_bias=delta_bias,
+                       delta_softplus=delta_softplus, backend=backend)  # fmt: skip
+    return cross_merge(y.view(b, k, d, h * w), h, w)
