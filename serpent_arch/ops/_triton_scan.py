@@ -83,6 +83,52 @@ def _load_dt(delta_ptrs, mask, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.conste
     return pre, tl.where(mask, dt, 0.0)
 
 
+# One chunk's arithmetic, shared with the four-direction kernels of _triton_cross_scan.py: the
+# kernels differ only in where a chunk's values come from and where its results go.
+
+
+@triton.jit
+def _chunk_states(h0, dt, u, A, Bt):
+    """(dA, dBu, hs), each (BLOCK_D, BLOCK_N, CHUNK): the chunk's decays exp(dt A), inputs dt B u and
+    states h_t, from the state ``h0`` before the chunk (dt, u: (BLOCK_D, CHUNK); Bt: (BLOCK_N, CHUNK))."""
+    dA = tl.exp(dt[:, None, :] * A[:, :, None])
+    dBu = (dt * u)[:, None, :] * Bt[None, :, :]
+    a_cum, x_cum = tl.associative_scan((dA, dBu), axis=2, combine_fn=_affine_combine)
+    return dA, dBu, a_cum * h0[:, :, None] + x_cum
+
+
+@triton.jit
+def _last_state(hs, i, CHUNK: tl.constexpr):
+    """The state after the chunk's last step (padded steps are identity maps, so the last column)."""
+    return tl.sum(tl.where((i == CHUNK - 1)[None, None, :], hs, 0.0), axis=2)
+
+
+@triton.jit
+def _chunk_adjoint(gy, Ct, dA, dA_next, carry, i):
+    """(gh, carry): the adjoint gh_t = C_t gy_t + dA_{t+1} gh_{t+1} over the chunk, by a reverse
+    scan, and ``dA_first gh_first``, the carry into the chunk before. ``dA_next`` is dA_{t+1}, with
+    1 at the chunk's last step (the incoming ``carry`` from the later chunk is added instead)."""
+    gyC = gy[:, None, :] * Ct[None, :, :]
+    a_rev, gh = tl.associative_scan((dA_next, gyC), axis=2, combine_fn=_affine_combine, reverse=True)
+    gh = gh + a_rev * carry[:, :, None]
+    return gh, tl.sum(tl.where((i == 0)[None, None, :], dA * gh, 0.0), axis=2)
+
+
+@triton.jit
+def _chunk_input_grads(gh, hs, dBu, dt, u, pre, A, Bt, mask, SOFTPLUS: tl.constexpr):
+    """(gA, gu, gdelta) of one chunk: gA summed over the chunk (BLOCK_D, BLOCK_N); gu (the scan's
+    part, without D) and the gradient of the pre-softplus delta, (BLOCK_D, CHUNK), 0 off ``mask``."""
+    # dA_t h_{t-1} = h_t - dBu_t: no shifted copy of the states needed
+    gh_dAh = gh * (hs - dBu)
+    gA = tl.sum(gh_dAh * dt[:, None, :], axis=2)
+    ghB = tl.sum(gh * Bt[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
+    gdt = tl.sum(gh_dAh * A[:, :, None], axis=1) + ghB * u
+    if SOFTPLUS:
+        # torch's softplus backward: identity above the threshold, sigmoid below
+        gdt = tl.where(pre > SOFTPLUS_THRESHOLD, gdt, gdt * tl.sigmoid(pre))
+    return gA, ghB * dt, tl.where(mask, gdt, 0.0)
+
+
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
@@ -137,10 +183,7 @@ def _scan_fwd_kernel(
         Bt = tl.load(B_rows + t[None, :] * s_Bl, mask=nt_mask, other=0.0).to(tl.float32)
         Ct = tl.load(C_rows + t[None, :] * s_Cl, mask=nt_mask, other=0.0).to(tl.float32)
 
-        dA = tl.exp(dt[:, None, :] * A[:, :, None])  # (BLOCK_D, BLOCK_N, CHUNK)
-        dBu = (dt * u)[:, None, :] * Bt[None, :, :]
-        a_cum, x_cum = tl.associative_scan((dA, dBu), axis=2, combine_fn=_affine_combine)
-        hs = a_cum * h[:, :, None] + x_cum
+        _, _, hs = _chunk_states(h, dt, u, A, Bt)
         y = tl.sum(hs * Ct[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
         if HAS_D:
             y += Dv[:, None] * u
@@ -148,8 +191,7 @@ def _scan_fwd_kernel(
             z = tl.load(z_rows + t[None, :] * s_zl, mask=dt_mask, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(out_rows + t[None, :] * s_ol, y.to(out_ptr.dtype.element_ty), mask=dt_mask)
-        # padded steps are identity maps, so the last column is the state after step L - 1
-        h = tl.sum(tl.where((i == CHUNK - 1)[None, None, :], hs, 0.0), axis=2)
+        h = _last_state(hs, i, CHUNK)
     if SAVE_LAST:
         tl.store(last_ptr + b * dim * N + state_offs, h, mask=dn_mask)
 
@@ -211,10 +253,7 @@ def _scan_bwd_kernel(
         h0 = tl.load(ckpt_ptr + (b * nchunks + c) * dim * N + state_offs, mask=dn_mask, other=0.0)
 
         # recompute the chunk's states from its checkpoint, as the forward did
-        dA = tl.exp(dt[:, None, :] * A[:, :, None])
-        dBu = (dt * u)[:, None, :] * Bt[None, :, :]
-        a_cum, x_cum = tl.associative_scan((dA, dBu), axis=2, combine_fn=_affine_combine)
-        hs = a_cum * h0[:, :, None] + x_cum
+        dA, dBu, hs = _chunk_states(h0, dt, u, A, Bt)
 
         gy = tl.load(gout_rows + t[None, :] * s_gl, mask=dt_mask, other=0.0).to(tl.float32)
         if HAS_Z:
@@ -235,10 +274,7 @@ def _scan_bwd_kernel(
         nxt_mask = d_mask[:, None] & ((i + 1 < CHUNK) & (t + 1 < L))[None, :]
         _, dt_next = _load_dt(delta_rows + (t + 1)[None, :] * s_dl, nxt_mask, bias, HAS_BIAS, SOFTPLUS)
         dA_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
-        gyC = gy[:, None, :] * Ct[None, :, :]
-        a_rev, gh = tl.associative_scan((dA_next, gyC), axis=2, combine_fn=_affine_combine, reverse=True)
-        gh = gh + a_rev * carry[:, :, None]
-        carry = tl.sum(tl.where((i == 0)[None, None, :], dA * gh, 0.0), axis=2)
+        gh, carry = _chunk_adjoint(gy, Ct, dA, dA_next, carry, i)
 
         # relaxed: the sums need no ordering with other memory operations, only atomicity
         gC = tl.sum(gy[:, None, :] * hs, axis=0)  # (BLOCK_N, CHUNK)
@@ -246,19 +282,11 @@ def _scan_bwd_kernel(
         gB = tl.sum(gh * (dt * u)[:, None, :], axis=0)
         tl.atomic_add(gB_ptr + gBC_rows + t[None, :], gB, mask=nt_mask, sem="relaxed")
 
-        # dA_t h_{t-1} = h_t - dBu_t: no shifted copy of the states needed
-        gh_dAh = gh * (hs - dBu)
-        gA += tl.sum(gh_dAh * dt[:, None, :], axis=2)
-        ghB = tl.sum(gh * Bt[None, :, :], axis=1)  # (BLOCK_D, CHUNK)
-        gu = ghB * dt
+        gA_chunk, gu, gdt = _chunk_input_grads(gh, hs, dBu, dt, u, pre, A, Bt, dt_mask, SOFTPLUS)
+        gA += gA_chunk
         if HAS_D:
             gu += gy * Dv[:, None]
         tl.store(gu_ptr + grad_rows + t[None, :], gu.to(gu_ptr.dtype.element_ty), mask=dt_mask)
-        gdt = tl.sum(gh_dAh * A[:, :, None], axis=1) + ghB * u
-        if SOFTPLUS:
-            # torch's softplus backward: identity above the threshold, sigmoid below
-            gdt = tl.where(pre > SOFTPLUS_THRESHOLD, gdt, gdt * tl.sigmoid(pre))
-        gdt = tl.where(dt_mask, gdt, 0.0)
         tl.store(gdelta_ptr + grad_rows + t[None, :], gdt.to(gdelta_ptr.dtype.element_ty), mask=dt_mask)
         if HAS_BIAS:
             gbias += tl.sum(gdt, axis=1)
