@@ -104,7 +104,7 @@ How it is measured:
   the numbers are the counter's, unscaled. Serpent's selective scan is invisible to the counter and
   is added by formula per scan call: batch*dim*L*(8*N + 1 [delta_bias] + 3 [softplus] + 2 [D*u]
   + 5 [silu gate, when given]), i.e. per state element exp(dt*A), dt*B*u, the state update and C.h
-  (see serpent_arch/benchmark/flops.py); "scan GFLOPs" is that part. Elementwise ops (additions,
+  (see serpent_arch/measure/flops.py); "scan GFLOPs" is that part. Elementwise ops (additions,
   activations, LayerNorm, softmax) are not counted; "elementwise GFLOPs" is a rough estimate of
   them (1 FLOP per output element of pointwise ops, 5 for norms/softmax) shown only to check that
   leaving them out does not change the comparison.
