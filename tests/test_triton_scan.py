@@ -94,9 +94,15 @@ def test_interpreter_cases():
     """Run this file's interpreter cases in a pytest process launched with TRITON_INTERPRET=1."""
     if INTERPRETED:
         pytest.skip("this process is the interpreter run")
+    run_interpreted(__file__)
+
+
+def run_interpreted(test_file: str) -> None:
+    """Run ``test_file``'s tests in a pytest process launched with TRITON_INTERPRET=1; assert they pass
+    (also used by tests/test_triton_cross_scan.py)."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-p", "no:cacheprovider"]
+    cmd = [sys.executable, "-m", "pytest", str(Path(test_file).resolve()), "-q", "-p", "no:cacheprovider"]
     result = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and " failed" not in result.stdout, result.stdout[-2000:]

@@ -22,11 +22,13 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from serpent_arch.ops import _triton_scan
+from serpent_arch.ops import _triton_cross_scan, _triton_scan
 
 # pointer arguments that are float32 whatever the inputs' dtype (weights, state, gradient sums)
 _FLOAT32_POINTERS = {"A_ptr", "D_ptr", "bias_ptr", "last_ptr", "ckpt_ptr", "gA_ptr", "gB_ptr", "gC_ptr", "gD_ptr",
                      "gbias_ptr"}  # fmt: skip
+# the four-direction kernels also sum the merged map and its gradient in float32
+_CROSS_FLOAT32_POINTERS = _FLOAT32_POINTERS | {"out_ptr", "gx_ptr"}
 
 
 def _nvidia_tool(name: str) -> str:
@@ -51,6 +53,25 @@ def compile_kernels(block_d: int = 4, chunk: int = 32, num_warps: int = 4, block
         "forward": (_triton_scan._scan_fwd_kernel, {"SAVE_CKPT": optional_inputs, "SAVE_LAST": optional_inputs}),
         "backward": (_triton_scan._scan_bwd_kernel, {}),
     }
+    return _compile(kernels, flags, _FLOAT32_POINTERS, arch, dtype, num_warps)
+
+
+def compile_cross_kernels(block_d: int = 1, chunk: int = 32, num_warps: int = 4, block_n: int = 16, arch: int = 90,
+                          dtype: str = "fp32", directions: int = 4) -> dict[str, bytes]:  # fmt: skip
+    """cubins {"forward": ..., "backward": ...} of the fused four-direction kernels
+    (``_triton_cross_scan.py``) for ``sm_<arch>``, D, delta_bias, softplus and checkpoints on."""
+    if _triton_scan.interpreted():
+        raise RuntimeError("triton_build: TRITON_INTERPRET=1 is set; compiling needs the real compiler")
+    flags = {"K": directions, "HAS_D": True, "HAS_BIAS": True, "SOFTPLUS": True, "BLOCK_D": block_d,
+             "BLOCK_N": block_n, "CHUNK": chunk}  # fmt: skip
+    kernels = {
+        "forward": (_triton_cross_scan._cross_scan_fwd_kernel, {"SAVE_CKPT": True}),
+        "backward": (_triton_cross_scan._cross_scan_bwd_kernel, {}),
+    }
+    return _compile(kernels, flags, _CROSS_FLOAT32_POINTERS, arch, dtype, num_warps)
+
+
+def _compile(kernels: dict, flags: dict, float32_pointers: set, arch: int, dtype: str, num_warps: int):
     binaries = {}
     for name, (kernel, extra) in kernels.items():
         constexprs = {**flags, **extra}
@@ -59,7 +80,7 @@ def compile_kernels(block_d: int = 4, chunk: int = 32, num_warps: int = 4, block
             if arg in constexprs:
                 signature[arg] = "constexpr"
             elif arg.endswith("_ptr"):
-                signature[arg] = "*fp32" if arg in _FLOAT32_POINTERS else f"*{dtype}"
+                signature[arg] = "*fp32" if arg in float32_pointers else f"*{dtype}"
             else:
                 signature[arg] = "i32"
         src = ASTSource(kernel, signature, constexprs={(kernel.arg_names.index(k),): v for k, v in constexprs.items()})
