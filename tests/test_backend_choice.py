@@ -103,7 +103,8 @@ def test_installed_without_its_kernel(monkeypatch, caplog):
         "selective scan: torch on cuda:0 (chunked scan in plain PyTorch; backend 'mamba_ssm' cannot run: mamba-ssm "
         "is installed but its kernel does not run on cuda:0 (RuntimeError: selective_scan_cuda is not installed.); "
         f"install its CUDA kernel with `{ss.MAMBA_SSM_INSTALL}` (README: GPU install); "
-        "backend 'triton' is unavailable: CUDA is not available here (no driver or no GPU))"
+        "backend 'triton' is unavailable: CUDA is not available here (no driver or no GPU)), "
+        "four-direction scan unfused"
     )
 
 
@@ -143,11 +144,14 @@ def test_log_line_on_cpu():
     line = backend_report.scan_log_line(Serpent(preset="tiny"), "cpu")
     if ok:
         assert line.startswith("selective scan: cpu_kernel on cpu (compiled C kernel, ")
-        assert f"{torch.get_num_threads()} threads)" in line
+        assert line.endswith(f"{torch.get_num_threads()} threads), four-direction scan fused")
     else:
         assert line.startswith("selective scan: torch on cpu (chunked scan in plain PyTorch; ")
     explicit = backend_report.scan_log_line(Serpent(preset="tiny", scan_backend="torch"), "cpu")
-    assert explicit == "selective scan: torch on cpu (scan_backend: torch in network_g; chunked scan in plain PyTorch)"
+    assert explicit == (
+        "selective scan: torch on cpu (scan_backend: torch in network_g; chunked scan in plain PyTorch), "
+        "four-direction scan unfused"
+    )
     assert (
         backend_report.scan_log_line(torch.nn.Conv2d(3, 3, 3), "cpu") == "selective scan: not used by Conv2d (on cpu)"
     )
@@ -158,5 +162,5 @@ def test_log_line_names_the_fallback(monkeypatch):
     line = backend_report.scan_log_line(Serpent(preset="tiny"), "cpu")
     assert line == (
         "selective scan: torch on cpu (chunked scan in plain PyTorch; backend 'cpu_kernel' is unavailable: "
-        "disabled by SERPENT_DISABLE_CPU_KERNEL)"
+        "disabled by SERPENT_DISABLE_CPU_KERNEL), four-direction scan unfused"
     )

@@ -2,10 +2,11 @@
 
 gcc's vectorization report (``-fopt-info-vec-optimized``) is read for the kernel compiled with the
 flags the library is built with (``_cpu_kernel.flag_sets``), once per ``-march`` below. Each hot
-loop carries a ``/* vec: <name> */`` marker in ``_scan_kernel_body.c`` on the line gcc reports it
-at. A loop that stays scalar, or gets narrower vectors than the target has, fails the test, so a
-code change cannot silently lose the fast path on one family (this happened: with trapping math,
-gcc left the exp loops scalar on every target below AVX-512 and the forward ran 3x slower).
+loop carries a ``/* vec: <name> */`` marker in ``_scan_kernel_body.c`` (the scan) or
+``_cross_scan_body.c`` (the fused four-direction scan) on the line gcc reports it at. A loop that
+stays scalar, or gets narrower vectors than the target has, fails the test, so a code change
+cannot silently lose the fast path on one family (this happened: with trapping math, gcc left the
+exp loops scalar on every target below AVX-512 and the forward ran 3x slower).
 
 Runs wherever gcc targets x86 (about 2 s: the six compiles run in parallel); skipped otherwise.
 """
@@ -20,7 +21,7 @@ import pytest
 from serpent_arch.ops import _cpu_kernel
 
 OPS = Path(_cpu_kernel.__file__).parent
-BODY = OPS / "_scan_kernel_body.c"
+BODIES = (OPS / "_scan_kernel_body.c", OPS / "_cross_scan_body.c")  # the plain scan, the fused four-direction scan
 
 # -march -> the widest vector of its ISA in bytes (SSE4.2, AVX2, AVX-512)
 TARGETS = {
@@ -41,10 +42,13 @@ HOT_LOOPS = (
     "bwd-gate",
     "bwd-step",
     "bwd-step16",
+    "xfwd-softplus",
+    "xfwd-recurrence",
+    "xbwd-softplus",
 )
 # compiled only for AVX-512 targets (the deferred sums of _scan_kernel.c; AVX2 keeps the per-step sums)
 AVX512_ONLY = {"bwd-step16"}
-REPORT = re.compile(r"_scan_kernel_body\.c:(\d+):\d+: optimized: loop vectorized using (\d+) byte vectors")
+REPORT = re.compile(r"(\w+_body\.c):(\d+):\d+: optimized: loop vectorized using (\d+) byte vectors")
 
 
 def _gcc() -> str:
@@ -57,19 +61,21 @@ def _gcc() -> str:
     return gcc
 
 
-def marker_lines() -> dict[str, set[int]]:
-    """Loop name -> lines whose report entries belong to it (a pragma's loop may be reported at
-    the pragma or at its `for` on the next line)."""
+def marker_lines() -> dict[str, set[tuple[str, int]]]:
+    """Loop name -> (file, line) pairs whose report entries belong to it (a pragma's loop may be
+    reported at the pragma or at its `for` on the next line)."""
     lines = {}
-    for i, text in enumerate(BODY.read_text().splitlines(), start=1):
-        m = re.search(r"/\* vec: ([\w-]+) \*/", text)
-        if m:
-            lines[m.group(1)] = {i, i + 1} if text.lstrip().startswith("#pragma") else {i}
+    for body in BODIES:
+        for i, text in enumerate(body.read_text().splitlines(), start=1):
+            m = re.search(r"/\* vec: ([\w-]+) \*/", text)
+            if m:
+                at = {i, i + 1} if text.lstrip().startswith("#pragma") else {i}
+                lines[m.group(1)] = {(body.name, j) for j in at}
     return lines
 
 
 def test_every_hot_loop_is_marked():
-    assert sorted(marker_lines()) == sorted(HOT_LOOPS), f"markers in {BODY.name} changed"
+    assert sorted(marker_lines()) == sorted(HOT_LOOPS), f"markers in {[b.name for b in BODIES]} changed"
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +101,9 @@ def reports() -> dict[str, str]:
 
 @pytest.mark.parametrize("march", TARGETS)
 def test_hot_loops_vectorized_full_width(reports, march):
-    widths: dict[int, set[int]] = {}
-    for line, width in REPORT.findall(reports[march]):
-        widths.setdefault(int(line), set()).add(int(width))
+    widths: dict[tuple[str, int], set[int]] = {}
+    for name, line, width in REPORT.findall(reports[march]):
+        widths.setdefault((name, int(line)), set()).add(int(width))
     want = TARGETS[march]
     loops = {name: lines for name, lines in marker_lines().items() if want == 64 or name not in AVX512_ONLY}
     found = {name: set().union(*(widths.get(i, set()) for i in lines)) for name, lines in loops.items()}

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from serpent_arch.ops import selective_scan
-from serpent_arch.ops.cross_scan import cross_merge, cross_scan
+from serpent_arch.ops.cross_scan import cross_merge, cross_scan, cross_selective_scan, fused_backend
 from serpent_arch.ops.selective_scan import BACKENDS
 
 SCAN_DIRECTIONS = (1, 2, 4)
@@ -84,7 +84,15 @@ class SS2D(nn.Module):
         return self.out_proj(y)
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D_in, H, W) -> (B, D_in, H, W): cross-scan, selective scan, cross-merge."""
+        """(B, D_in, H, W) -> (B, D_in, H, W): cross-scan, selective scan, cross-merge.
+
+        Where the backend has a fused four-direction kernel (``cross_scan.FUSED_BACKENDS``), the
+        projections are computed once per pixel of x and the kernel walks each direction by index;
+        otherwise x is unrolled into K copies first. Both give the same output and gradients.
+        """
+        fused = fused_backend(self.scan_backend, x)
+        if fused is not None:
+            return self._scan_fused(x, fused)
         b, d, h, w = x.shape
         k, n, r = self.directions, self.d_state, self.dt_rank
         xs = cross_scan(x, k)  # (B, K, D, L)
@@ -108,3 +116,25 @@ class SS2D(nn.Module):
             backend=self.scan_backend,
         )
         return cross_merge(y.view(b, k, d, h * w), h, w)
+
+    def _scan_fused(self, x: torch.Tensor, backend: str) -> torch.Tensor:
+        """:meth:`scan` with a fused kernel: projections in row-major pixel order, no copies per direction."""
+        b, d, h, w = x.shape
+        n, r = self.d_state, self.dt_rank
+        # a projection is per pixel, so projecting x once in pixel order gives each direction's values
+        proj = torch.matmul(self.x_proj_weight, x.reshape(b, 1, d, h * w))  # (B, K, r + 2N, L)
+        dts, bs, cs = torch.split(proj, [r, n, n], dim=2)
+        dts = torch.matmul(self.dt_proj_weight, dts)  # (B, K, D, L)
+        if x.device.type != "cpu":  # as in scan: only the C kernel makes its own copies of B and C
+            bs, cs = bs.contiguous(), cs.contiguous()
+        return cross_selective_scan(
+            x,
+            dts,
+            -torch.exp(self.A_log.float()),
+            bs,
+            cs,
+            D=self.D.float(),
+            delta_bias=self.dt_proj_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=backend,
+        )

@@ -1,5 +1,6 @@
 /*
- * CPU kernels for the selective scan (see serpent_arch/ops/selective_scan.py for the contract).
+ * CPU kernels for the selective scan (see serpent_arch/ops/selective_scan.py for the contract) and
+ * for the fused four-direction scan (_cross_scan_body.c, serpent_arch/ops/cross_scan.py).
  *
  * Compiled on first use by serpent_arch/ops/_cpu_kernel.py with the system C compiler and loaded
  * with ctypes. The kernels are written once in _scan_kernel_body.c and instantiated here for
@@ -37,6 +38,9 @@
 #else
 #define SS_THREAD_ID() 0
 #endif
+
+/* step t's row of B and C: pix[t] in the fused four-direction scan, t itself when pix is NULL */
+#define SS_PIX(pix, t) ((pix) ? (int64_t)(pix)[t] : (int64_t)(t))
 
 /*
  * exp for float written with plain arithmetic so that gcc can vectorize the loops that call it
@@ -184,6 +188,7 @@ static inline ss_vec ss_rowsums(const float *rows)
 #define EXP ss_expf
 #define SS_DEFERRED SS_DEFERRED_SUMS
 #include "_scan_kernel_body.c"
+#include "_cross_scan_body.c"
 #undef REAL
 #undef FN
 #undef EXP
@@ -197,6 +202,7 @@ static inline ss_vec ss_rowsums(const float *rows)
 #define EXP exp
 #define SS_DEFERRED 0
 #include "_scan_kernel_body.c"
+#include "_cross_scan_body.c"
 #undef REAL
 #undef FN
 #undef EXP
@@ -217,7 +223,7 @@ void ss_pointwise_f32(int which, const float *restrict x, float *restrict out, i
 }
 
 /* Lets Python check that the loaded library matches the calling convention it expects. */
-int ss_abi_version(void) { return 3; }
+int ss_abi_version(void) { return 4; }
 
 int ss_has_openmp(void)
 {

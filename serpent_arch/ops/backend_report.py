@@ -12,7 +12,7 @@ import re
 import torch
 from torch import nn
 
-from . import _cpu_kernel
+from . import _cpu_kernel, cross_scan
 from .selective_scan import BACKENDS, mamba_ssm_status, resolve_backend
 
 # resolve_backend's wording when a backend is for another kind of device (not worth reporting)
@@ -99,7 +99,8 @@ def explain(requested: str, device: torch.device | str) -> tuple[str, str]:
 
 
 def scan_log_line(net: nn.Module, device: torch.device | str) -> str:
-    """The one line a run logs: the backend each requested ``scan_backend`` of ``net`` runs on ``device``."""
+    """The one line a run logs: the backend each requested ``scan_backend`` of ``net`` runs on ``device``, and
+    whether SS2D's four-direction scan runs fused there (``cross_scan.FUSED_BACKENDS``)."""
     device = torch.device(device)
     requested = sorted({m.scan_backend for m in net.modules() if isinstance(getattr(m, "scan_backend", None), str)})
     if not requested:
@@ -108,7 +109,8 @@ def scan_log_line(net: nn.Module, device: torch.device | str) -> str:
     for name in requested:
         try:
             backend, why = explain(name, device)
-            parts.append(f"{backend} on {device} ({why})")
+            fused = "fused" if cross_scan.fused_kernel(backend) is not None else "unfused"
+            parts.append(f"{backend} on {device} ({why}), four-direction scan {fused}")
         except RuntimeError as exc:
             parts.append(f"{name} cannot run on {device} ({exc})")
     return "selective scan: " + "; ".join(parts)

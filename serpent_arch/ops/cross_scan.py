@@ -13,15 +13,22 @@ once, and every per-direction tensor (step sizes, B, C) is given in the map's ow
 as per-pixel projections of the map produce them, so no direction's copy of anything has to be made
 before the scan. :func:`cross_selective_scan_ref` defines it by reordering each direction's tensors,
 running :func:`~serpent_arch.ops.selective_scan` and merging; fused kernels are checked against it.
+:func:`cross_selective_scan` is the dispatcher: the backends in :data:`FUSED_BACKENDS` run it as one
+kernel (``cpu_kernel``: ``_cpu_cross_scan.py``; ``triton``: ``_triton_cross_scan.py``), every other
+backend (torch, mamba_ssm, reference, any added later) as the reference composition.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from .selective_scan import selective_scan
+from .selective_scan import _autocast_enabled, _fmt, _info_once, resolve_backend, selective_scan
 
 DIRECTIONS = (1, 2, 4)
+# backends with a fused four-direction kernel (any other backend runs cross_selective_scan_ref)
+FUSED_BACKENDS = ("cpu_kernel", "triton")
 
 
 def cross_scan(x: torch.Tensor, directions: int) -> torch.Tensor:
@@ -127,3 +134,81 @@ def cross_selective_scan_ref(x, delta, A, B, C, D=None, delta_bias=None, delta_s
     y = selective_scan(xs, ds, A, to_scan_order(B, h, w), to_scan_order(C, h, w), D=D, delta_bias=delta_bias,
                        delta_softplus=delta_softplus, backend=backend)  # fmt: skip
     return cross_merge(y.view(b, k, d, h * w), h, w)
+
+
+@functools.cache
+def _triton_fused():
+    """``(cross_selective_scan_triton, "")``, or ``(None, why)`` when its module does not import."""
+    try:
+        from ._triton_cross_scan import cross_selective_scan_triton
+    except ImportError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return cross_selective_scan_triton, ""
+
+
+def fused_kernel(backend: str):
+    """The fused four-direction kernel of the concrete backend ``backend``, or None (run unfused)."""
+    if backend == "cpu_kernel":
+        from ._cpu_cross_scan import cross_selective_scan_cpu
+
+        return cross_selective_scan_cpu
+    if backend == "triton":
+        fn, why = _triton_fused()
+        if fn is None:
+            _info_once(f"cross_selective_scan: triton has no fused four-direction kernel here ({why}); running unfused")
+        return fn
+    return None
+
+
+def fused_backend(backend: str, x: torch.Tensor) -> str | None:
+    """The concrete backend ``backend`` resolves to for ``x`` if it runs the four-direction scan fused, else None.
+
+    SS2D asks this to decide whether to project its map in pixel order (fused) or per direction (unfused).
+    """
+    name = resolve_backend(backend, x)
+    return name if fused_kernel(name) is not None else None
+
+
+def _check_cross_inputs(x, delta, A, B, C, D, delta_bias) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"cross_selective_scan: `x` must have shape (batch, dim, H, W), got {_fmt(x.shape)}")
+    b, d, h, w = x.shape
+    k = delta.shape[1] if delta.ndim == 4 else None
+    if k not in DIRECTIONS or tuple(delta.shape) != (b, k, d, h * w):
+        raise ValueError(f"cross_selective_scan: `delta` must have shape (batch, K, dim, H*W) = ({b}, K, {d}, {h * w}) "
+                         f"with K in {DIRECTIONS}, got {_fmt(delta.shape)}")  # fmt: skip
+    if A.ndim != 2 or A.shape[0] != k * d:
+        raise ValueError(f"cross_selective_scan: `A` must have shape (K*dim, N) = ({k * d}, N), got {_fmt(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if tuple(t.shape) != (b, k, n, h * w):
+            raise ValueError(f"cross_selective_scan: `{name}` must have shape (batch, K, N, H*W) = "
+                             f"{_fmt((b, k, n, h * w))}, got {_fmt(t.shape)}")  # fmt: skip
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and tuple(t.shape) != (k * d,):
+            raise ValueError(f"cross_selective_scan: `{name}` must have shape (K*dim,) = ({k * d},), "
+                             f"got {_fmt(t.shape)}")  # fmt: skip
+    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"cross_selective_scan: `{name}` is on {t.device} but `x` is on {x.device}")
+
+
+def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend="auto"):
+    """The four-direction scan (arguments and result as :func:`cross_selective_scan_ref`), fused where the
+    backend has a fused kernel (:data:`FUSED_BACKENDS`), else as the reference composition with ``backend``.
+
+    ``backend`` is resolved by :func:`~serpent_arch.ops.selective_scan.resolve_backend` (same names, same
+    errors). Which path ran is logged once per backend and device.
+    """
+    _check_cross_inputs(x, delta, A, B, C, D, delta_bias)
+    name = resolve_backend(backend, x)
+    kernel = fused_kernel(name)
+    if kernel is None:
+        _info_once(f"cross_selective_scan on {x.device}: {name} runs unfused (cross-scan, selective scan, cross-merge)")
+        return cross_selective_scan_ref(x, delta, A, B, C, D, delta_bias, delta_softplus, backend=name)
+    _info_once(f"cross_selective_scan on {x.device}: fused {name} kernel")
+    if _autocast_enabled(x.device.type):
+        # as selective_scan: the scan computes in float32 whatever autocast does around it
+        with torch.autocast(x.device.type, enabled=False):
+            return kernel(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    return kernel(x, delta, A, B, C, D, delta_bias, delta_softplus)

@@ -1,0 +1,110 @@
+"""The fused four-direction scan on the C kernel (``xs_fwd_*`` / ``xs_bwd_*`` in ``_cross_scan_body.c``).
+
+Same semantics as :func:`serpent_arch.ops.cross_scan.cross_selective_scan_ref`: the map x is read
+once, each direction k walks its pixels in the order of the table :func:`scan_pixels` and its output
+is added into the merged map at those pixels; the gradient of x is summed over directions the same
+way. Nothing of size (batch, K, dim, L) is made beyond the caller's delta and its gradient.
+
+B and C are copied to pixel-major (batch, K, L, N) so that each step reads one N-vector (as
+``_cpu_kernel`` does for the plain scan; they are 2N / (K dim) of the map's size). Compute dtype,
+threads, scratch as torch tensors: as in ``_cpu_kernel``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, _time_major, load_library
+from .reference import compute_dtype
+
+
+@functools.lru_cache(maxsize=32)
+def scan_pixels(directions: int, h: int, w: int) -> torch.Tensor:
+    """(K, H*W) int32: ``[k, t]`` is the row-major pixel index direction k visits at step t.
+
+    k = 0 row-major, 1 column-major, 2 and 3 the same reversed (K = 2: row-major and its reverse),
+    the order of :func:`serpent_arch.ops.cross_scan.cross_scan`.
+    """
+    rows = torch.arange(h * w, dtype=torch.int32)
+    cols = rows.view(h, w).t().reshape(-1)
+    orders = {1: [rows], 2: [rows, rows.flip(0)], 4: [rows, cols, rows.flip(0), cols.flip(0)]}[directions]
+    return torch.stack(orders).contiguous()
+
+
+class CpuCrossScanFn(torch.autograd.Function):
+    """Autograd wrapper around ``xs_fwd_*`` / ``xs_bwd_*``; shapes as in ``cross_selective_scan_ref``."""
+
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus):
+        lib = load_library()
+        cdt = compute_dtype(x, delta, A, B, C)
+        sfx = "f64" if cdt == torch.float64 else "f32"
+        batch, dim, h, w = x.shape
+        K, N, L = delta.shape[1], A.shape[1], h * w
+        nthreads = _num_threads(batch, K * dim, L, N)
+        pix = scan_pixels(K, h, w)
+
+        x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
+        D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
+        Bt, Ct = _time_major(B, cdt), _time_major(C, cdt)
+        out = torch.empty(batch, dim, h, w, dtype=cdt)
+        work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N), dtype=cdt)
+        getattr(lib, f"xs_fwd_{sfx}")(
+            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix),
+            int(delta_softplus), batch, dim, L, N, K, _ptr(out), _ptr(work), nthreads,
+        )  # fmt: skip
+        ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
+        ctx.delta_softplus = delta_softplus
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, gout):
+        lib = load_library()
+        x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+        cdt = compute_dtype(x, delta, A, B, C)
+        sfx = "f64" if cdt == torch.float64 else "f32"
+        batch, dim, h, w = x.shape
+        K, N, L = delta.shape[1], A.shape[1], h * w
+        nthreads = _num_threads(batch, K * dim, L, N)
+        parts = _num_parts(batch, 1, dim, nthreads)
+        pix = scan_pixels(K, h, w)
+
+        x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
+        D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
+        Bt, Ct = _time_major(B, cdt), _time_major(C, cdt)
+        gout_ = _prep(gout, cdt)
+
+        gx = torch.empty(batch, dim, h, w, dtype=cdt)
+        gdelta = torch.empty(batch, K, dim, L, dtype=cdt)
+        gA_part = torch.empty(batch, K * dim, N, dtype=cdt)
+        gB_part = torch.zeros(batch, parts, K, L, N, dtype=cdt)
+        gC_part = torch.zeros(batch, parts, K, L, N, dtype=cdt)
+        gD_part = torch.empty(batch, K * dim, dtype=cdt) if D is not None else None
+        gbias_part = torch.empty(batch, K * dim, dtype=cdt) if delta_bias is not None else None
+        work = torch.empty(nthreads, getattr(lib, f"xs_bwd_work_per_thread_{sfx}")(L, N), dtype=cdt)
+        getattr(lib, f"xs_bwd_{sfx}")(
+            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix),
+            int(ctx.delta_softplus), batch, dim, L, N, K, parts,
+            _ptr(gout_), _ptr(gx), _ptr(gdelta), _ptr(gA_part), _ptr(gB_part), _ptr(gC_part),
+            _ptr(gD_part), _ptr(gbias_part), _ptr(work), nthreads,
+        )  # fmt: skip
+        gB = gB_part.sum(1).transpose(-1, -2)
+        gC = gC_part.sum(1).transpose(-1, -2)
+        return (
+            gx.to(x.dtype),
+            gdelta.to(delta.dtype),
+            gA_part.sum(0).to(A.dtype),
+            gB.to(B.dtype),
+            gC.to(C.dtype),
+            None if D is None else gD_part.sum(0).to(D.dtype),
+            None if delta_bias is None else gbias_part.sum(0).to(delta_bias.dtype),
+            None,
+        )
+
+
+def cross_selective_scan_cpu(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """The fused four-direction scan on CPU tensors (shapes: ``cross_selective_scan_ref``).
+    Returns (batch, dim, H, W) in x's dtype."""
+    return CpuCrossScanFn.apply(x, delta, A, B, C, D, delta_bias, bool(delta_softplus))

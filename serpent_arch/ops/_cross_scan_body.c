@@ -1,0 +1,197 @@
+/*
+ * The four-direction scan fused (cross_selective_scan in serpent_arch/ops/cross_scan.py), #included
+ * by _scan_kernel.c right after _scan_kernel_body.c, once per element type, with the same macros.
+ *
+ * Direction k visits pixel pix[k * L + t] at step t (the Python side builds the table, see
+ * _cpu_cross_scan.py). Every direction reads the one map x at its pixels and adds its output into
+ * `out` at the same pixels, so no direction's copy of x, of its output or of its gradient is ever
+ * made: the cross-scan and cross-merge become index arithmetic.
+ *
+ * Layouts (contiguous):
+ *   x, out, gout, gx       : (batch, dim, L)       the map, L = H * W pixels in row-major order
+ *   delta, gdelta          : (batch, K, dim, L)    each direction's, in pixel order
+ *   B, C                   : (batch, K, L, N)      pixel-major: one N-vector per pixel
+ *   gB_part, gC_part       : (batch, parts, K, L, N)
+ *   A                      : (K * dim, N)          direction k's channel c is row k * dim + c
+ *   D, delta_bias          : (K * dim,)            gA_part: (batch, K * dim, N)
+ *   gD_part, gbias_part    : (batch, K * dim)
+ *   pix                    : (K, L) int32
+ * D, delta_bias and their gradients may be NULL.
+ *
+ * Parallel tasks own channels across all K directions (forward: a block of SS_CW channels, as the
+ * plain forward; backward: a slice of channels), so the sums over directions into out and gx are
+ * plain in-place additions, with no atomics and no per-direction output planes.
+ */
+
+int64_t FN(xs_fwd_work_per_thread)(int64_t N) { return 2 * N * SS_CW; }
+
+void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
+                const REAL *D, const REAL *delta_bias, const int32_t *pix, int softplus,
+                int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t K,
+                REAL *out, REAL *work, int nthreads)
+{
+    const int64_t nblk = (dim + SS_CW - 1) / SS_CW;
+    const int64_t ntasks = batch * nblk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t task = 0; task < ntasks; ++task) {
+        const int64_t b = task / nblk;
+        const int64_t c0 = (task % nblk) * SS_CW; /* first channel of the block */
+        const int64_t nc = dim - c0 < SS_CW ? dim - c0 : SS_CW;
+        const REAL *xb = x + (b * dim + c0) * L;
+        REAL *ob = out + (b * dim + c0) * L;
+        REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(xs_fwd_work_per_thread)(N);
+        REAL *restrict h = At + N * SS_CW;
+        REAL dtb[SS_TB][SS_CW], ub[SS_TB][SS_CW], yb[SS_TB][SS_CW];
+        REAL bias[SS_CW], Dv[SS_CW];
+
+        for (int64_t k = 0; k < K; ++k) {
+            const int64_t r0 = k * dim + c0; /* row of A, D, delta_bias of the block's first channel */
+            const REAL *Bk = B + (b * K + k) * L * N;
+            const REAL *Ck = C + (b * K + k) * L * N;
+            const REAL *dk = delta + ((b * K + k) * dim + c0) * L;
+            const int32_t *pk = pix + k * L;
+            for (int64_t n = 0; n < N; ++n)
+                for (int c = 0; c < SS_CW; ++c) {
+                    At[n * SS_CW + c] = c < nc ? A[(r0 + c) * N + n] : (REAL)0;
+                    h[n * SS_CW + c] = 0;
+                }
+            for (int c = 0; c < SS_CW; ++c) {
+                bias[c] = (delta_bias && c < nc) ? delta_bias[r0 + c] : (REAL)0;
+                Dv[c] = (D && c < nc) ? D[r0 + c] : (REAL)0;
+            }
+
+            for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
+                const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
+                const int32_t *pt = pk + t0;
+                /* gather the block's steps in (time, channel) layout */
+                for (int c = 0; c < SS_CW; ++c) {
+                    if (c < nc) {
+                        const REAL *xc = xb + c * L, *dc = dk + c * L;
+                        for (int j = 0; j < tb; ++j) {
+                            ub[j][c] = xc[pt[j]];
+                            dtb[j][c] = dc[pt[j]] + bias[c];
+                        }
+                    } else {
+                        for (int j = 0; j < tb; ++j) ub[j][c] = dtb[j][c] = 0;
+                    }
+                }
+                if (softplus)
+                    for (int j = 0; j < tb; ++j)
+                        for (int c = 0; c < SS_CW; ++c) /* vec: xfwd-softplus */
+                            dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
+
+                for (int j = 0; j < tb; ++j) {
+                    const REAL *Bt = Bk + (int64_t)pt[j] * N;
+                    const REAL *Ct = Ck + (int64_t)pt[j] * N;
+                    REAL y[SS_CW], dtu[SS_CW];
+                    for (int c = 0; c < SS_CW; ++c) {
+                        y[c] = Dv[c] * ub[j][c];
+                        dtu[c] = dtb[j][c] * ub[j][c];
+                    }
+                    for (int64_t n = 0; n < N; ++n) {
+                        const REAL bn = Bt[n], cn = Ct[n];
+                        REAL *restrict hn = h + n * SS_CW;
+                        const REAL *restrict An = At + n * SS_CW;
+                        for (int c = 0; c < SS_CW; ++c) { /* vec: xfwd-recurrence */
+                            hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
+                            y[c] += hn[c] * cn;
+                        }
+                    }
+                    for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
+                }
+
+                /* the merge: direction 0 writes every pixel first, the others add */
+                for (int c = 0; c < nc; ++c) {
+                    REAL *oc = ob + c * L;
+                    if (k == 0)
+                        for (int j = 0; j < tb; ++j) oc[pt[j]] = yb[j][c];
+                    else
+                        for (int j = 0; j < tb; ++j) oc[pt[j]] += yb[j][c];
+                }
+            }
+        }
+    }
+}
+
+/* hs, das (L x N each), then dt, d softplus, gy, u, gu, gdelta (L each), then h, ghc, gA (N each) */
+int64_t FN(xs_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 6 * L + 3 * N; }
+
+/* Backward: tasks (b, part) own the channels [part * dim / parts, (part + 1) * dim / parts) in every
+ * direction. Per direction and channel, the steps are gathered into time order (u, dt, gy) and the
+ * plain backward's recomputation and reverse walk run on them, reading B, C and accumulating gB, gC
+ * at pixel pix[t] (into the task's own partial buffers, summed over parts by the caller); gu is
+ * added into gx and gdelta written at the same pixels. gB_part, gC_part must be zeroed. */
+void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
+                const REAL *D, const REAL *delta_bias, const int32_t *pix, int softplus,
+                int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t K, int64_t parts,
+                const REAL *gout, REAL *gx, REAL *gdelta, REAL *gA_part, REAL *gB_part, REAL *gC_part,
+                REAL *gD_part, REAL *gbias_part, REAL *work, int nthreads)
+{
+    const int64_t ntasks = batch * parts;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t task = 0; task < ntasks; ++task) {
+        const int64_t part = task % parts;
+        const int64_t b = task / parts;
+        const int64_t c_lo = part * dim / parts, c_hi = (part + 1) * dim / parts;
+        REAL *restrict hs = work + (int64_t)SS_THREAD_ID() * FN(xs_bwd_work_per_thread)(L, N);
+        REAL *restrict das = hs + L * N;
+        REAL *restrict dtr = das + L * N;
+        REAL *restrict sgr = dtr + L;
+        REAL *restrict gyr = sgr + L;
+        REAL *restrict ur = gyr + L;
+        REAL *restrict gur = ur + L;
+        REAL *restrict gdr = gur + L;
+        REAL *restrict h = gdr + L;
+        REAL *restrict ghc = h + N;
+        REAL *restrict gAl = ghc + N;
+
+        for (int64_t k = 0; k < K; ++k) {
+            const REAL *Bk = B + (b * K + k) * L * N;
+            const REAL *Ck = C + (b * K + k) * L * N;
+            REAL *gBp = gB_part + ((b * parts + part) * K + k) * L * N;
+            REAL *gCp = gC_part + ((b * parts + part) * K + k) * L * N;
+            const int32_t *restrict pk = pix + k * L;
+            for (int64_t c = c_lo; c < c_hi; ++c) {
+                const int64_t row = k * dim + c; /* of A, D, delta_bias */
+                const REAL *xr = x + (b * dim + c) * L;
+                const REAL *dr = delta + ((b * K + k) * dim + c) * L;
+                const REAL *gor = gout + (b * dim + c) * L;
+                REAL *gxr = gx + (b * dim + c) * L;
+                REAL *gdo = gdelta + ((b * K + k) * dim + c) * L;
+                const REAL bias = delta_bias ? delta_bias[row] : (REAL)0;
+                const REAL Dd = D ? D[row] : (REAL)0;
+
+                for (int64_t t = 0; t < L; ++t) {
+                    const int64_t p = pk[t];
+                    ur[t] = xr[p];
+                    dtr[t] = dr[p] + bias;
+                    gyr[t] = gor[p];
+                }
+                if (softplus) {
+                    for (int64_t t = 0; t < L; ++t) { /* vec: xbwd-softplus */
+                        const REAL v = dtr[t];
+                        dtr[t] = FN(ss_softplus)(v);
+                        const REAL m = (REAL)(v > (REAL)20); /* as in ss_bwd: a blend, not a select */
+                        sgr[t] = m + ((REAL)1 - m) * FN(ss_sigmoid)(v);
+                    }
+                } else {
+                    for (int64_t t = 0; t < L; ++t) sgr[t] = 1;
+                }
+
+                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N, pk);
+                REAL gD_acc, gbias_acc;
+                FN(ss_bwd_reverse_n)(dtr, sgr, ur, gyr, Bk, Ck, A + row * N, hs, das, gBp, gCp, ghc, gAl, Dd, gur,
+                                     gdr, &gD_acc, &gbias_acc, L, N, pk);
+
+                if (k == 0)
+                    for (int64_t t = 0; t < L; ++t) gxr[pk[t]] = gur[t];
+                else
+                    for (int64_t t = 0; t < L; ++t) gxr[pk[t]] += gur[t];
+                for (int64_t t = 0; t < L; ++t) gdo[pk[t]] = gdr[t];
+                memcpy(gA_part + (b * K * dim + row) * N, gAl, (size_t)N * sizeof(REAL));
+                if (gD_part) gD_part[b * K * dim + row] = gD_acc;
+                if (gbias_part) gbias_part[b * K * dim + row] = gbias_acc;
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+"""The fused four-direction scan (ops/cross_scan.py: cross_selective_scan) against the unfused path.
+
+The C kernel's fused forward and every gradient are compared with cross_selective_scan_ref (cross-scan,
+selective scan, cross-merge) on fresh random inputs: K = 1, 2, 4, odd and non-square maps, float32 and
+float64, N = 4 and 16 (N = 16 takes the deferred sums on AVX-512 builds), the AVX2 build as well. Then
+the dispatcher (which backend runs fused) and SS2D: the block's output and gradients do not change.
+"""
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from serpent_arch.archs.ss2d import SS2D
+from serpent_arch.ops import _cpu_kernel, backend_report, cross_scan
+from serpent_arch.ops._cpu_cross_scan import cross_selective_scan_cpu, scan_pixels
+from serpent_arch.ops.cross_scan import cross_selective_scan, cross_selective_scan_ref, to_scan_order
+
+needs_kernel = pytest.mark.skipif(not _cpu_kernel.availability()[0], reason="cpu_kernel unavailable")
+SIZES = ((1, 1), (3, 7), (7, 3), (17, 5))
+# float32: the two paths sum the same terms in another order (and the fused one adds the directions in place)
+TOL = {torch.float32: dict(rtol=2e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
+
+
+def make_inputs(b, d, h, w, k, n, dtype, seed, optional=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()
+
+    length = h * w
+    A = (-0.5 - torch.rand(k * d, n, generator=g, dtype=dtype)).requires_grad_()
+    return dict(
+        x=rnd(b, d, h, w),
+        delta=rnd(b, k, d, length, scale=0.5),
+        A=A,
+        B=rnd(b, k, n, length),
+        C=rnd(b, k, n, length),
+        D=rnd(k * d) if optional else None,
+        delta_bias=rnd(k * d, scale=0.5) if optional else None,
+    )
+
+
+def grads(fn, inputs, softplus=True, seed=0):
+    out = fn(**inputs, delta_softplus=softplus)
+    gout = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=out.dtype)
+    names = [k for k, v in inputs.items() if v is not None]
+    return out, dict(zip(names, torch.autograd.grad(out, [inputs[k] for k in names], gout)))
+
+
+def assert_same(fused, unfused, dtype):
+    (out_f, g_f), (out_u, g_u) = fused, unfused
+    torch.testing.assert_close(out_f, out_u, **TOL[dtype])
+    assert g_f.keys() == g_u.keys()
+    for name in g_u:
+        scale = g_u[name].abs().max().clamp(min=1)  # gradients summed over many steps: relative to their size
+        torch.testing.assert_close(g_f[name] / scale, g_u[name] / scale, **TOL[dtype], msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("k", cross_scan.DIRECTIONS)
+@pytest.mark.parametrize("hw", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_scan_pixels_is_the_cross_scan_order(k, hw):
+    h, w = hw
+    arange = torch.arange(h * w).view(1, 1, 1, h * w).expand(1, k, 1, h * w)
+    assert scan_pixels(k, h, w).dtype == torch.int32
+    assert torch.equal(scan_pixels(k, h, w).long(), to_scan_order(arange, h, w)[0, :, 0])
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("k", cross_scan.DIRECTIONS)
+@pytest.mark.parametrize("hw", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_fused_cpu_matches_unfused(dtype, k, hw, single_thread):
+    inputs = make_inputs(2, 5, *hw, k, 4, dtype, seed=hash((k, hw)) % 1000)
+    fused = grads(cross_selective_scan_cpu, inputs)
+    unfused = grads(lambda **a: cross_selective_scan_ref(**a, backend="cpu_kernel"), inputs)
+    assert_same(fused, unfused, dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("build", ["native", "haswell", "no-deferred-sums"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_fused_cpu_n16_builds(build, dtype, monkeypatch):
+    """N = 16, 19 channels (a full and a partial SIMD block), batch 2, two threads (so the backward splits
+    the channels into parts), each build."""
+    monkeypatch.setattr(_cpu_kernel, "_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    march, extra = {"native": (None, ()), "haswell": ("haswell", ()),
+                    "no-deferred-sums": (None, ("-DSS_NO_DEFERRED_SUMS",))}[build]  # fmt: skip
+    inputs = make_inputs(2, 19, 9, 13, 4, 16, dtype, seed=7)
+    with _cpu_kernel.variant(march, extra):
+        fused = grads(cross_selective_scan_cpu, inputs)
+        unfused = grads(lambda **a: cross_selective_scan_ref(**a, backend="cpu_kernel"), inputs)
+    assert_same(fused, unfused, dtype)
+
+
+@needs_kernel
+def test_fused_cpu_against_the_reference_loop_without_optional_inputs():
+    """float64 against the per-step Python loop, no D, no delta_bias, no softplus."""
+    inputs = make_inputs(1, 3, 5, 4, 4, 4, torch.float64, seed=3, optional=False)
+    with torch.no_grad():
+        inputs["delta"].abs_()  # without softplus the step sizes must be positive
+    fused = grads(cross_selective_scan_cpu, inputs, softplus=False)
+    ref = grads(lambda **a: cross_selective_scan_ref(**a, backend="reference"), inputs, softplus=False)
+    assert_same(fused, ref, torch.float64)
+
+
+@needs_kernel
+def test_dispatcher_runs_fused_only_where_a_kernel_exists(monkeypatch, caplog):
+    inputs = make_inputs(1, 4, 3, 5, 4, 4, torch.float32, seed=11)
+    calls = []
+
+    def spy(*args):
+        calls.append(1)
+        return cross_selective_scan_cpu(*args)
+
+    monkeypatch.setattr("serpent_arch.ops._cpu_cross_scan.cross_selective_scan_cpu", spy)
+    with caplog.at_level(logging.INFO):
+        fused = cross_selective_scan(**inputs, backend="cpu_kernel")
+        auto = cross_selective_scan(**inputs, backend="auto")
+        plain = cross_selective_scan(**inputs, backend="torch")
+    assert len(calls) == 2, "cpu_kernel (and auto on CPU) run the fused kernel, torch does not"
+    torch.testing.assert_close(fused, auto, rtol=0, atol=0)
+    torch.testing.assert_close(plain, cross_selective_scan_ref(**inputs, backend="torch"), rtol=0, atol=0)
+    torch.testing.assert_close(fused, plain, **TOL[torch.float32])
+    assert "fused cpu_kernel kernel" in caplog.text and "torch runs unfused" in caplog.text
+    with pytest.raises(ValueError, match="unknown backend"):
+        cross_selective_scan(**inputs, backend="no-such-backend")
+    assert cross_scan.fused_backend("cpu_kernel", inputs["x"]) == "cpu_kernel"
+    assert cross_scan.fused_backend("torch", inputs["x"]) is None
+
+
+def test_triton_without_its_fused_module_runs_unfused(monkeypatch):
+    monkeypatch.setattr(cross_scan, "_triton_fused", lambda: (None, "ModuleNotFoundError: test"))
+    assert cross_scan.fused_kernel("triton") is None
+    for name in ("torch", "reference", "mamba_ssm", "onnx", "a-backend-added-later"):
+        assert cross_scan.fused_kernel(name) is None
+
+
+def test_input_checks_name_the_tensor():
+    inputs = make_inputs(1, 4, 3, 5, 4, 4, torch.float32, seed=0)
+    inputs["B"] = inputs["B"][:, :, :3]
+    with pytest.raises(ValueError, match=r"`B` must have shape \(batch, K, N, H\*W\) = \(1, 4, 4, 15\)"):
+        cross_selective_scan(**inputs, backend="torch")
+    inputs = make_inputs(1, 4, 3, 5, 2, 4, torch.float32, seed=0)
+    inputs["A"] = inputs["A"][:4]
+    with pytest.raises(ValueError, match=r"`A` must have shape \(K\*dim, N\) = \(8, N\)"):
+        cross_selective_scan(**inputs, backend="torch")
+
+
+def _perturbed_ss2d(k, dtype, backend):
+    torch.manual_seed(k)
+    block = SS2D(8, d_state=4, scan_directions=k, scan_backend=backend).to(dtype)
+    with torch.no_grad():  # away from the initialisation (D = 1, equal A rows), so every gradient is generic
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return block
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("k", cross_scan.DIRECTIONS)
+@pytest.mark.parametrize("hw", [(1, 1), (3, 7), (17, 5)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_ss2d_block_unchanged_by_fusion(dtype, k, hw):
+    """SS2D with cpu_kernel (fused) against the same block with torch (unfused): output, input and
+    every parameter gradient."""
+    fused_block = _perturbed_ss2d(k, dtype, "cpu_kernel")
+    plain_block = copy.deepcopy(fused_block)
+    plain_block.scan_backend = "torch"
+    x = torch.randn(2, *hw, 8, dtype=dtype, generator=torch.Generator().manual_seed(5))
+    results = []
+    for block in (fused_block, plain_block):
+        xi = x.clone().requires_grad_()
+        out = block(xi)
+        params = dict(block.named_parameters())
+        g = torch.autograd.grad(out, [xi, *params.values()], torch.ones_like(out) + out.detach())
+        results.append((out, dict(zip(["x", *params], g))))
+    assert_same(results[0], results[1], dtype)
+
+
+@needs_kernel
+def test_log_line_says_the_scan_is_fused():
+    from serpent_arch.archs import Serpent
+
+    assert backend_report.scan_log_line(Serpent(preset="tiny"), "cpu").endswith("four-direction scan fused")
+    plain = backend_report.scan_log_line(Serpent(preset="tiny", scan_backend="torch"), "cpu")
+    assert plain.endswith("four-direction scan unfused")
