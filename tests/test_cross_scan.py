@@ -18,7 +18,7 @@ from serpent_arch.ops._cpu_cross_scan import cross_selective_scan_cpu, scan_pixe
 from serpent_arch.ops.cross_scan import cross_selective_scan, cross_selective_scan_ref, to_scan_order
 
 needs_kernel = pytest.mark.skipif(not _cpu_kernel.availability()[0], reason="cpu_kernel unavailable")
-SIZES = ((1, 1), (3, 7), (7, 3), (17, 5))
+SIZES = ((1, 1), (3, 7), (7, 3), (17, 5), (5, 37))  # 37 columns: two full stripes of 16 and a partial one
 # float32: the two paths sum the same terms in another order (and the fused one adds the directions in place)
 TOL = {torch.float32: dict(rtol=2e-4, atol=2e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
 

@@ -1,13 +1,14 @@
 """The fused four-direction scan on the C kernel (``xs_fwd_*`` / ``xs_bwd_*`` in ``_cross_scan_body.c``).
 
 Same semantics as :func:`serpent_arch.ops.cross_scan.cross_selective_scan_ref`: the map x is read
-once, each direction k walks its pixels in the order of the table :func:`scan_pixels` and its output
-is added into the merged map at those pixels; the gradient of x is summed over directions the same
-way. Nothing of size (batch, K, dim, L) is made beyond the caller's delta and its gradient.
+once, each direction k walks its pixels in its own order (:func:`scan_pixels`) and its output is
+added into the merged map at those pixels; the gradient of x is summed over directions the same way.
+Nothing of size (batch, K, dim, L) is made beyond the caller's delta and its gradient.
 
-B and C are copied to pixel-major (batch, K, L, N) so that each step reads one N-vector (as
-``_cpu_kernel`` does for the plain scan; they are 2N / (K dim) of the map's size). Compute dtype,
-threads, scratch as torch tensors: as in ``_cpu_kernel``.
+B and C are copied so that each step reads one N-vector (as ``_cpu_kernel`` does for the plain scan),
+in each direction's order up to reversal (:func:`_step_major`): the copy is made anyway, and laid out
+this way the column-major directions read them contiguously. Compute dtype, threads, scratch as
+torch tensors: as in ``_cpu_kernel``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 
 import torch
 
-from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, _time_major, load_library
+from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, load_library
 from .reference import compute_dtype
 
 
@@ -33,6 +34,38 @@ def scan_pixels(directions: int, h: int, w: int) -> torch.Tensor:
     return torch.stack(orders).contiguous()
 
 
+@functools.lru_cache(maxsize=32)
+def step_rows(directions: int, length: int) -> torch.Tensor:
+    """(K, L) int32: the row of :func:`_step_major`'s B and C that step t of direction k reads (t, or
+    L - 1 - t for the reversed directions)."""
+    steps = torch.arange(length, dtype=torch.int32)
+    orders = {1: [steps], 2: [steps, steps.flip(0)], 4: [steps, steps, steps.flip(0), steps.flip(0)]}[directions]
+    return torch.stack(orders).contiguous()
+
+
+def _step_major(t: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, K, N, H*W) in pixel order -> contiguous (batch, K, H*W, N): rows in row-major pixel order,
+    for K = 4's column-major directions (k = 1, 3) in column-major pixel order."""
+    b, k, n, length = t.shape
+    out = torch.empty(b, k, length, n, dtype=dtype)
+    if k != 4:
+        return out.copy_(t.transpose(-1, -2))
+    out[:, 0::2].copy_(t[:, 0::2].transpose(-1, -2))
+    out[:, 1::2].view(b, 2, w, h, n).copy_(t[:, 1::2].view(b, 2, n, h, w).permute(0, 1, 4, 3, 2))
+    return out
+
+
+def _pixel_order(g: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`_step_major` (for the gradients): (batch, K, H*W, N) -> (batch, K, N, H*W)."""
+    b, k, length, n = g.shape
+    if k != 4:
+        return g.transpose(-1, -2)
+    out = g.new_empty(b, k, n, length)
+    out[:, 0::2].copy_(g[:, 0::2].transpose(-1, -2))
+    out[:, 1::2].view(b, 2, n, h, w).copy_(g[:, 1::2].view(b, 2, w, h, n).permute(0, 1, 4, 3, 2))
+    return out
+
+
 class CpuCrossScanFn(torch.autograd.Function):
     """Autograd wrapper around ``xs_fwd_*`` / ``xs_bwd_*``; shapes as in ``cross_selective_scan_ref``."""
 
@@ -44,16 +77,15 @@ class CpuCrossScanFn(torch.autograd.Function):
         batch, dim, h, w = x.shape
         K, N, L = delta.shape[1], A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
-        pix = scan_pixels(K, h, w)
 
         x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
         D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
-        Bt, Ct = _time_major(B, cdt), _time_major(C, cdt)
+        Bt, Ct = _step_major(B, h, w, cdt), _step_major(C, h, w, cdt)
         out = torch.empty(batch, dim, h, w, dtype=cdt)
-        work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N), dtype=cdt)
+        work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N, h), dtype=cdt)
         getattr(lib, f"xs_fwd_{sfx}")(
-            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix),
-            int(delta_softplus), batch, dim, L, N, K, _ptr(out), _ptr(work), nthreads,
+            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_),
+            int(delta_softplus), batch, dim, h, w, N, K, _ptr(out), _ptr(work), nthreads,
         )  # fmt: skip
         ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = delta_softplus
@@ -69,11 +101,11 @@ class CpuCrossScanFn(torch.autograd.Function):
         K, N, L = delta.shape[1], A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
         parts = _num_parts(batch, 1, dim, nthreads)
-        pix = scan_pixels(K, h, w)
+        pix, rows = scan_pixels(K, h, w), step_rows(K, L)
 
         x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
         D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
-        Bt, Ct = _time_major(B, cdt), _time_major(C, cdt)
+        Bt, Ct = _step_major(B, h, w, cdt), _step_major(C, h, w, cdt)
         gout_ = _prep(gout, cdt)
 
         gx = torch.empty(batch, dim, h, w, dtype=cdt)
@@ -85,13 +117,13 @@ class CpuCrossScanFn(torch.autograd.Function):
         gbias_part = torch.empty(batch, K * dim, dtype=cdt) if delta_bias is not None else None
         work = torch.empty(nthreads, getattr(lib, f"xs_bwd_work_per_thread_{sfx}")(L, N), dtype=cdt)
         getattr(lib, f"xs_bwd_{sfx}")(
-            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix),
+            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix), _ptr(rows),
             int(ctx.delta_softplus), batch, dim, L, N, K, parts,
             _ptr(gout_), _ptr(gx), _ptr(gdelta), _ptr(gA_part), _ptr(gB_part), _ptr(gC_part),
             _ptr(gD_part), _ptr(gbias_part), _ptr(work), nthreads,
         )  # fmt: skip
-        gB = gB_part.sum(1).transpose(-1, -2)
-        gC = gC_part.sum(1).transpose(-1, -2)
+        gB = _pixel_order(gB_part.sum(1), h, w)
+        gC = _pixel_order(gC_part.sum(1), h, w)
         return (
             gx.to(x.dtype),
             gdelta.to(delta.dtype),

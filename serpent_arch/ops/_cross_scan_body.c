@@ -2,20 +2,22 @@
  * The four-direction scan fused (cross_selective_scan in serpent_arch/ops/cross_scan.py), #included
  * by _scan_kernel.c right after _scan_kernel_body.c, once per element type, with the same macros.
  *
- * Direction k visits pixel pix[k * L + t] at step t (the Python side builds the table, see
- * _cpu_cross_scan.py). Every direction reads the one map x at its pixels and adds its output into
- * `out` at the same pixels, so no direction's copy of x, of its output or of its gradient is ever
- * made: the cross-scan and cross-merge become index arithmetic.
+ * Every direction reads the one map x at its pixels and adds its output into `out` at the same
+ * pixels, so no direction's copy of x, of its output or of its gradient is made: the cross-scan
+ * and cross-merge become index arithmetic. Directions (as cross_scan.py): K = 4: k = 0 row-major,
+ * 1 column-major, 2 and 3 the same reversed; K = 2: row-major and row-major reversed; K = 1: row-major.
  *
  * Layouts (contiguous):
- *   x, out, gout, gx       : (batch, dim, L)       the map, L = H * W pixels in row-major order
- *   delta, gdelta          : (batch, K, dim, L)    each direction's, in pixel order
- *   B, C                   : (batch, K, L, N)      pixel-major: one N-vector per pixel
- *   gB_part, gC_part       : (batch, parts, K, L, N)
- *   A                      : (K * dim, N)          direction k's channel c is row k * dim + c
- *   D, delta_bias          : (K * dim,)            gA_part: (batch, K * dim, N)
+ *   x, out, gout, gx       : (batch, dim, H * W)   the map, pixels in row-major order
+ *   delta, gdelta          : (batch, K, dim, H * W) each direction's, in pixel order
+ *   B, C, gB_part, gC_part : (batch, K, L, N), (batch, parts, K, L, N): one N-vector per step, rows
+ *                            in row-major pixel order, except column-major for the column-major
+ *                            directions (the Python side lays them out: it transposes them anyway)
+ *   A                      : (K * dim, N)           direction k's channel c is row k * dim + c
+ *   D, delta_bias          : (K * dim,)             gA_part: (batch, K * dim, N)
  *   gD_part, gbias_part    : (batch, K * dim)
- *   pix                    : (K, L) int32
+ *   pix, rows (backward)   : (K, L) int32: step t of direction k visits pixel pix[k, t] and reads
+ *                            row rows[k, t] of B and C (t, or L - 1 - t for the reversed ones)
  * D, delta_bias and their gradients may be NULL.
  *
  * Parallel tasks own channels across all K directions (forward: a block of SS_CW channels, as the
@@ -23,13 +25,58 @@
  * plain in-place additions, with no atomics and no per-direction output planes.
  */
 
-int64_t FN(xs_fwd_work_per_thread)(int64_t N) { return 2 * N * SS_CW; }
+/* columns per stripe of the column-major directions in the forward (one cache line of floats) */
+#ifndef SS_SW
+#define SS_SW 16
+#endif
+#ifndef SS_COLUMN_MAJOR
+#define SS_COLUMN_MAJOR(k, K) ((K) == 4 && ((k) & 1))
+#define SS_REVERSED(k, K) ((K) == 4 ? (k) >= 2 : (k) == 1)
+#endif
+
+/* One block of tb <= SS_TB steps of one direction: ub, dtb staged in (time, channel) layout (dtb =
+ * delta + bias, softplus applied here), B and C rows of step j at B0 + j * bstep (bstep = +-N).
+ * Writes y (with the skip term) to yb; the state h (N x SS_CW) carries over to the next block. */
+static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW], REAL (*restrict ub)[SS_CW],
+                                                     REAL (*restrict yb)[SS_CW], int tb, const REAL *B0,
+                                                     const REAL *C0, int64_t bstep, const REAL *restrict At,
+                                                     REAL *restrict h, const REAL *restrict Dv, int softplus,
+                                                     int64_t N)
+{
+    if (softplus)
+        for (int j = 0; j < tb; ++j)
+            for (int c = 0; c < SS_CW; ++c) /* vec: xfwd-softplus */
+                dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
+    for (int j = 0; j < tb; ++j) {
+        const REAL *Bt = B0 + j * bstep, *Ct = C0 + j * bstep;
+        REAL y[SS_CW], dtu[SS_CW];
+        for (int c = 0; c < SS_CW; ++c) {
+            y[c] = Dv[c] * ub[j][c];
+            dtu[c] = dtb[j][c] * ub[j][c];
+        }
+        for (int64_t n = 0; n < N; ++n) {
+            const REAL bn = Bt[n], cn = Ct[n];
+            REAL *restrict hn = h + n * SS_CW;
+            const REAL *restrict An = At + n * SS_CW;
+            for (int c = 0; c < SS_CW; ++c) { /* vec: xfwd-recurrence */
+                hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
+                y[c] += hn[c] * cn;
+            }
+        }
+        for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
+    }
+}
+
+/* A, h, then the stripe buffers of the column-major directions: x, dt and y of SS_SW columns x H rows
+ * x SS_CW channels each */
+int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H) { return 2 * N * SS_CW + 3 * SS_SW * H * SS_CW; }
 
 void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
-                const REAL *D, const REAL *delta_bias, const int32_t *pix, int softplus,
-                int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t K,
+                const REAL *D, const REAL *delta_bias, int softplus,
+                int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N, int64_t K,
                 REAL *out, REAL *work, int nthreads)
 {
+    const int64_t L = H * W;
     const int64_t nblk = (dim + SS_CW - 1) / SS_CW;
     const int64_t ntasks = batch * nblk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
@@ -39,17 +86,20 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
         const int64_t nc = dim - c0 < SS_CW ? dim - c0 : SS_CW;
         const REAL *xb = x + (b * dim + c0) * L;
         REAL *ob = out + (b * dim + c0) * L;
-        REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(xs_fwd_work_per_thread)(N);
+        REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(xs_fwd_work_per_thread)(N, H);
         REAL *restrict h = At + N * SS_CW;
+        REAL *restrict xs = h + N * SS_CW; /* stripe buffers, (step in the stripe, channel) */
+        REAL *restrict ds = xs + SS_SW * H * SS_CW;
+        REAL *restrict ys = ds + SS_SW * H * SS_CW;
         REAL dtb[SS_TB][SS_CW], ub[SS_TB][SS_CW], yb[SS_TB][SS_CW];
         REAL bias[SS_CW], Dv[SS_CW];
 
         for (int64_t k = 0; k < K; ++k) {
+            const int column = SS_COLUMN_MAJOR(k, K), rev = SS_REVERSED(k, K);
             const int64_t r0 = k * dim + c0; /* row of A, D, delta_bias of the block's first channel */
             const REAL *Bk = B + (b * K + k) * L * N;
             const REAL *Ck = C + (b * K + k) * L * N;
             const REAL *dk = delta + ((b * K + k) * dim + c0) * L;
-            const int32_t *pk = pix + k * L;
             for (int64_t n = 0; n < N; ++n)
                 for (int c = 0; c < SS_CW; ++c) {
                     At[n * SS_CW + c] = c < nc ? A[(r0 + c) * N + n] : (REAL)0;
@@ -60,54 +110,76 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                 Dv[c] = (D && c < nc) ? D[r0 + c] : (REAL)0;
             }
 
-            for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
-                const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
-                const int32_t *pt = pk + t0;
-                /* gather the block's steps in (time, channel) layout */
-                for (int c = 0; c < SS_CW; ++c) {
-                    if (c < nc) {
-                        const REAL *xc = xb + c * L, *dc = dk + c * L;
-                        for (int j = 0; j < tb; ++j) {
-                            ub[j][c] = xc[pt[j]];
-                            dtb[j][c] = dc[pt[j]] + bias[c];
-                        }
-                    } else {
-                        for (int j = 0; j < tb; ++j) ub[j][c] = dtb[j][c] = 0;
-                    }
-                }
-                if (softplus)
-                    for (int j = 0; j < tb; ++j)
-                        for (int c = 0; c < SS_CW; ++c) /* vec: xfwd-softplus */
-                            dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
-
-                for (int j = 0; j < tb; ++j) {
-                    const REAL *Bt = Bk + (int64_t)pt[j] * N;
-                    const REAL *Ct = Ck + (int64_t)pt[j] * N;
-                    REAL y[SS_CW], dtu[SS_CW];
+            if (!column) {
+                /* row-major, forward or reversed: pixel p = t or L - 1 - t, B and C rows the same */
+                for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
+                    const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
+                    const int64_t p0 = rev ? L - 1 - t0 : t0, ps = rev ? -1 : 1;
                     for (int c = 0; c < SS_CW; ++c) {
-                        y[c] = Dv[c] * ub[j][c];
-                        dtu[c] = dtb[j][c] * ub[j][c];
-                    }
-                    for (int64_t n = 0; n < N; ++n) {
-                        const REAL bn = Bt[n], cn = Ct[n];
-                        REAL *restrict hn = h + n * SS_CW;
-                        const REAL *restrict An = At + n * SS_CW;
-                        for (int c = 0; c < SS_CW; ++c) { /* vec: xfwd-recurrence */
-                            hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
-                            y[c] += hn[c] * cn;
+                        if (c < nc) {
+                            const REAL *xc = xb + c * L + p0, *dc = dk + c * L + p0;
+                            for (int j = 0; j < tb; ++j) {
+                                ub[j][c] = xc[j * ps];
+                                dtb[j][c] = dc[j * ps] + bias[c];
+                            }
+                        } else {
+                            for (int j = 0; j < tb; ++j) ub[j][c] = dtb[j][c] = 0;
                         }
                     }
-                    for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
+                    FN(xs_fwd_block)(dtb, ub, yb, tb, Bk + p0 * N, Ck + p0 * N, ps * N, At, h, Dv, softplus, N);
+                    /* the merge: direction 0 writes every pixel first, the others add */
+                    for (int c = 0; c < nc; ++c) {
+                        REAL *oc = ob + c * L + p0;
+                        if (k == 0)
+                            for (int j = 0; j < tb; ++j) oc[j * ps] = yb[j][c];
+                        else
+                            for (int j = 0; j < tb; ++j) oc[j * ps] += yb[j][c];
+                    }
                 }
+                continue;
+            }
 
-                /* the merge: direction 0 writes every pixel first, the others add */
-                for (int c = 0; c < nc; ++c) {
-                    REAL *oc = ob + c * L;
-                    if (k == 0)
-                        for (int j = 0; j < tb; ++j) oc[pt[j]] = yb[j][c];
-                    else
-                        for (int j = 0; j < tb; ++j) oc[pt[j]] += yb[j][c];
+            /* column-major, forward or reversed, SS_SW columns (a stripe) at a time: the stripe's x and
+             * delta are transposed into (step, channel) buffers reading whole rows of SS_SW pixels, and
+             * its outputs added back the same way, so the walk down the columns never strides through
+             * the planes (a new page every step or two at 512 columns). B and C rows are in column-major
+             * order (the Python side), step g of the forward direction at row g. */
+            const int64_t nstripes = (W + SS_SW - 1) / SS_SW;
+            for (int64_t si = 0; si < nstripes; ++si) {
+                const int64_t col0 = (rev ? nstripes - 1 - si : si) * SS_SW;
+                const int64_t ncol = W - col0 < SS_SW ? W - col0 : SS_SW;
+                const int64_t T = ncol * H; /* steps in the stripe; local step q = col * H + row */
+                for (int64_t row = 0; row < H; ++row)
+                    for (int c = 0; c < SS_CW; ++c) {
+                        if (c < nc) {
+                            const REAL *xr = xb + c * L + row * W + col0, *dr = dk + c * L + row * W + col0;
+                            for (int64_t col = 0; col < ncol; ++col) {
+                                xs[(col * H + row) * SS_CW + c] = xr[col];
+                                ds[(col * H + row) * SS_CW + c] = dr[col] + bias[c];
+                            }
+                        } else {
+                            for (int64_t col = 0; col < ncol; ++col)
+                                xs[(col * H + row) * SS_CW + c] = ds[(col * H + row) * SS_CW + c] = 0;
+                        }
+                    }
+                for (int64_t q0 = 0; q0 < T; q0 += SS_TB) {
+                    const int tb = T - q0 < SS_TB ? (int)(T - q0) : SS_TB;
+                    const int64_t qf = rev ? T - 1 - q0 : q0, qs = rev ? -1 : 1;
+                    for (int j = 0; j < tb; ++j)
+                        for (int c = 0; c < SS_CW; ++c) {
+                            ub[j][c] = xs[(qf + j * qs) * SS_CW + c];
+                            dtb[j][c] = ds[(qf + j * qs) * SS_CW + c];
+                        }
+                    const int64_t g = col0 * H + qf; /* B, C row of the block's first step */
+                    FN(xs_fwd_block)(dtb, ub, yb, tb, Bk + g * N, Ck + g * N, qs * N, At, h, Dv, softplus, N);
+                    for (int j = 0; j < tb; ++j)
+                        for (int c = 0; c < SS_CW; ++c) ys[(qf + j * qs) * SS_CW + c] = yb[j][c];
                 }
+                for (int64_t row = 0; row < H; ++row)
+                    for (int c = 0; c < nc; ++c) {
+                        REAL *orow = ob + c * L + row * W + col0;
+                        for (int64_t col = 0; col < ncol; ++col) orow[col] += ys[(col * H + row) * SS_CW + c];
+                    }
             }
         }
     }
@@ -117,12 +189,12 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
 int64_t FN(xs_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 6 * L + 3 * N; }
 
 /* Backward: tasks (b, part) own the channels [part * dim / parts, (part + 1) * dim / parts) in every
- * direction. Per direction and channel, the steps are gathered into time order (u, dt, gy) and the
- * plain backward's recomputation and reverse walk run on them, reading B, C and accumulating gB, gC
- * at pixel pix[t] (into the task's own partial buffers, summed over parts by the caller); gu is
- * added into gx and gdelta written at the same pixels. gB_part, gC_part must be zeroed. */
+ * direction. Per direction and channel, the steps are gathered into time order (u, dt, gy at pix[t])
+ * and the plain backward's recomputation and reverse walk run on them, reading B, C and accumulating
+ * gB, gC at row rows[t] (into the task's own partial buffers, summed over parts by the caller); gu is
+ * added into gx and gdelta written at pixel pix[t]. gB_part, gC_part must be zeroed. */
 void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
-                const REAL *D, const REAL *delta_bias, const int32_t *pix, int softplus,
+                const REAL *D, const REAL *delta_bias, const int32_t *pix, const int32_t *rows, int softplus,
                 int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t K, int64_t parts,
                 const REAL *gout, REAL *gx, REAL *gdelta, REAL *gA_part, REAL *gB_part, REAL *gC_part,
                 REAL *gD_part, REAL *gbias_part, REAL *work, int nthreads)
@@ -150,7 +222,7 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
             const REAL *Ck = C + (b * K + k) * L * N;
             REAL *gBp = gB_part + ((b * parts + part) * K + k) * L * N;
             REAL *gCp = gC_part + ((b * parts + part) * K + k) * L * N;
-            const int32_t *restrict pk = pix + k * L;
+            const int32_t *restrict pk = pix + k * L, *restrict rk = rows + k * L;
             for (int64_t c = c_lo; c < c_hi; ++c) {
                 const int64_t row = k * dim + c; /* of A, D, delta_bias */
                 const REAL *xr = x + (b * dim + c) * L;
@@ -178,10 +250,10 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                     for (int64_t t = 0; t < L; ++t) sgr[t] = 1;
                 }
 
-                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N, pk);
+                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N, rk);
                 REAL gD_acc, gbias_acc;
                 FN(ss_bwd_reverse_n)(dtr, sgr, ur, gyr, Bk, Ck, A + row * N, hs, das, gBp, gCp, ghc, gAl, Dd, gur,
-                                     gdr, &gD_acc, &gbias_acc, L, N, pk);
+                                     gdr, &gD_acc, &gbias_acc, L, N, rk);
 
                 if (k == 0)
                     for (int64_t t = 0; t < L; ++t) gxr[pk[t]] = gur[t];
