@@ -155,6 +155,23 @@ def test_forward_without_autograd(interpreted):
     assert torch.equal(plain, out)
 
 
+@interpreter
+def test_device_probe(interpreted, monkeypatch):
+    """The once-per-device check a dispatcher can ask before running fused, here on CPU."""
+    probe = cross._probe.__wrapped__  # uncached
+    assert probe(torch.device("cpu")) == (True, "")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PTX .version 8.7 does not support .target sm_120")
+
+    monkeypatch.setattr(cross, "cross_selective_scan_triton", broken)
+    assert probe(torch.device("cpu")) == (
+        False,
+        "the fused Triton kernels failed on cpu: RuntimeError: PTX .version 8.7 does not support .target sm_120",
+    )
+    assert cross.availability(torch.device("cpu")) == (True, ""), "the interpreter accepts CPU tensors"
+
+
 # --- input checks (no kernel runs) -------------------------------------------------------------
 
 
@@ -192,3 +209,31 @@ def test_kernels_compile_for_sm90():
     for name, cubin in cubins.items():
         usage = triton_build.resource_usage(cubin)
         assert 0 < usage["REG"] <= 255 and usage.get("STACK", 0) == 0, (name, usage)
+
+
+# --- the GPU benchmark (benchmark/cross_scan_cuda.py), smoke-tested on CPU -------------------------
+
+
+@compiler
+def test_gpu_benchmark_skips_without_triton():
+    from serpent_arch.benchmark import cross_scan_cuda
+
+    report = cross_scan_cuda.bench_cross_scan("cpu", shapes=cross_scan_cuda.SMALL, repeats=1)
+    assert report["rows"] == [] and report["agrees"] and "needs CUDA tensors" in report["skipped"]
+    assert "skipped: selective_scan: backend 'triton' is unavailable" in cross_scan_cuda.render(report, 1)
+    ok, reason = cross.availability(torch.device("cpu"))
+    assert not ok and reason.startswith("it needs CUDA tensors")
+
+
+@interpreter
+def test_gpu_benchmark_times_fused_and_unfused(interpreted):
+    from serpent_arch.benchmark import cross_scan_cuda
+
+    report = cross_scan_cuda.bench_cross_scan("cpu", shapes=((1, 2, 3),), repeats=1, tiles=((1, 8, 2),))
+    assert [r["label"] for r in report["rows"]] == ["fused", "fused d1 c8 w2", "unfused"]
+    for row in report["rows"]:
+        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["peak"] > 0, row
+        assert row["max_rel_diff"] < 1e-5, row
+    assert report["agrees"] and report["skipped"] is None
+    table = cross_scan_cuda.render(report, 1)
+    assert "| 1 x 2 x 3 | fused d1 c8 w2 |" in table and "fused agrees with unfused: yes" in table

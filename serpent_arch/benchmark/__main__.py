@@ -13,8 +13,10 @@ COMMANDS = {
     "network": "serpent_arch.benchmark.network",
     "scan": "serpent_arch.benchmark.scan",
     "scan_cuda": "serpent_arch.benchmark.scan_cuda",
+    "cross_scan_cuda": "serpent_arch.benchmark.cross_scan_cuda",
     "triton_build": "serpent_arch.benchmark.triton_build",
     "train": "serpent_arch.benchmark.train",
+    "fused": "serpent_arch.benchmark.fused",
     "quickstart": "serpent_arch.benchmark.quickstart",
     "gpu": "serpent_arch.benchmark.gpu",
 }

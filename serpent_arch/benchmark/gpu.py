@@ -8,7 +8,10 @@ Five parts, written to ``DIR/gpu_check.md`` (with the device, versions and the c
    in float32). Error = max |backend - reference| / max |reference| per tensor.
 2. Scan speed (:mod:`serpent_arch.benchmark.scan_cuda`): forward and forward + backward time and
    peak memory of mamba_ssm, triton and torch at batch 8, dim 768, L 4096, N 16, 4 groups, with
-   the targets of the Triton backend (within 2x of mamba-ssm, >= 10x faster than torch) checked.
+   the targets of the Triton backend (within 2x of mamba-ssm, >= 10x faster than torch) checked; and
+   the fused four-direction Triton scan against the unfused Triton path at Serpent base's scan shapes
+   on a 1024x1024 image (:mod:`serpent_arch.benchmark.cross_scan_cuda`: times, peak memory, and the
+   two agreeing on the output and all 7 gradients).
 3. Training throughput (``gpu_train.csv``): ``SerpentModel`` steps (forward, L1 loss, backward,
    AdamW) of Serpent ``base`` on 256x256 inputs (restoration, output 256x256), batch 8, for every
    backend, with ``train.amp`` false and bf16: iterations per second (CUDA events around the timed
@@ -386,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         size = scan_cuda.QUICK if args.small else scan_cuda.TARGET
         report = scan_cuda.bench_cuda_scan(device, size=size, repeats=repeats, agreement_size=None)
         md += ["## 2. Scan speed", "", scan_cuda.render(report, repeats), ""]
+        from serpent_arch.benchmark import cross_scan_cuda
+
+        shapes = cross_scan_cuda.SMALL if args.small else cross_scan_cuda.BASE_1024
+        cross = cross_scan_cuda.bench_cross_scan(device, shapes, repeats=repeats)
+        ok = ok and cross["agrees"]
+        md += [cross_scan_cuda.render(cross, repeats), ""]
 
     if "train" not in args.skip:
         from basicsr.utils import get_root_logger

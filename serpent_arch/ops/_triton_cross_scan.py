@@ -31,10 +31,13 @@ Under ``TRITON_INTERPRET=1`` (set before triton's first import) the kernels run 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
+from . import _triton_scan
 from ._triton_scan import (
     DEFAULT_BLOCK_D,
     DEFAULT_CHUNK,
@@ -359,3 +362,43 @@ def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delt
             raise ValueError(f"cross_selective_scan (triton): {name} must be >= 1, got {value}")
     config = (int(block_d), int(chunk), int(num_warps))
     return TritonCrossScanFn.apply(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), config)
+
+
+@functools.cache
+def _probe(device: torch.device) -> tuple[bool, str]:
+    """Run the fused forward + backward once on a tiny map on ``device`` and compare with the unfused
+    reference (two chunks per direction, a partial one, every optional input)."""
+    from .cross_scan import cross_selective_scan_ref
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = {"x": (1, 2, 3, 5), "delta": (1, 4, 2, 15), "A": (8, 2), "B": (1, 4, 2, 15), "C": (1, 4, 2, 15),
+              "D": (8,), "delta_bias": (8,)}  # fmt: skip
+    try:
+        inputs = {name: torch.randn(shape, generator=gen).to(device) for name, shape in shapes.items()}
+        inputs["A"] = -inputs["A"].abs()
+        fast = {name: v.clone().requires_grad_() for name, v in inputs.items()}
+        out = cross_selective_scan_triton(**fast, chunk=8)
+        out.sum().backward()
+        ref = {name: v.clone().requires_grad_() for name, v in inputs.items()}
+        ref_out = cross_selective_scan_ref(**ref, backend="reference")
+        ref_out.sum().backward()
+    except Exception as exc:  # compiler, driver or launch failure: report it, the caller runs unfused
+        return False, f"the fused Triton kernels failed on {device}: {type(exc).__name__}: {exc}"
+    pairs = [("out", out, ref_out)] + [(f"grad {name}", fast[name].grad, ref[name].grad) for name in inputs]
+    for name, got, want in pairs:
+        if not (got - want).abs().max().item() <= 1e-3 * want.abs().max().item() + 1e-5:
+            return False, f"the fused Triton kernels disagree with the reference on {device} ({name})"
+    return True, ""
+
+
+def availability(device: torch.device, dtype: torch.dtype = torch.float32, allow_interpreter: bool = True
+                 ) -> tuple[bool, str]:  # fmt: skip
+    """``(True, "")`` if the fused kernels can run tensors of ``dtype`` on ``device``, else ``(False, reason)``.
+
+    What :func:`serpent_arch.ops._triton_scan.availability` requires, and on CUDA also a tiny fused forward
+    + backward that compiled and agreed with the unfused reference on that device (checked once per device).
+    """
+    ok, reason = _triton_scan.availability(device, dtype, allow_interpreter)
+    if not ok or _triton_scan.interpreted():
+        return ok, reason
+    return _probe(torch.device(device.type, device.index if device.index is not None else torch.cuda.current_device()))
