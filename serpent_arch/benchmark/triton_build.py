@@ -1,6 +1,6 @@
 """Compile the Triton scan kernels for a GPU architecture without a GPU; report registers and spills.
 
-    python -m serpent_arch.benchmark triton_build [--arch 90] [--tiles 4x32x4 2x64x4 ...] [--dtype fp32]
+    python -m serpent_arch.benchmark triton_build [--arch 90] [--tiles 4x32x4 2x64x4 ...] [--dtype fp32] [--fused]
 
 Triton's wheel ships ``ptxas`` and ``cuobjdump``, so the whole build (Triton IR -> PTX -> cubin)
 runs on a CPU-only machine. For each tile ``BLOCK_DxCHUNKxWARPS`` (at N = 16, every optional
@@ -117,18 +117,22 @@ def main(argv: list[str] | None = None) -> str:
     default_tile = f"{_triton_scan.DEFAULT_BLOCK_D}x{_triton_scan.DEFAULT_CHUNK}x{_triton_scan.DEFAULT_NUM_WARPS}"
     parser.add_argument("--tiles", nargs="+", type=_tile, default=[_tile(default_tile), (4, 64, 4), (2, 64, 4)],
                         help=f"BLOCK_DxCHUNKxWARPS at N = 16 (default: {default_tile} 4x64x4 2x64x4)")  # fmt: skip
+    parser.add_argument("--fused", action="store_true",
+                        help="the fused four-direction kernels (_triton_cross_scan.py, K = 4) instead")  # fmt: skip
     args = parser.parse_args(argv)
     if not toolchain_available():
         raise SystemExit("triton_build: this Triton wheel has no bundled ptxas / cuobjdump")
 
+    compile_tile = compile_cross_kernels if args.fused else compile_kernels
+    which = "fused four-direction kernels, K = 4, D / delta_bias" if args.fused else "D / z / delta_bias"
     lines = [
-        f"Triton {triton.__version__}, sm_{args.arch}, inputs {args.dtype}, N = 16, D / z / delta_bias / softplus on",
+        f"Triton {triton.__version__}, sm_{args.arch}, inputs {args.dtype}, N = 16, {which} / softplus on",
         "",
         "| tile (channels x states x steps, warps) | kernel | registers | stack (bytes) | shared (bytes) |",
         "|---|---|---:|---:|---:|",
     ]
     for block_d, chunk, warps in args.tiles:
-        cubins = compile_kernels(block_d, chunk, warps, arch=args.arch, dtype=args.dtype)
+        cubins = compile_tile(block_d, chunk, warps, arch=args.arch, dtype=args.dtype)
         for name, cubin in cubins.items():
             r = resource_usage(cubin)
             lines.append(f"| {block_d} x 16 x {chunk}, {warps} | {name} | {r['REG']} | {r.get('STACK', 0)} "
