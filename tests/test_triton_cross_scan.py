@@ -112,6 +112,17 @@ def test_matches_unfused(interpreted, batch, dim, h, w, k, n, D, bias, softplus,
 
 
 @interpreter
+def test_split_directions(interpreted):
+    """Each direction in its own programs, summed by torch afterwards: the same results."""
+    inputs = make_inputs(2, 5, 3, 5, 4, 3, seed=_seed("split"))
+    out, grads = run(cross.cross_selective_scan_triton, inputs, split_directions=True, chunk=8)
+    ref_out, ref_grads = reference(inputs)
+    assert_close(out, ref_out, "out")
+    for name in grads:
+        assert_close(grads[name], ref_grads[name], f"grad {name}")
+
+
+@interpreter
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_inputs(interpreted, dtype):
     inputs = make_inputs(1, 3, 3, 5, 4, 4, dtype=dtype, seed=_seed("half", dtype))
@@ -177,6 +188,7 @@ def test_device_probe(interpreted, monkeypatch):
 
 def test_default_block_keeps_the_unfused_launch():
     assert [cross.default_block_d(k) for k in (1, 2, 4)] == [4, 2, 1]
+    assert [cross.default_block_d(k, split_directions=True) for k in (1, 2, 4)] == [4, 4, 4]
 
 
 @pytest.mark.parametrize(
@@ -204,14 +216,22 @@ def test_kernels_compile_for_sm90():
 
     if not triton_build.toolchain_available():
         pytest.skip("this Triton wheel has no bundled ptxas / cuobjdump")
-    cubins = triton_build.compile_cross_kernels(block_d=cross.default_block_d(4))
-    assert set(cubins) == {"forward", "backward"}
-    for name, cubin in cubins.items():
-        usage = triton_build.resource_usage(cubin)
-        assert 0 < usage["REG"] <= 255 and usage.get("STACK", 0) == 0, (name, usage)
+    for split in (False, True):
+        cubins = triton_build.compile_cross_kernels(block_d=cross.default_block_d(4, split), split=split)
+        assert set(cubins) == {"forward", "backward"}
+        for name, cubin in cubins.items():
+            usage = triton_build.resource_usage(cubin)
+            assert 0 < usage["REG"] <= 255 and usage.get("STACK", 0) == 0, (name, split, usage)
 
 
 # --- the GPU benchmark (benchmark/cross_scan_cuda.py), smoke-tested on CPU -------------------------
+
+
+def test_gpu_benchmark_labels():
+    from serpent_arch.benchmark import cross_scan_cuda
+
+    assert cross_scan_cuda.label({"split_directions": True, "block_d": 2, "chunk": 64}) == "fused split d2 c64"
+    assert [cross_scan_cuda.label(v) for v in cross_scan_cuda.VARIANTS] == ["fused split"]
 
 
 @compiler
@@ -229,11 +249,11 @@ def test_gpu_benchmark_skips_without_triton():
 def test_gpu_benchmark_times_fused_and_unfused(interpreted):
     from serpent_arch.benchmark import cross_scan_cuda
 
-    report = cross_scan_cuda.bench_cross_scan("cpu", shapes=((1, 2, 3),), repeats=1, tiles=((1, 8, 2),))
-    assert [r["label"] for r in report["rows"]] == ["fused", "fused d1 c8 w2", "unfused"]
+    report = cross_scan_cuda.bench_cross_scan("cpu", shapes=((1, 2, 3),), repeats=1, variants=())
+    assert [r["label"] for r in report["rows"]] == ["fused", "unfused"]
     for row in report["rows"]:
         assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["peak"] > 0, row
         assert row["max_rel_diff"] < 1e-5, row
     assert report["agrees"] and report["skipped"] is None
     table = cross_scan_cuda.render(report, 1)
-    assert "| 1 x 2 x 3 | fused d1 c8 w2 |" in table and "fused agrees with unfused: yes" in table
+    assert "| 1 x 2 x 3 | fused |" in table and "fused agrees with unfused: yes" in table

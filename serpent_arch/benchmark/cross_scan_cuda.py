@@ -16,10 +16,12 @@ gives them (per-direction tensors in row-major pixel order). For each shape it t
 forward and forward + backward, peak memory of each (beyond the inputs), and the largest difference of
 the output and of every gradient between the two, relative to the unfused path's largest magnitude
 (they should agree to float32 rounding: same arithmetic per direction, the directions summed in another
-order). ``--sweep`` also times the fused kernel at other tiles (its default was chosen from the sm_90
-build's register use, not from timings). :func:`bench_cross_scan` runs on any device where the triton
-backend runs (the tests call it on CPU through Triton's interpreter at tiny shapes);
-``python -m serpent_arch.benchmark gpu`` includes it (without the sweep).
+order). Beside its defaults the fused kernel is timed with ``split_directions`` (each direction in its
+own programs, summed by torch: K times as many programs at batch 1), and ``--sweep`` adds other tiles
+(the defaults were chosen from the sm_90 build's register use, not from timings).
+:func:`bench_cross_scan` runs on any device where the triton backend runs (the tests call it on CPU
+through Triton's interpreter at tiny shapes); ``python -m serpent_arch.benchmark gpu`` includes it
+(without ``--sweep``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ BASE_1024 = ((128, 256, 256), (256, 128, 128), (512, 64, 64), (1024, 32, 32))
 SMALL = ((4, 3, 5), (2, 4, 4))  # a dry run on the CPU
 DIRECTIONS, D_STATE = 4, 16
 GRADS = ("x", "delta", "A", "B", "C", "D", "delta_bias")
-# (block_d, chunk, num_warps) that --sweep adds to the default tile (block_d 1 at K = 4, chunk 32, 4 warps)
-SWEEP_TILES = ((2, 32, 4), (4, 32, 4), (1, 64, 4), (1, 32, 2))
+# other settings of the fused kernel, timed beside its defaults (block_d 1 at K = 4, chunk 32, 4 warps, the
+# directions summed in place): the gpu check times VARIANTS, --sweep also SWEEP
+VARIANTS = ({"split_directions": True},)
+SWEEP = ({"block_d": 2}, {"block_d": 4}, {"chunk": 64}, {"num_warps": 2}, {"split_directions": True, "block_d": 2})
 # max |fused - unfused| / max |unfused|: float32 rounding of the same sums in another order
 TOLERANCE = 1e-4
 
@@ -60,17 +64,24 @@ def make_inputs(batch: int, dim: int, h: int, w: int, k: int = DIRECTIONS, n: in
     }
 
 
-def _paths(tiles) -> dict:
-    """label -> function of the inputs: the fused kernel at its default tile and at ``tiles``
-    ((block_d, chunk, num_warps) each), and the unfused path."""
+_SHORT = {"block_d": "d", "chunk": "c", "num_warps": "w"}
+
+
+def label(options: dict) -> str:
+    """"fused" plus the non-default settings, e.g. ``fused split d2`` for split_directions, block_d 2."""
+    parts = ["split" if key == "split_directions" else f"{_SHORT[key]}{value}" for key, value in options.items()]
+    return " ".join(["fused", *parts])
+
+
+def _paths(variants) -> dict:
+    """label -> function of the inputs: the fused kernel with its defaults and with each of ``variants``
+    (keyword arguments of cross_selective_scan_triton), and the unfused path."""
     from serpent_arch.ops._triton_cross_scan import cross_selective_scan_triton
     from serpent_arch.ops.cross_scan import cross_selective_scan_ref
 
     paths = {"fused": cross_selective_scan_triton}
-    for block_d, chunk, warps in tiles:
-        paths[f"fused d{block_d} c{chunk} w{warps}"] = functools.partial(
-            cross_selective_scan_triton, block_d=block_d, chunk=chunk, num_warps=warps
-        )
+    for options in variants:
+        paths[label(options)] = functools.partial(cross_selective_scan_triton, **options)
     paths["unfused"] = functools.partial(cross_selective_scan_ref, backend="triton")
     return paths
 
@@ -87,12 +98,12 @@ def _run(fn, inputs: dict, gout: torch.Tensor | None) -> dict:
 
 
 def bench_cross_scan(device: str | torch.device = "cuda", shapes=BASE_1024, batch: int = 1, repeats: int = 10,
-                     tiles=()) -> dict:  # fmt: skip
+                     variants=VARIANTS) -> dict:  # fmt: skip
     """Time fused and unfused at each (dim, H, W) of ``shapes`` and compare their results.
 
     Returns ``{"device", "batch", "shapes", "rows": [{label, dim, h, w, fwd_ms, fwd_bwd_ms, peak (fwd+bwd, bytes),
     max_rel_diff (against unfused), worst_tensor}], "agrees", "skipped"}``; ``skipped`` is the reason when
-    triton cannot run on ``device`` (then no rows). ``tiles``: more fused tiles to time.
+    triton cannot run on ``device`` (then no rows). ``variants``: other settings of the fused kernel to time.
     """
     device = torch.device(device)
     which = "Serpent base's scans at 1024x1024" if tuple(shapes) == BASE_1024 else "dry-run shapes"
@@ -103,7 +114,7 @@ def bench_cross_scan(device: str | torch.device = "cuda", shapes=BASE_1024, batc
     except RuntimeError as exc:
         report["skipped"] = str(exc)
         return report
-    paths = _paths(tiles)
+    paths = _paths(variants)
     for dim, h, w in shapes:
         inputs = {name: v.to(device) for name, v in make_inputs(batch, dim, h, w).items()}
         gout = torch.randn(batch, dim, h, w, generator=torch.Generator().manual_seed(1)).to(device)
@@ -166,10 +177,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"), help="output directory")
     parser.add_argument("--device", default="cuda", help="device to measure on (default cuda)")
     parser.add_argument("--small", action="store_true", help=f"tiny shapes {SMALL} (a dry run)")
-    parser.add_argument("--sweep", action="store_true", help=f"also time the fused kernel at tiles {SWEEP_TILES}")
+    parser.add_argument("--sweep", action="store_true", help=f"also time the fused kernel with {SWEEP}")
     args = parser.parse_args(argv)
     shapes = SMALL if args.small else BASE_1024
-    report = bench_cross_scan(args.device, shapes, repeats=args.repeats, tiles=SWEEP_TILES if args.sweep else ())
+    variants = VARIANTS + (SWEEP if args.sweep else ())
+    report = bench_cross_scan(args.device, shapes, repeats=args.repeats, variants=variants)
     table = render(report, args.repeats)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -57,12 +57,14 @@ def compile_kernels(block_d: int = 4, chunk: int = 32, num_warps: int = 4, block
 
 
 def compile_cross_kernels(block_d: int = 1, chunk: int = 32, num_warps: int = 4, block_n: int = 16, arch: int = 90,
-                          dtype: str = "fp32", directions: int = 4) -> dict[str, bytes]:  # fmt: skip
+                          dtype: str = "fp32", directions: int = 4, split: bool = False
+                          ) -> dict[str, bytes]:  # fmt: skip
     """cubins {"forward": ..., "backward": ...} of the fused four-direction kernels
-    (``_triton_cross_scan.py``) for ``sm_<arch>``, D, delta_bias, softplus and checkpoints on."""
+    (``_triton_cross_scan.py``; ``split``: split_directions) for ``sm_<arch>``, D, delta_bias, softplus and
+    checkpoints on."""
     if _triton_scan.interpreted():
         raise RuntimeError("triton_build: TRITON_INTERPRET=1 is set; compiling needs the real compiler")
-    flags = {"K": directions, "HAS_D": True, "HAS_BIAS": True, "SOFTPLUS": True, "BLOCK_D": block_d,
+    flags = {"K": directions, "SPLIT": split, "HAS_D": True, "HAS_BIAS": True, "SOFTPLUS": True, "BLOCK_D": block_d,
              "BLOCK_N": block_n, "CHUNK": chunk}  # fmt: skip
     kernels = {
         "forward": (_triton_cross_scan._cross_scan_fwd_kernel, {"SAVE_CKPT": True}),

@@ -15,7 +15,10 @@ its threads. The sum is taken in a fixed order (k = 0, 1, 2, 3) in float32, so t
 reproducible; the alternative, K times the programs each adding its direction with ``atomic_add``, would
 make the merged output (and the gradient of the map) depend on the order the programs ran in. To keep
 the GPU as busy as the unfused path, the default block holds K times fewer channels than the one-direction
-kernel's (4 // K): as many programs, each with as much work.
+kernel's (4 // K): as many programs, each with as much work. ``split_directions=True`` is the knob for
+launches too small to fill a GPU even so (batch 1, few channels): each direction gets its own programs
+and its own float32 slot of a (batch, K, dim, H*W) buffer, which torch sums over K (a fixed order still,
+at the cost of that buffer).
 
 Backward: the same program walks the directions again, each chunk in reverse from the forward's
 per-direction checkpoints, and sums the map's gradient over directions in place the same way. The
@@ -68,15 +71,27 @@ def _pixel(t, reverse, column_major, H, W):
 
 
 @triton.jit
+def _directions_of_program(sum_ptr, b, d, dim, L, K: tl.constexpr, SPLIT: tl.constexpr):
+    """(first, end, rows): the directions this program scans and the rows of its channels in the buffer
+    where they are summed (SPLIT: one direction per program along grid axis 1, each with its own slot)."""
+    if SPLIT:
+        k = tl.program_id(1)
+        return k, k + 1, sum_ptr + ((b * K + k) * dim + d[:, None]) * L
+    else:
+        return 0, K, sum_ptr + (b * dim + d[:, None]) * L
+
+
+@triton.jit
 def _cross_scan_fwd_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, ckpt_ptr,
     dim, H, W, N,
     s_xb, s_xd, s_xh, s_xw, s_db, s_dk, s_dd, s_dl, s_Bb, s_Bk, s_Bn, s_Bl, s_Cb, s_Ck, s_Cn, s_Cl,
-    K: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    K: tl.constexpr, SPLIT: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     SAVE_CKPT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    """Grid (batch * cdiv(dim, BLOCK_D),). out: contiguous (batch, dim, H*W) float32, the merged map;
-    ckpt: (batch, K, nchunks, dim, N) float32, each direction's state before each of its chunks."""
+    """Grid (batch * cdiv(dim, BLOCK_D), K if SPLIT else 1). out: contiguous (batch, dim, H*W) float32, the
+    merged map (SPLIT: (batch, K, dim, H*W), one direction each, summed by the caller); ckpt:
+    (batch, K, nchunks, dim, N) float32, each direction's state before each of its chunks."""
     n_dblocks = tl.cdiv(dim, BLOCK_D)
     b = (tl.program_id(0) // n_dblocks).to(tl.int64)
     d = (tl.program_id(0) % n_dblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -89,9 +104,9 @@ def _cross_scan_fwd_kernel(
     L = H * W
     nchunks = tl.cdiv(L, CHUNK)
     x_rows = x_ptr + b * s_xb + d[:, None] * s_xd
-    out_rows = out_ptr + (b * dim + d[:, None]) * L
+    k_first, k_end, out_rows = _directions_of_program(out_ptr, b, d, dim, L, K, SPLIT)
 
-    for k in range(0, K):
+    for k in range(k_first, k_end):
         reverse, column_major = _direction(k, K)
         kd = k * dim + d  # direction k's channels in A, D, delta_bias
         A = tl.load(A_ptr + kd[:, None] * N + n[None, :], mask=dn_mask, other=0.0)
@@ -122,7 +137,7 @@ def _cross_scan_fwd_kernel(
             if HAS_D:
                 y += Dv[:, None] * u
             # every direction visits every pixel once: the first writes it, the others add
-            y += tl.load(out_rows + p[None, :], mask=dt_mask & (k > 0), other=0.0)
+            y += tl.load(out_rows + p[None, :], mask=dt_mask & (k > k_first), other=0.0)
             tl.store(out_rows + p[None, :], y, mask=dt_mask)
             h = _last_state(hs, i, CHUNK)
 
@@ -134,10 +149,11 @@ def _cross_scan_bwd_kernel(
     dim, H, W, N,
     s_xb, s_xd, s_xh, s_xw, s_db, s_dk, s_dd, s_dl, s_Bb, s_Bk, s_Bn, s_Bl, s_Cb, s_Ck, s_Cn, s_Cl,
     s_gb, s_gd, s_gh, s_gw,
-    K: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    K: tl.constexpr, SPLIT: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    """Grid as the forward. gx: contiguous (batch, dim, H*W) float32 (summed over directions here);
+    """Grid as the forward. gx: contiguous (batch, dim, H*W) float32 (summed over directions here; SPLIT:
+    (batch, K, dim, H*W));
     gdelta: contiguous (batch, K, dim, H*W) in delta's dtype; gB, gC: zeroed contiguous (batch, K, N, H*W)
     float32 (accumulated atomically over channel blocks); gA: (batch, K*dim, N), gD, gbias: (batch, K*dim)
     float32 per-batch partial sums."""
@@ -154,9 +170,9 @@ def _cross_scan_bwd_kernel(
     nchunks = tl.cdiv(L, CHUNK)
     x_rows = x_ptr + b * s_xb + d[:, None] * s_xd
     gout_rows = gout_ptr + b * s_gb + d[:, None] * s_gd
-    gx_rows = gx_ptr + (b * dim + d[:, None]) * L
+    k_first, k_end, gx_rows = _directions_of_program(gx_ptr, b, d, dim, L, K, SPLIT)
 
-    for k in range(0, K):
+    for k in range(k_first, k_end):
         reverse, column_major = _direction(k, K)
         kd = k * dim + d
         A = tl.load(A_ptr + kd[:, None] * N + n[None, :], mask=dn_mask, other=0.0)
@@ -210,7 +226,7 @@ def _cross_scan_bwd_kernel(
             gA += gA_chunk
             if HAS_D:
                 gu += gy * Dv[:, None]
-            gu += tl.load(gx_rows + p[None, :], mask=dt_mask & (k > 0), other=0.0)
+            gu += tl.load(gx_rows + p[None, :], mask=dt_mask & (k > k_first), other=0.0)
             tl.store(gx_rows + p[None, :], gu, mask=dt_mask)
             tl.store(gdelta_rows + p[None, :], gdt.to(gdelta_ptr.dtype.element_ty), mask=dt_mask)
             if HAS_BIAS:
@@ -262,13 +278,13 @@ def _check_inputs(x, delta, A, B, C, D, delta_bias) -> tuple[int, int, int, int,
 
 
 class TritonCrossScanFn(torch.autograd.Function):
-    """``config`` is (block_d, chunk, num_warps)."""
+    """``config`` is (block_d, chunk, num_warps, split_directions)."""
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus, config):
         batch, dim, H, W = x.shape
         K, N, L = delta.shape[1], A.shape[1], H * W
-        block_d, chunk, num_warps = config
+        block_d, chunk, num_warps, split = config
         BLOCK_D, BLOCK_N, CHUNK = _tiles(dim, N, block_d, chunk)
         nchunks = triton.cdiv(L, CHUNK)
         save_ckpt = any(ctx.needs_input_grad)
@@ -276,49 +292,55 @@ class TritonCrossScanFn(torch.autograd.Function):
         A32 = A.float().contiguous()
         D32 = None if D is None else D.float().contiguous()
         bias32 = None if delta_bias is None else delta_bias.float().contiguous()
-        out = torch.empty((batch, dim, L), **f32)  # the sum over directions, rounded to x's dtype after
+        # the sum over directions (split: each direction's slot, summed below), rounded to x's dtype after
+        out = torch.empty((batch, K, dim, L) if split else (batch, dim, L), **f32)
         ckpt = torch.empty((batch, K, nchunks, dim, N), **f32) if save_ckpt else None
-        grid = (batch * triton.cdiv(dim, BLOCK_D),)
+        grid = (batch * triton.cdiv(dim, BLOCK_D), K if split else 1)
         # unused optional pointers get a real tensor: the kernel never reads them (constexpr flags)
         _cross_scan_fwd_kernel[grid](
             x, delta, A32, B, C, D32 if D is not None else A32, bias32 if delta_bias is not None else A32,
             out, ckpt if ckpt is not None else out,
             dim, H, W, N,
             *x.stride(), *delta.stride(), *B.stride(), *C.stride(),
-            K=K, HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-            SAVE_CKPT=save_ckpt, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps,
+            K=K, SPLIT=split, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), SAVE_CKPT=save_ckpt, BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK,
+            num_warps=num_warps,
         )  # fmt: skip
         ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, ckpt)
         ctx.delta_softplus = bool(delta_softplus)
-        ctx.tiles = (BLOCK_D, BLOCK_N, CHUNK, num_warps)
+        ctx.tiles = (BLOCK_D, BLOCK_N, CHUNK, num_warps, split)
+        if split:
+            out = out.sum(1)
         return out.view(batch, dim, H, W).to(x.dtype)
 
     @staticmethod
     def backward(ctx, gout):
         x, delta, A, B, C, D, delta_bias, ckpt = ctx.saved_tensors
-        BLOCK_D, BLOCK_N, CHUNK, num_warps = ctx.tiles
+        BLOCK_D, BLOCK_N, CHUNK, num_warps, split = ctx.tiles
         batch, dim, H, W = x.shape
         K, N, L = delta.shape[1], A.shape[1], H * W
         f32 = {"dtype": torch.float32, "device": x.device}
         A32 = A.float().contiguous()
         D32 = None if D is None else D.float().contiguous()
         bias32 = None if delta_bias is None else delta_bias.float().contiguous()
-        gx = torch.empty((batch, dim, L), **f32)
+        gx = torch.empty((batch, K, dim, L) if split else (batch, dim, L), **f32)
         gdelta = torch.empty((batch, K, dim, L), dtype=delta.dtype, device=x.device)
         gB = torch.zeros((batch, K, N, L), **f32)
         gC = torch.zeros((batch, K, N, L), **f32)
         gA = torch.empty((batch, K * dim, N), **f32)
         gD = None if D is None else torch.empty((batch, K * dim), **f32)
         gbias = None if delta_bias is None else torch.empty((batch, K * dim), **f32)
-        grid = (batch * triton.cdiv(dim, BLOCK_D),)
+        grid = (batch * triton.cdiv(dim, BLOCK_D), K if split else 1)
         _cross_scan_bwd_kernel[grid](
             x, delta, A32, B, C, D32 if D is not None else A32, bias32 if delta_bias is not None else A32,
             gout, ckpt, gx, gdelta, gB, gC, gA, gD if gD is not None else gA, gbias if gbias is not None else gA,
             dim, H, W, N,
             *x.stride(), *delta.stride(), *B.stride(), *C.stride(), *gout.stride(),
-            K=K, HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
+            K=K, SPLIT=split, HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=ctx.delta_softplus,
             BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps,
         )  # fmt: skip
+        if split:
+            gx = gx.sum(1)
         return (
             gx.view(batch, dim, H, W).to(x.dtype),
             gdelta,
@@ -332,15 +354,15 @@ class TritonCrossScanFn(torch.autograd.Function):
         )
 
 
-def default_block_d(directions: int) -> int:
-    """Channels per program: ``DEFAULT_BLOCK_D // K``, so that a launch has as many programs, each with as
-    much work (K directions of fewer channels), as the one-direction kernel on the unfused (batch, K*dim, L)
-    scan."""
-    return max(1, DEFAULT_BLOCK_D // directions)
+def default_block_d(directions: int, split_directions: bool = False) -> int:
+    """Channels per program such that a launch has as many programs, each with as much work, as the
+    one-direction kernel (``DEFAULT_BLOCK_D`` channels) on the unfused (batch, K*dim, L) scan:
+    ``DEFAULT_BLOCK_D // K`` channels walking K directions, or ``DEFAULT_BLOCK_D`` with split directions."""
+    return DEFAULT_BLOCK_D if split_directions else max(1, DEFAULT_BLOCK_D // directions)
 
 
 def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, block_d=None,
-                                chunk=DEFAULT_CHUNK, num_warps=DEFAULT_NUM_WARPS):  # fmt: skip
+                                chunk=DEFAULT_CHUNK, num_warps=DEFAULT_NUM_WARPS, split_directions=False):  # fmt: skip
     """The four-direction selective scan in Triton, forward and backward (module docstring).
 
     Args:
@@ -348,19 +370,23 @@ def cross_selective_scan_triton(x, delta, A, B, C, D=None, delta_bias=None, delt
         delta: (batch, K, dim, H*W) step sizes (before ``delta_bias`` / softplus), row-major pixel order.
         A: (K*dim, N); B, C: (batch, K, N, H*W) row-major pixel order; D, delta_bias: optional (K*dim,).
         delta_softplus: softplus of ``delta + delta_bias``.
-        block_d: channels per program (default :func:`default_block_d`); ``chunk``: steps per scan tile;
+        block_d: channels per program (default: :func:`default_block_d`); ``chunk``: steps per scan tile;
             ``num_warps``: tuning knobs as in :func:`~serpent_arch.ops._triton_scan.selective_scan_triton`.
+        split_directions: a tuning knob too: each direction scanned by its own programs (K times as many,
+            for launches too small to fill the GPU), into its own float32 slot of a (batch, K, dim, H*W)
+            buffer that torch then sums over K, in a fixed order (so still reproducible). Default off: one
+            program sums its directions in place, no extra buffer.
 
     Returns:
         (batch, dim, H, W) in x's dtype: the sum over directions of each direction's output at its pixel.
     """
     _check_inputs(x, delta, A, B, C, D, delta_bias)
     if block_d is None:
-        block_d = default_block_d(delta.shape[1])
+        block_d = default_block_d(delta.shape[1], split_directions)
     for name, value in (("block_d", block_d), ("chunk", chunk), ("num_warps", num_warps)):
         if int(value) < 1:
             raise ValueError(f"cross_selective_scan (triton): {name} must be >= 1, got {value}")
-    config = (int(block_d), int(chunk), int(num_warps))
+    config = (int(block_d), int(chunk), int(num_warps), bool(split_directions))
     return TritonCrossScanFn.apply(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), config)
 
 
