@@ -28,6 +28,8 @@ Backends (chosen by :func:`resolve_backend`):
 * ``"cpu_kernel"``: OpenMP C kernel compiled on first use (see ``_cpu_kernel.py``); CPU tensors.
 * ``"torch"``: chunked log-depth scan in plain PyTorch (see ``_torch_scan.py``); any device.
 * ``"reference"``: the per-step Python loop with plain autograd; slow, kept as the ground truth.
+* ``"onnx"``: a loop over chunks as ``torch``'s ``scan`` op, for graph export (see ``_export_scan.py``);
+  any device; never picked by ``"auto"``.
 * ``"auto"``: on CUDA mamba_ssm if its kernel runs, else triton if its kernels run on that device;
   on CPU cpu_kernel if it compiles; else torch.
 
@@ -51,7 +53,7 @@ from .reference import selective_scan_ref
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "mamba_ssm", "triton", "cpu_kernel", "torch", "reference")
+BACKENDS = ("auto", "mamba_ssm", "triton", "cpu_kernel", "torch", "reference", "onnx")
 
 # MAMBA_SSM_INSTALL and mamba_ssm_status are re-exported: backend_report, doctor and users import them
 # from here. This module itself reads them as _mamba_ssm.<name>, where tests patch them.
@@ -299,4 +301,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return selective_scan_cpu(u, delta, A, B4, C4, *args)
     if name == "triton":
         return _triton_import()[0].selective_scan_triton(u, delta, A, B4, C4, *args)
+    if name == "onnx":
+        from ._export_scan import selective_scan_export
+
+        return selective_scan_export(u, delta, A, B4, C4, *args)
     return selective_scan_torch(u, delta, A, B4, C4, *args)
