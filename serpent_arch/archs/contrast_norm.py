@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from serpent_arch.archs.padding import pad_reflect_or_replicate
+
 # Floor of the local standard deviation of ``contrast_norm`` (images in [0, 1]): flat areas are amplified
 # at most 1 / CONTRAST_EPS times, so quantisation steps and sensor noise are not blown up to full contrast.
 CONTRAST_EPS = 0.01
@@ -25,5 +27,4 @@ def local_mean(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean of every ``window`` x ``window`` neighbourhood of (N, C, H, W), per channel, in float32; borders
     reflected (replicated on tiny images)."""
     pad = window // 2
-    mode = "reflect" if pad < min(x.shape[-2:]) else "replicate"
-    return F.avg_pool2d(F.pad(x.float(), (pad, pad, pad, pad), mode=mode), window, stride=1)
+    return F.avg_pool2d(pad_reflect_or_replicate(x.float(), pad, pad, pad, pad), window, stride=1)

@@ -17,6 +17,7 @@ from torch import nn
 from serpent_arch.archs import upsamplers
 from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, Stage, pixel_shuffle_last
 from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
+from serpent_arch.archs.padding import pad_reflect_or_replicate
 from serpent_arch.archs.presets import STRUCTURE, preset_structure
 
 UPSAMPLERS = {
@@ -34,11 +35,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     original (H, W) for cropping back.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:
-        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    return x, (h, w)
+    # the padded size as multiple * ceil(size / multiple): an exported graph's reshapes see it divide
+    pad_h, pad_w = (h + multiple - 1) // multiple * multiple - h, (w + multiple - 1) // multiple * multiple - w
+    return pad_reflect_or_replicate(x, 0, pad_h, 0, pad_w), (h, w)
 
 
 @ARCH_REGISTRY.register()
