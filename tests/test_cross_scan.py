@@ -96,6 +96,32 @@ def test_fused_cpu_n16_builds(build, dtype, monkeypatch):
 
 
 @needs_kernel
+@pytest.mark.parametrize("layout", ["channels_last", "projection_views", "unmergeable_pixels"])
+def test_fused_cpu_reads_strided_inputs(layout):
+    """The forward reads x, delta, B, C through strides (SS2D hands it channels-last maps and views of its
+    projections); the result and the gradients do not depend on the layout, and a channels-last x gives
+    a channels-last output."""
+    b, d, h, w, k, n = 2, 5, 6, 19, 4, 4
+    plain = make_inputs(b, d, h, w, k, n, torch.float64, seed=21)
+    strided = {name: None if t is None else t.detach().clone() for name, t in plain.items()}
+    if layout == "channels_last":
+        strided["x"] = strided["x"].contiguous(memory_format=torch.channels_last)
+    elif layout == "projection_views":  # (b, L, K, d) and (b, L, K, 2N + 1) storage, as SS2D's products give
+        strided["delta"] = strided["delta"].permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+        proj = torch.cat([strided["B"], strided["C"], strided["C"][:, :, :1]], dim=2).permute(0, 3, 1, 2).contiguous()
+        strided["B"], strided["C"] = proj[..., :n].permute(0, 2, 3, 1), proj[..., n : 2 * n].permute(0, 2, 3, 1)
+    else:  # every other column of a wider map: H and W cannot be merged without a copy
+        wide = torch.zeros(b, d, h, 2 * w, dtype=torch.float64)
+        wide[..., ::2] = strided["x"]
+        strided["x"] = wide[..., ::2]
+    strided = {name: None if t is None else t.requires_grad_() for name, t in strided.items()}
+    out = cross_selective_scan_cpu(**strided)
+    if layout == "channels_last":
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_same(grads(cross_selective_scan_cpu, strided), grads(cross_selective_scan_cpu, plain), torch.float64)
+
+
+@needs_kernel
 def test_fused_cpu_against_the_reference_loop_without_optional_inputs():
     """float64 against the per-step Python loop, no D, no delta_bias, no softplus."""
     inputs = make_inputs(1, 3, 5, 4, 4, 4, torch.float64, seed=3, optional=False)

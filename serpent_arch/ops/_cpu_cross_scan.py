@@ -78,13 +78,23 @@ class CpuCrossScanFn(torch.autograd.Function):
         K, N, L = delta.shape[1], A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
 
-        x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
-        D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
-        Bt, Ct = _step_major(B, h, w, cdt), _step_major(C, h, w, cdt)
-        out = torch.empty(batch, dim, h, w, dtype=cdt)
+        # the forward reads x, delta, B, C through strides (no copies of channels-last maps or of
+        # projection views); only the pixels must be one dimension and B, C unit-stride along N
+        x_ = x.detach().to(cdt).flatten(2)  # (batch, dim, L): a view unless H, W cannot merge
+        delta_ = delta.detach().to(cdt)
+        B_, C_ = B.detach().to(cdt), C.detach().to(cdt)
+        if N > 1 and (B_.stride(2) != 1 or C_.stride() != B_.stride()):
+            B_, C_ = (t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (B_, C_))
+        A_, D_, bias_ = _prep(A, cdt), _prep(D, cdt), _prep(delta_bias, cdt)
+        channels_last = dim > 1 and x_.stride(1) == 1
+        out = torch.empty(batch, h, w, dim, dtype=cdt).permute(0, 3, 1, 2) if channels_last else \
+            torch.empty(batch, dim, h, w, dtype=cdt)  # fmt: skip
+        out3 = out.flatten(2)
+        strides = torch.tensor([*x_.stride(), *delta_.stride(), B_.stride(0), B_.stride(1), B_.stride(3),
+                                *out3.stride()], dtype=torch.int64)  # fmt: skip
         work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N, h), dtype=cdt)
         getattr(lib, f"xs_fwd_{sfx}")(
-            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_),
+            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(B_), _ptr(C_), _ptr(D_), _ptr(bias_), _ptr(strides),
             int(delta_softplus), batch, dim, h, w, N, K, _ptr(out), _ptr(work), nthreads,
         )  # fmt: skip
         ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)

@@ -67,16 +67,27 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
     }
 }
 
-/* A, h, then the stripe buffers of the column-major directions: x, dt and y of SS_SW columns x H rows
- * x SS_CW channels each */
-int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H) { return 2 * N * SS_CW + 3 * SS_SW * H * SS_CW; }
+/* A, h, then the stripe buffers of the column-major directions: x, dt and y (SS_SW columns x H rows x
+ * SS_CW channels each), B and C (SS_SW columns x H rows x N each) */
+int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H)
+{
+    return 2 * N * SS_CW + 3 * SS_SW * H * SS_CW + 2 * SS_SW * H * N;
+}
 
+/* The forward reads its tensors through strides (in elements), st = {x: batch, channel, pixel;
+ * delta: batch, direction, channel, pixel; B and C: batch, direction, pixel (their N is unit-stride);
+ * out: batch, channel, pixel}, so that SS2D can hand it channels-last maps and per-pixel projections
+ * as they come out of its matrix products, and take a channels-last output for its LayerNorm. */
 void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
-                const REAL *D, const REAL *delta_bias, int softplus,
+                const REAL *D, const REAL *delta_bias, const int64_t *st, int softplus,
                 int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N, int64_t K,
                 REAL *out, REAL *work, int nthreads)
 {
     const int64_t L = H * W;
+    const int64_t xb_s = st[0], xc_s = st[1], xp_s = st[2];
+    const int64_t db_s = st[3], dk_s = st[4], dc_s = st[5], dp_s = st[6];
+    const int64_t bb_s = st[7], bk_s = st[8], bp_s = st[9];
+    const int64_t ob_s = st[10], oc_s = st[11], op_s = st[12];
     const int64_t nblk = (dim + SS_CW - 1) / SS_CW;
     const int64_t ntasks = batch * nblk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
@@ -84,22 +95,24 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
         const int64_t b = task / nblk;
         const int64_t c0 = (task % nblk) * SS_CW; /* first channel of the block */
         const int64_t nc = dim - c0 < SS_CW ? dim - c0 : SS_CW;
-        const REAL *xb = x + (b * dim + c0) * L;
-        REAL *ob = out + (b * dim + c0) * L;
+        const REAL *xb = x + b * xb_s + c0 * xc_s;
+        REAL *ob = out + b * ob_s + c0 * oc_s;
         REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(xs_fwd_work_per_thread)(N, H);
         REAL *restrict h = At + N * SS_CW;
         REAL *restrict xs = h + N * SS_CW; /* stripe buffers, (step in the stripe, channel) */
         REAL *restrict ds = xs + SS_SW * H * SS_CW;
         REAL *restrict ys = ds + SS_SW * H * SS_CW;
+        REAL *restrict bs = ys + SS_SW * H * SS_CW; /* (step in the stripe, n) */
+        REAL *restrict cs = bs + SS_SW * H * N;
         REAL dtb[SS_TB][SS_CW], ub[SS_TB][SS_CW], yb[SS_TB][SS_CW];
         REAL bias[SS_CW], Dv[SS_CW];
 
         for (int64_t k = 0; k < K; ++k) {
             const int column = SS_COLUMN_MAJOR(k, K), rev = SS_REVERSED(k, K);
             const int64_t r0 = k * dim + c0; /* row of A, D, delta_bias of the block's first channel */
-            const REAL *Bk = B + (b * K + k) * L * N;
-            const REAL *Ck = C + (b * K + k) * L * N;
-            const REAL *dk = delta + ((b * K + k) * dim + c0) * L;
+            const REAL *Bk = B + b * bb_s + k * bk_s;
+            const REAL *Ck = C + b * bb_s + k * bk_s;
+            const REAL *dk = delta + b * db_s + k * dk_s + c0 * dc_s;
             for (int64_t n = 0; n < N; ++n)
                 for (int c = 0; c < SS_CW; ++c) {
                     At[n * SS_CW + c] = c < nc ? A[(r0 + c) * N + n] : (REAL)0;
@@ -111,55 +124,52 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
             }
 
             if (!column) {
-                /* row-major, forward or reversed: pixel p = t or L - 1 - t, B and C rows the same */
+                /* row-major, forward or reversed: pixel p = t or L - 1 - t */
                 for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
                     const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
                     const int64_t p0 = rev ? L - 1 - t0 : t0, ps = rev ? -1 : 1;
-                    for (int c = 0; c < SS_CW; ++c) {
-                        if (c < nc) {
-                            const REAL *xc = xb + c * L + p0, *dc = dk + c * L + p0;
-                            for (int j = 0; j < tb; ++j) {
-                                ub[j][c] = xc[j * ps];
-                                dtb[j][c] = dc[j * ps] + bias[c];
-                            }
-                        } else {
-                            for (int j = 0; j < tb; ++j) ub[j][c] = dtb[j][c] = 0;
+                    for (int j = 0; j < tb; ++j) {
+                        const REAL *xp = xb + (p0 + j * ps) * xp_s, *dp = dk + (p0 + j * ps) * dp_s;
+                        for (int c = 0; c < SS_CW; ++c) {
+                            ub[j][c] = c < nc ? xp[c * xc_s] : (REAL)0;
+                            dtb[j][c] = c < nc ? dp[c * dc_s] + bias[c] : (REAL)0;
                         }
                     }
-                    FN(xs_fwd_block)(dtb, ub, yb, tb, Bk + p0 * N, Ck + p0 * N, ps * N, At, h, Dv, softplus, N);
+                    FN(xs_fwd_block)(dtb, ub, yb, tb, Bk + p0 * bp_s, Ck + p0 * bp_s, ps * bp_s, At, h, Dv,
+                                     softplus, N);
                     /* the merge: direction 0 writes every pixel first, the others add */
-                    for (int c = 0; c < nc; ++c) {
-                        REAL *oc = ob + c * L + p0;
+                    for (int j = 0; j < tb; ++j) {
+                        REAL *op = ob + (p0 + j * ps) * op_s;
                         if (k == 0)
-                            for (int j = 0; j < tb; ++j) oc[j * ps] = yb[j][c];
+                            for (int c = 0; c < nc; ++c) op[c * oc_s] = yb[j][c];
                         else
-                            for (int j = 0; j < tb; ++j) oc[j * ps] += yb[j][c];
+                            for (int c = 0; c < nc; ++c) op[c * oc_s] += yb[j][c];
                     }
                 }
                 continue;
             }
 
-            /* column-major, forward or reversed, SS_SW columns (a stripe) at a time: the stripe's x and
-             * delta are transposed into (step, channel) buffers reading whole rows of SS_SW pixels, and
-             * its outputs added back the same way, so the walk down the columns never strides through
-             * the planes (a new page every step or two at 512 columns). B and C rows are in column-major
-             * order (the Python side), step g of the forward direction at row g. */
+            /* column-major, forward or reversed, SS_SW columns (a stripe) at a time: the stripe's x,
+             * delta, B and C are copied into (step, channel) / (step, n) buffers reading whole rows of
+             * the stripe, and its outputs added back the same way, so the walk down the columns never
+             * strides through the maps (a new page every step or two at 512 columns). */
             const int64_t nstripes = (W + SS_SW - 1) / SS_SW;
             for (int64_t si = 0; si < nstripes; ++si) {
                 const int64_t col0 = (rev ? nstripes - 1 - si : si) * SS_SW;
                 const int64_t ncol = W - col0 < SS_SW ? W - col0 : SS_SW;
                 const int64_t T = ncol * H; /* steps in the stripe; local step q = col * H + row */
                 for (int64_t row = 0; row < H; ++row)
-                    for (int c = 0; c < SS_CW; ++c) {
-                        if (c < nc) {
-                            const REAL *xr = xb + c * L + row * W + col0, *dr = dk + c * L + row * W + col0;
-                            for (int64_t col = 0; col < ncol; ++col) {
-                                xs[(col * H + row) * SS_CW + c] = xr[col];
-                                ds[(col * H + row) * SS_CW + c] = dr[col] + bias[c];
-                            }
-                        } else {
-                            for (int64_t col = 0; col < ncol; ++col)
-                                xs[(col * H + row) * SS_CW + c] = ds[(col * H + row) * SS_CW + c] = 0;
+                    for (int64_t col = 0; col < ncol; ++col) {
+                        const int64_t p = row * W + col0 + col, q = col * H + row;
+                        const REAL *xp = xb + p * xp_s, *dp = dk + p * dp_s;
+                        const REAL *Bp = Bk + p * bp_s, *Cp = Ck + p * bp_s;
+                        for (int c = 0; c < SS_CW; ++c) {
+                            xs[q * SS_CW + c] = c < nc ? xp[c * xc_s] : (REAL)0;
+                            ds[q * SS_CW + c] = c < nc ? dp[c * dc_s] + bias[c] : (REAL)0;
+                        }
+                        for (int64_t n = 0; n < N; ++n) {
+                            bs[q * N + n] = Bp[n];
+                            cs[q * N + n] = Cp[n];
                         }
                     }
                 for (int64_t q0 = 0; q0 < T; q0 += SS_TB) {
@@ -170,15 +180,15 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                             ub[j][c] = xs[(qf + j * qs) * SS_CW + c];
                             dtb[j][c] = ds[(qf + j * qs) * SS_CW + c];
                         }
-                    const int64_t g = col0 * H + qf; /* B, C row of the block's first step */
-                    FN(xs_fwd_block)(dtb, ub, yb, tb, Bk + g * N, Ck + g * N, qs * N, At, h, Dv, softplus, N);
+                    FN(xs_fwd_block)(dtb, ub, yb, tb, bs + qf * N, cs + qf * N, qs * N, At, h, Dv, softplus, N);
                     for (int j = 0; j < tb; ++j)
                         for (int c = 0; c < SS_CW; ++c) ys[(qf + j * qs) * SS_CW + c] = yb[j][c];
                 }
                 for (int64_t row = 0; row < H; ++row)
-                    for (int c = 0; c < nc; ++c) {
-                        REAL *orow = ob + c * L + row * W + col0;
-                        for (int64_t col = 0; col < ncol; ++col) orow[col] += ys[(col * H + row) * SS_CW + c];
+                    for (int64_t col = 0; col < ncol; ++col) {
+                        REAL *op = ob + (row * W + col0 + col) * op_s;
+                        const REAL *yq = ys + (col * H + row) * SS_CW;
+                        for (int c = 0; c < nc; ++c) op[c * oc_s] += yq[c];
                     }
             }
         }
