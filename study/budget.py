@@ -130,7 +130,7 @@ def _basicsr(args: list[str], cwd: Path, threads: int | None, log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         return subprocess.run(
-            [sys.executable, "-m", "serpent_arch.cli", *args], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "study.basicsr_cli", *args], cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT
         ).returncode
 
 
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any((root / "results").glob("*/metrics.json")):
         print("[budget] no test run under results/ (every report number came from the run records): no leaderboard")
         return 0
-    return subprocess.run([sys.executable, "-m", "serpent_arch.cli", "leaderboard", "results"], cwd=root).returncode
+    return subprocess.run([sys.executable, "-m", "study.basicsr_cli", "leaderboard", "results"], cwd=root).returncode
 
 
 if __name__ == "__main__":

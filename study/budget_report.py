@@ -48,6 +48,7 @@ def count_network_facts(task: str, network: str) -> tuple[float, float]:
     import torch
     from basicsr.archs import build_network
 
+    import study.plain_unet  # noqa: F401  (registers the study's PlainUNet)
     from serpent_arch.leaderboard import count_network_gflops
 
     t = TASKS[task]

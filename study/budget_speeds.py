@@ -42,6 +42,7 @@ def measure(
     import torch
 
     import serpent_arch  # noqa: F401  (registers Serpent before BasicSR builds networks)
+    import study.plain_unet  # noqa: F401  (registers the study's PlainUNet)
     from study.throughput import seconds_per_iteration
 
     t = TASKS[task]

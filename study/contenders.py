@@ -91,6 +91,11 @@ NETWORKS: dict[str, dict[str, dict]] = {
     "ridnet": {
         "deblur": dict(type="RIDNet", in_channels=3, mid_channels=64, out_channels=3, num_block=4, img_range=1.0),
     },
+    # A full-resolution U-Net of plain 3x3 convolutions (study/plain_unet.py), sized to cost about what
+    # serpent-tiny costs per training iteration: the CNN a user would try for full-resolution deblurring.
+    "plain-unet": {
+        "deblur": dict(type="PlainUNet", in_ch=3, out_ch=3, widths=[16, 32, 64, 128], convs=2),
+    },
 }
 
 # The contenders of the full experiment; the other Serpent candidates above run with --networks.
@@ -106,7 +111,7 @@ DEFAULT_NETWORKS = {
         "edsr-baseline",
         "msrresnet",
     ],
-    "deblur": ["serpent-tiny", "serpent-tiny-p2", "serpent-small", "swinir-light", "ridnet"],
+    "deblur": ["serpent-tiny", "serpent-tiny-p2", "serpent-small", "swinir-light", "ridnet", "plain-unet"],
 }
 DEFAULT_LR = 2e-4
 

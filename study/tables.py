@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
             from study import colour_report
 
             colour_report.main(["--records-only", "--out", str(colour)])
+    if (colour / "deblur_runs").is_dir():
+        print(f"python -m study colour_report --records-only --task deblur --out {colour}", flush=True)
+        if not args.list:
+            from study import colour_report
+
+            colour_report.main(["--records-only", "--task", "deblur", "--out", str(colour)])
     return 0
 
 
