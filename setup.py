@@ -10,6 +10,8 @@ build would fail this whole install. Without the kernel everything runs, with th
 
 from setuptools import find_packages, setup
 
+ONNX = ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.5"]
+
 setup(
     name="serpent-basicsr",
     version="0.1.0",
@@ -34,7 +36,10 @@ setup(
     ],
     extras_require={
         # no "cuda" extra: see the docstring (`pip install -e ".[cuda]"` now only warns that it is gone)
-        "test": ["pytest>=7", "ruff"],
+        # `basicsr export` (onnx + onnxscript: torch.onnx's exporter) and `basicsr infer --onnx` (onnxruntime);
+        # tested with onnx 1.23.2, onnxruntime 1.32.0, onnxscript 0.7.2
+        "onnx": ONNX,
+        "test": ["pytest>=7", "ruff", *ONNX],
     },
     entry_points={"console_scripts": ["basicsr = serpent_arch.cli:main"]},
 )
