@@ -13,6 +13,9 @@ read from the input's shape at run time:
   log2(chunk_size), written with slices, pads, multiplies and adds (no in-place writes, which a
   traced graph cannot hold).
 
+Export traces it with weights that do not require gradients (``requires_grad_(False)``): otherwise
+``torch.onnx`` runs the scan op through its autograd form, which fails on the symbolic batch size.
+
 Work is O(L log2(chunk_size)) and memory O(batch * dim * chunk_size * N) for the chunk's states, as
 in the ``torch`` backend, whose numerics it shares (it multiplies and adds the same factors as the
 sequential recurrence: no ``exp(-cumsum)`` rescaling that could overflow). It computes in float32
@@ -28,19 +31,15 @@ from torch._higher_order_ops.scan import scan
 
 from .reference import compute_dtype
 
-# Steps per chunk: each chunk is one iteration of the ONNX Scan; a longer chunk means fewer iterations
-# (less per-iteration overhead in the runtime) and a deeper in-chunk scan (log2 of it). Power of two.
-DEFAULT_CHUNK_SIZE = 64
+# Steps per chunk: each chunk is one iteration of the ONNX Scan; a longer chunk means fewer iterations (less
+# per-iteration overhead in the runtime) and a deeper in-chunk scan (log2 of it). Power of two. ONNX Runtime
+# 1.32 on 2 cores, one Serpent-sized scan (dim 192, N 16, L 4096): 316, 321, 424 ms at 8, 16, 32 steps.
+DEFAULT_CHUNK_SIZE = 16
 
 
 def _shift(x: torch.Tensor, offset: int, fill: float) -> torch.Tensor:
-    """``x`` moved ``offset`` steps later along dim -2, the first ``offset`` steps filled with ``fill``.
-
-    Written with slices, an elementwise fill and a concatenation: no op whose output size is spelled
-    out (a pad, zeros), which would put the batch size into the loop body as a symbol.
-    """
-    head = x[..., :offset, :] * 0.0 + fill
-    return torch.cat([head, x[..., :-offset, :]], dim=-2)
+    """``x`` moved ``offset`` steps later along dim -2, the first ``offset`` steps filled with ``fill``."""
+    return F.pad(x[..., :-offset, :], (0, 0, offset, 0), value=fill)
 
 
 def _chunk_scan(dA: torch.Tensor, dBu: torch.Tensor, T: int) -> torch.Tensor:
@@ -91,7 +90,7 @@ def selective_scan_export(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         dA = torch.exp(dt_k.unsqueeze(-1) * A4)  # (b, g, dpg, T, N)
         dBu = dtu_k.unsqueeze(-1) * B_k
         # the carried state enters at the chunk's first step: dBu_0 += dA_0 h
-        dBu = torch.cat([dBu[..., :1, :] + dA[..., :1, :] * h.unsqueeze(-2), dBu[..., 1:, :]], dim=-2)
+        dBu = dBu + F.pad(dA[..., :1, :] * h.unsqueeze(-2), (0, 0, 0, T - 1))
         hs = _chunk_scan(dA, dBu, T)
         y = (hs * C_k).sum(-1)  # (b, g, dpg, T)
         return hs[..., -1, :].clone(), y
