@@ -4,6 +4,7 @@
                   [--debug] [--trial] [--force_yml KEY=VALUE ...] [--remove_yml KEY ...]
     basicsr test  -opt options/serpent_sr_test.yml [-e experiments/NAME] [--force_yml ...] [--remove_yml ...]
     basicsr infer -e experiments/NAME -i IMAGES -o OUT_DIR [flags]    (or -opt OPTIONS.yml --weights NET.pth)
+    basicsr export -e experiments/NAME -o MODEL.onnx [flags]          (or -opt OPTIONS.yml --weights NET.pth)
     basicsr leaderboard [results/] [flags]
     basicsr presets [--family unet|sr]
     basicsr doctor
@@ -33,9 +34,10 @@ COMMANDS = {
     "leaderboard": "collect the metrics of every test run under results/ into one table",
     "presets": "the named Serpent networks: parameters, GFLOPs, what each is for",
     "doctor": "versions, devices and selective-scan backends of this machine (for bug reports)",
+    "export": "write a trained network as an ONNX model for ONNX Runtime (any image size)",
 }
 # Commands that are not BasicSR pipelines: module serpent_arch.<name> with main(argv) -> exit code.
-OWN_COMMANDS = ("infer", "leaderboard", "presets", "doctor")
+OWN_COMMANDS = ("infer", "leaderboard", "presets", "doctor", "export")
 
 
 def _basicsr_parser(command: str) -> argparse.ArgumentParser:
