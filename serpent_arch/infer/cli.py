@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="network weights: a BasicSR checkpoint or a state dict (with -opt; with -e: the newest checkpoint)",
     )
     parser.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="instead of -e / -opt: a model written by `basicsr export`, run by ONNX Runtime on the CPU",
+    )
+    parser.add_argument(
         "--force_yml", nargs="+", default=None, metavar="KEY=VALUE", help="override options, as in basicsr train"
     )
     parser.add_argument("--remove_yml", nargs="+", default=None, metavar="KEY", help="remove options")
@@ -85,14 +90,22 @@ def _run(args) -> int:
         raise InferError(f"--tile must be >= 0 (0: whole images), got {args.tile}.")
     if args.tile and not 0 <= args.tile_overlap < args.tile:
         raise InferError(f"--tile-overlap must be in [0, --tile={args.tile}), got {args.tile_overlap}.")
-    device = pick_device(args.device)
-    amp_dtype = pick_amp_dtype(args.precision, device)
+    if args.onnx:
+        device, amp_dtype = _check_onnx_flags(args), None
+    else:
+        device = pick_device(args.device)
+        amp_dtype = pick_amp_dtype(args.precision, device)
     images = list_images(args.input)
     gt_paths = ground_truths(args.gt, images, single_input=Path(args.input).is_file())
-    opt, source, weights = network_options(
-        args.opt, args.experiment, args.weights, args.force_yml, args.remove_yml
-    )
-    loaded = load_network(opt, source, weights, args.param_key)
+    if args.onnx:
+        from serpent_arch.export.runtime import load_onnx_network
+
+        loaded, weights = load_onnx_network(args.onnx), args.onnx
+    else:
+        opt, source, weights = network_options(
+            args.opt, args.experiment, args.weights, args.force_yml, args.remove_yml
+        )
+        loaded = load_network(opt, source, weights, args.param_key)
     loaded.net.to(device)
     restorer = Restorer(loaded, device, amp_dtype, args.tile, args.tile_overlap, args.self_ensemble)
 
@@ -103,13 +116,22 @@ def _run(args) -> int:
         if out_path.resolve() == path.resolve():
             raise InferError(f"the output for {path} would overwrite it; choose another -o or a --suffix.")
 
-    params = sum(p.numel() for p in loaded.net.parameters()) / 1e6
-    key = f"[{loaded.param_key}]" if loaded.param_key else "(state dict)"
-    print(
-        f"{PROG}: {loaded.net_type} ({params:.2f}M parameters) x{loaded.scale}, weights {weights} {key}, "
-        f"{device.type} {args.precision if amp_dtype else 'fp32'}; {len(images)} image(s) -> {out_dir}"
-    )
-    print(f"{PROG}: {scan_log_line(loaded.net, device)}")
+    if args.onnx:
+        meta = loaded.net.metadata
+        print(
+            f"{PROG}: {loaded.net_type} x{loaded.scale} ({meta.get('serpent.preset') or 'custom'}, "
+            f"{meta.get('serpent.precision', 'fp32')} graph, exported by serpent {meta.get('serpent.version')}), "
+            f"model {weights}, ONNX Runtime on the cpu, {torch.get_num_threads()} threads; "
+            f"{len(images)} image(s) -> {out_dir}"
+        )
+    else:
+        params = sum(p.numel() for p in loaded.net.parameters()) / 1e6
+        key = f"[{loaded.param_key}]" if loaded.param_key else "(state dict)"
+        print(
+            f"{PROG}: {loaded.net_type} ({params:.2f}M parameters) x{loaded.scale}, weights {weights} {key}, "
+            f"{device.type} {args.precision if amp_dtype else 'fp32'}; {len(images)} image(s) -> {out_dir}"
+        )
+        print(f"{PROG}: {scan_log_line(loaded.net, device)}")
     failed, results, first_input_of = 0, [], {}
     start = time.perf_counter()
     # no tqdm rate: it counts failed images too (a lone bad input showed thousands of img/s); the
@@ -157,6 +179,21 @@ def _run(args) -> int:
         summary += f" ({baseline} {mean_baseline:.2f} dB)"
     print(summary)
     return 1 if failed else 0
+
+
+def _check_onnx_flags(args) -> torch.device:
+    """``--onnx`` names the whole network: no options, weights or precision beside it; runs on the CPU."""
+    given = [flag for flag, value in (("-e", args.experiment), ("-opt", args.opt), ("--weights", args.weights),
+             ("--param-key", args.param_key), ("--force_yml", args.force_yml), ("--remove_yml", args.remove_yml))
+             if value]  # fmt: skip
+    if given:
+        raise InferError(f"--onnx is the whole network (exported weights and options); leave out {', '.join(given)}.")
+    if args.precision != "fp32":
+        raise InferError(f"--precision {args.precision} does not apply to --onnx: the graph's precision was "
+                         "chosen at export (basicsr export --fp16).")  # fmt: skip
+    if args.device == "cuda":
+        raise InferError("--onnx runs on the CPU (ONNX Runtime's CPU provider); leave out --device cuda.")
+    return torch.device("cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
