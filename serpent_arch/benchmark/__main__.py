@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "serpent_arch.benchmark.train",
     "fused": "serpent_arch.benchmark.fused",
     "quickstart": "serpent_arch.benchmark.quickstart",
+    "export": "serpent_arch.benchmark.export",
     "gpu": "serpent_arch.benchmark.gpu",
 }
 
