@@ -228,6 +228,7 @@ def test_onnx_runtime_equals_pytorch_at_unseen_sizes(exported, family):
             ref = model["net"](x).numpy()
         out = session.run(None, {"image": x.numpy()})[0]
         assert out.shape == (batch, 3, size[0] * model["scale"], size[1] * model["scale"])
+        print(f"{family} {batch}x{size[0]}x{size[1]}: max abs difference {np.abs(out - ref).max():.2e}")  # -s shows it
         assert np.abs(out - ref).max() <= 1e-4, (family, size, np.abs(out - ref).max())
 
 
@@ -260,6 +261,7 @@ def test_fp16_weights_are_within_45_db_of_fp32(exported, tmp_path):
     a, b = full.run(None, {"image": x})[0], half.run(None, {"image": x})[0]
     assert b.dtype == np.float32
     psnr = 10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+    print(f"fp16 weights: {psnr:.1f} dB PSNR from the fp32 graph")  # -s shows it
     assert psnr >= 45, psnr
 
 
