@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def check_writable(path: str) -> None:
 
 def _run(args) -> int:
     from serpent_arch import __version__
-    from serpent_arch.export.graph import ExportError, ExportSettings, export_onnx, serpent_metadata
+    from serpent_arch.export.graph import ExportError, ExportSettings, check_opset, export_onnx, serpent_metadata
     from serpent_arch.infer.errors import InferError
     from serpent_arch.infer.network import load_network, network_options
 
@@ -92,14 +93,13 @@ def _run(args) -> int:
     except ImportError as err:
         raise ExportError(f"exporting needs the onnx packages ({err.name} is missing): {ONNX_INSTALL}") from None
     settings = ExportSettings(opset=args.opset, fp16=args.fp16, fixed_size=_fixed_size(args.fixed_size))
-    if settings.opset < 1:
-        raise ExportError(f"--opset must be a positive integer, got {settings.opset}.")
+    check_opset(settings.opset)
     check_writable(args.output)
     try:
         opt, source, weights = network_options(args.opt, args.experiment, args.weights, args.force_yml, args.remove_yml)
         loaded = load_network(opt, source, weights, args.param_key)
-    except InferError as err:
-        raise ExportError(str(err)) from err
+    except InferError as err:  # infer's messages; its hint joins the same line here
+        raise ExportError(re.sub(r"\.?\n  hint: ", "; ", str(err))) from err
     if loaded.net_type != "Serpent":
         raise ExportError(f"network_g type {loaded.net_type!r}: only Serpent networks are exported.")
     settings.metadata = serpent_metadata(loaded.net, opt["network_g"], loaded.scale, __version__, settings)

@@ -78,15 +78,19 @@ def _sample_input(net: nn.Module, settings: ExportSettings) -> torch.Tensor:
     return torch.rand(2, channels, 37, 45)
 
 
+def check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise ExportError(
+            f"--opset {opset} is too old for this graph: it needs opset {MIN_OPSET} or newer "
+            f"(LayerNormalization, Scan with the operators the exporter writes); use --opset {MIN_OPSET}."
+        )
+
+
 def export_onnx(net: nn.Module, path: str, settings: ExportSettings) -> None:
     """Write ``net`` (eval mode, on the CPU) to ``path`` as an ONNX model with ``settings.metadata``."""
     import onnx
 
-    if settings.opset < MIN_OPSET:
-        raise ExportError(
-            f"--opset {settings.opset} is too old for this graph: it needs opset {MIN_OPSET} or newer "
-            f"(LayerNormalization, Scan with the operators the exporter writes); use --opset {MIN_OPSET}."
-        )
+    check_opset(settings.opset)
     net = net.eval().requires_grad_(False)  # a scan whose weights need gradients is traced with its backward
     graph = ImageGraph(net)
     x = _sample_input(net, settings)
