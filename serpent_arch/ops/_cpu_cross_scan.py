@@ -5,10 +5,10 @@ once, each direction k walks its pixels in its own order (:func:`scan_pixels`) a
 added into the merged map at those pixels; the gradient of x is summed over directions the same way.
 Nothing of size (batch, K, dim, L) is made beyond the caller's delta and its gradient.
 
-B and C are copied so that each step reads one N-vector (as ``_cpu_kernel`` does for the plain scan),
-in each direction's order up to reversal (:func:`_step_major`): the copy is made anyway, and laid out
-this way the column-major directions read them contiguously. Compute dtype, threads, scratch as
-torch tensors: as in ``_cpu_kernel``.
+The forward reads x, delta, B and C through their strides (SS2D passes channels-last maps and
+views of its projections); the backward copies B and C into each direction's step order, (batch, K,
+L, N), so that its per-step reads of them run with unit stride (read through a table of rows, the
+same walk ran 5x slower). Compute dtype, threads, scratch as torch tensors: as in ``_cpu_kernel``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import functools
 import torch
 
 from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, load_library
+from .cross_scan import to_scan_order
 from .reference import compute_dtype
 
 
@@ -34,35 +35,23 @@ def scan_pixels(directions: int, h: int, w: int) -> torch.Tensor:
     return torch.stack(orders).contiguous()
 
 
-@functools.lru_cache(maxsize=32)
-def step_rows(directions: int, length: int) -> torch.Tensor:
-    """(K, L) int32: the row of :func:`_step_major`'s B and C that step t of direction k reads (t, or
-    L - 1 - t for the reversed directions)."""
-    steps = torch.arange(length, dtype=torch.int32)
-    orders = {1: [steps], 2: [steps, steps.flip(0)], 4: [steps, steps, steps.flip(0), steps.flip(0)]}[directions]
-    return torch.stack(orders).contiguous()
-
-
-def _step_major(t: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
-    """(batch, K, N, H*W) in pixel order -> contiguous (batch, K, H*W, N): rows in row-major pixel order,
-    for K = 4's column-major directions (k = 1, 3) in column-major pixel order."""
-    b, k, n, length = t.shape
-    out = torch.empty(b, k, length, n, dtype=dtype)
-    if k != 4:
-        return out.copy_(t.transpose(-1, -2))
-    out[:, 0::2].copy_(t[:, 0::2].transpose(-1, -2))
-    out[:, 1::2].view(b, 2, w, h, n).copy_(t[:, 1::2].view(b, 2, n, h, w).permute(0, 1, 4, 3, 2))
-    return out
+def _scan_order_rows(t: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """(batch, K, N, H*W) in pixel order -> contiguous (batch, K, H*W, N), direction k's rows in its own step
+    order (for the backward, whose per-step reads of B and C then run with unit stride)."""
+    return to_scan_order(t.detach().to(dtype), h, w).transpose(-1, -2).contiguous()
 
 
 def _pixel_order(g: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`_step_major` (for the gradients): (batch, K, H*W, N) -> (batch, K, N, H*W)."""
+    """Inverse of :func:`_scan_order_rows` (for the gradients): (batch, K, H*W, N) -> (batch, K, N, H*W)."""
     b, k, length, n = g.shape
-    if k != 4:
-        return g.transpose(-1, -2)
-    out = g.new_empty(b, k, n, length)
-    out[:, 0::2].copy_(g[:, 0::2].transpose(-1, -2))
-    out[:, 1::2].view(b, 2, n, h, w).copy_(g[:, 1::2].view(b, 2, w, h, n).permute(0, 1, 4, 3, 2))
+    g = g.transpose(-1, -2)
+    if k == 1:
+        return g
+    flipped = [1] if k == 2 else [2, 3]
+    out = g.clone()
+    out[:, flipped] = g[:, flipped].flip(-1)
+    if k == 4:
+        out[:, 1::2] = out[:, 1::2].reshape(b, 2, n, w, h).transpose(-1, -2).reshape(b, 2, n, length)
     return out
 
 
@@ -111,11 +100,11 @@ class CpuCrossScanFn(torch.autograd.Function):
         K, N, L = delta.shape[1], A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
         parts = _num_parts(batch, 1, dim, nthreads)
-        pix, rows = scan_pixels(K, h, w), step_rows(K, L)
+        pix = scan_pixels(K, h, w)
 
         x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
         D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
-        Bt, Ct = _step_major(B, h, w, cdt), _step_major(C, h, w, cdt)
+        Bt, Ct = _scan_order_rows(B, h, w, cdt), _scan_order_rows(C, h, w, cdt)
         gout_ = _prep(gout, cdt)
 
         gx = torch.empty(batch, dim, h, w, dtype=cdt)
@@ -127,7 +116,7 @@ class CpuCrossScanFn(torch.autograd.Function):
         gbias_part = torch.empty(batch, K * dim, dtype=cdt) if delta_bias is not None else None
         work = torch.empty(nthreads, getattr(lib, f"xs_bwd_work_per_thread_{sfx}")(L, N), dtype=cdt)
         getattr(lib, f"xs_bwd_{sfx}")(
-            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix), _ptr(rows),
+            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix),
             int(ctx.delta_softplus), batch, dim, L, N, K, parts,
             _ptr(gout_), _ptr(gx), _ptr(gdelta), _ptr(gA_part), _ptr(gB_part), _ptr(gC_part),
             _ptr(gD_part), _ptr(gbias_part), _ptr(work), nthreads,

@@ -186,7 +186,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         # the fused four-direction scan (_cross_scan_body.c, used by _cpu_cross_scan.py)
         getattr(lib, f"xs_fwd_{sfx}").argtypes = [p] * 8 + [i32] + [i64] * 6 + [p, p, i32]
         getattr(lib, f"xs_fwd_{sfx}").restype = None
-        getattr(lib, f"xs_bwd_{sfx}").argtypes = [p] * 9 + [i32] + [i64] * 6 + [p] * 9 + [i32]
+        getattr(lib, f"xs_bwd_{sfx}").argtypes = [p] * 8 + [i32] + [i64] * 6 + [p] * 9 + [i32]
         getattr(lib, f"xs_bwd_{sfx}").restype = None
         getattr(lib, f"xs_fwd_work_per_thread_{sfx}").argtypes = [i64, i64]
         getattr(lib, f"xs_fwd_work_per_thread_{sfx}").restype = i64

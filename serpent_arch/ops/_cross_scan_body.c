@@ -7,17 +7,17 @@
  * and cross-merge become index arithmetic. Directions (as cross_scan.py): K = 4: k = 0 row-major,
  * 1 column-major, 2 and 3 the same reversed; K = 2: row-major and row-major reversed; K = 1: row-major.
  *
- * Layouts (contiguous):
+ * Layouts (the forward reads x, delta, B, C and writes out through the strides st, below; the
+ * backward's are contiguous):
  *   x, out, gout, gx       : (batch, dim, H * W)   the map, pixels in row-major order
  *   delta, gdelta          : (batch, K, dim, H * W) each direction's, in pixel order
- *   B, C, gB_part, gC_part : (batch, K, L, N), (batch, parts, K, L, N): one N-vector per step, rows
- *                            in row-major pixel order, except column-major for the column-major
- *                            directions (the Python side lays them out: it transposes them anyway)
+ *   B, C                   : forward: (batch, K, N, L) pixel order, read through strides (st below);
+ *                            backward: (batch, K, L, N), rows in each direction's step order
+ *   gB_part, gC_part       : (batch, parts, K, L, N), rows in step order
  *   A                      : (K * dim, N)           direction k's channel c is row k * dim + c
  *   D, delta_bias          : (K * dim,)             gA_part: (batch, K * dim, N)
  *   gD_part, gbias_part    : (batch, K * dim)
- *   pix, rows (backward)   : (K, L) int32: step t of direction k visits pixel pix[k, t] and reads
- *                            row rows[k, t] of B and C (t, or L - 1 - t for the reversed ones)
+ *   pix (backward)         : (K, L) int32: step t of direction k visits pixel pix[k, t]
  * D, delta_bias and their gradients may be NULL.
  *
  * Parallel tasks own channels across all K directions (forward: a block of SS_CW channels, as the
@@ -200,11 +200,11 @@ int64_t FN(xs_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 6 
 
 /* Backward: tasks (b, part) own the channels [part * dim / parts, (part + 1) * dim / parts) in every
  * direction. Per direction and channel, the steps are gathered into time order (u, dt, gy at pix[t])
- * and the plain backward's recomputation and reverse walk run on them, reading B, C and accumulating
- * gB, gC at row rows[t] (into the task's own partial buffers, summed over parts by the caller); gu is
- * added into gx and gdelta written at pixel pix[t]. gB_part, gC_part must be zeroed. */
+ * and the plain backward's recomputation and reverse walk run on them, with B, C and gB, gC in step
+ * order (gB, gC into the task's own partial buffers, summed over parts by the caller); gu is added
+ * into gx and gdelta written at pixel pix[t]. gB_part, gC_part must be zeroed. */
 void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
-                const REAL *D, const REAL *delta_bias, const int32_t *pix, const int32_t *rows, int softplus,
+                const REAL *D, const REAL *delta_bias, const int32_t *pix, int softplus,
                 int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t K, int64_t parts,
                 const REAL *gout, REAL *gx, REAL *gdelta, REAL *gA_part, REAL *gB_part, REAL *gC_part,
                 REAL *gD_part, REAL *gbias_part, REAL *work, int nthreads)
@@ -232,7 +232,7 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
             const REAL *Ck = C + (b * K + k) * L * N;
             REAL *gBp = gB_part + ((b * parts + part) * K + k) * L * N;
             REAL *gCp = gC_part + ((b * parts + part) * K + k) * L * N;
-            const int32_t *restrict pk = pix + k * L, *restrict rk = rows + k * L;
+            const int32_t *restrict pk = pix + k * L;
             for (int64_t c = c_lo; c < c_hi; ++c) {
                 const int64_t row = k * dim + c; /* of A, D, delta_bias */
                 const REAL *xr = x + (b * dim + c) * L;
@@ -260,10 +260,10 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                     for (int64_t t = 0; t < L; ++t) sgr[t] = 1;
                 }
 
-                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N, rk);
+                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N);
                 REAL gD_acc, gbias_acc;
                 FN(ss_bwd_reverse_n)(dtr, sgr, ur, gyr, Bk, Ck, A + row * N, hs, das, gBp, gCp, ghc, gAl, Dd, gur,
-                                     gdr, &gD_acc, &gbias_acc, L, N, rk);
+                                     gdr, &gD_acc, &gbias_acc, L, N);
 
                 if (k == 0)
                     for (int64_t t = 0; t < L; ++t) gxr[pk[t]] = gur[t];

@@ -39,9 +39,6 @@
 #define SS_THREAD_ID() 0
 #endif
 
-/* step t's row of B and C: pix[t] in the fused four-direction scan, t itself when pix is NULL */
-#define SS_PIX(pix, t) ((pix) ? (int64_t)(pix)[t] : (int64_t)(t))
-
 /*
  * exp for float written with plain arithmetic so that gcc can vectorize the loops that call it
  * (a libm call blocks vectorization, and the N exponentials per step dominate the run time).

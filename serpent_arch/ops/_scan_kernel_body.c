@@ -144,13 +144,12 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
 static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute)(const REAL *restrict dtr, const REAL *restrict ur,
                                                          const REAL *restrict Bg, const REAL *restrict Ad,
                                                          REAL *restrict hs, REAL *restrict das,
-                                                         REAL *restrict h, int64_t L, const int64_t N,
-                                                         const int32_t *restrict pix)
+                                                         REAL *restrict h, int64_t L, const int64_t N)
 {
     for (int64_t n = 0; n < N; ++n) h[n] = 0;
     for (int64_t t = 0; t < L; ++t) {
         const REAL dt = dtr[t], dtu = dt * ur[t];
-        const REAL *restrict Bt = Bg + SS_PIX(pix, t) * N;
+        const REAL *restrict Bt = Bg + t * N;
         REAL *restrict ht = hs + t * N;
         REAL *restrict dat = das + t * N;
         for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
@@ -166,8 +165,7 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse)(
     const REAL *restrict dtr, const REAL *restrict sgr, const REAL *restrict ur, const REAL *restrict gyr,
     const REAL *restrict Bg, const REAL *restrict Cg, const REAL *restrict Ad, const REAL *restrict hs,
     const REAL *restrict das, REAL *restrict gBp, REAL *restrict gCp, REAL *restrict ghc, REAL *restrict gAl,
-    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L, const int64_t N,
-    const int32_t *restrict pix)
+    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L, const int64_t N)
 {
     for (int64_t n = 0; n < N; ++n) {
         ghc[n] = 0;
@@ -176,12 +174,11 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse)(
     REAL gD_acc = 0, gbias_acc = 0;
     for (int64_t t = L - 1; t >= 0; --t) {
         const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
-        const int64_t pt = SS_PIX(pix, t);
-        const REAL *restrict Bt = Bg + pt * N;
-        const REAL *restrict Ct = Cg + pt * N;
+        const REAL *restrict Bt = Bg + t * N;
+        const REAL *restrict Ct = Cg + t * N;
         const REAL *restrict ht = hs + t * N;
-        REAL *restrict gBt = gBp + pt * N;
-        REAL *restrict gCt = gCp + pt * N;
+        REAL *restrict gBt = gBp + t * N;
+        REAL *restrict gCt = gCp + t * N;
         REAL g_dt = 0, gBsum = 0;
         if (t > 0) {
             const REAL *restrict hp = hs + (t - 1) * N;
@@ -229,8 +226,7 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse16)(
     const REAL *restrict dtr, const REAL *restrict sgr, const REAL *restrict ur, const REAL *restrict gyr,
     const REAL *restrict Bg, const REAL *restrict Cg, const REAL *restrict Ad, REAL *restrict hs,
     REAL *restrict das, REAL *restrict gBp, REAL *restrict gCp, REAL *restrict ghc, REAL *restrict gAl,
-    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L,
-    const int32_t *restrict pix)
+    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L)
 {
     enum { N = 16 };
     for (int64_t n = 0; n < N; ++n) {
@@ -240,13 +236,12 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse16)(
     REAL gD_acc = 0, gbias_acc = 0;
     for (int64_t t = L - 1; t >= 0; --t) {
         const REAL dt = dtr[t], ut = ur[t], gy = gyr[t], dtu = dt * ut;
-        const int64_t pt = SS_PIX(pix, t);
-        const REAL *restrict Bt = Bg + pt * N;
-        const REAL *restrict Ct = Cg + pt * N;
+        const REAL *restrict Bt = Bg + t * N;
+        const REAL *restrict Ct = Cg + t * N;
         REAL *restrict ht = hs + t * N;   /* h_t, then P_t */
         REAL *restrict dat = das + t * N; /* exp(dt_t A), then Q_t */
-        REAL *restrict gBt = gBp + pt * N;
-        REAL *restrict gCt = gCp + pt * N;
+        REAL *restrict gBt = gBp + t * N;
+        REAL *restrict gCt = gCp + t * N;
         if (t > 0) {
             const REAL *restrict hp = hs + (t - 1) * N;
             for (int64_t n = 0; n < N; ++n) { /* vec: bwd-step16 */
@@ -304,48 +299,46 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse16)(
 
 /* The recomputation and the reverse walk for any N. N = 16 (every Serpent and Mamba default), 8 and 4
  * get their own copies with a constant trip count: the n loops become straight vector code and the
- * carries stay in registers (with a variable N, N = 8 ran slower than N = 16). `pix` (NULL: the
- * identity) maps step t to the row of B, C, gB, gC it uses: the fused four-direction scan
- * (_cross_scan_body.c) reads them in pixel order. */
+ * carries stay in registers (with a variable N, N = 8 ran slower than N = 16). Also used by the
+ * fused four-direction scan (_cross_scan_body.c). */
 static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute_n)(const REAL *restrict dtr, const REAL *restrict ur,
                                                            const REAL *restrict Bg, const REAL *restrict Ad,
                                                            REAL *restrict hs, REAL *restrict das, REAL *restrict h,
-                                                           int64_t L, int64_t N, const int32_t *restrict pix)
+                                                           int64_t L, int64_t N)
 {
     if (N == 16)
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 16, pix);
+        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 16);
     else if (N == 8)
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 8, pix);
+        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 8);
     else if (N == 4)
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 4, pix);
+        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 4);
     else
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, N, pix);
+        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, N);
 }
 
 static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse_n)(
     const REAL *restrict dtr, const REAL *restrict sgr, const REAL *restrict ur, const REAL *restrict gyr,
     const REAL *restrict Bg, const REAL *restrict Cg, const REAL *restrict Ad, REAL *restrict hs,
     REAL *restrict das, REAL *restrict gBp, REAL *restrict gCp, REAL *restrict ghc, REAL *restrict gAl,
-    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L, int64_t N,
-    const int32_t *restrict pix)
+    REAL Dd, REAL *restrict gur, REAL *restrict gdr, REAL *gD_out, REAL *gbias_out, int64_t L, int64_t N)
 {
     if (N == 16)
 #if SS_DEFERRED
         FN(ss_bwd_reverse16)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gur, gdr, gD_out,
-                             gbias_out, L, pix);
+                             gbias_out, L);
 #else
         FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gur, gdr, gD_out,
-                           gbias_out, L, 16, pix);
+                           gbias_out, L, 16);
 #endif
     else if (N == 8)
         FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gur, gdr, gD_out,
-                           gbias_out, L, 8, pix);
+                           gbias_out, L, 8);
     else if (N == 4)
         FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gur, gdr, gD_out,
-                           gbias_out, L, 4, pix);
+                           gbias_out, L, 4);
     else
         FN(ss_bwd_reverse)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gur, gdr, gD_out,
-                           gbias_out, L, N, pix);
+                           gbias_out, L, N);
 }
 
 int64_t FN(ss_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 3 * L + 3 * N; }
@@ -403,7 +396,7 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 }
             }
 
-            FN(ss_bwd_recompute_n)(dtr, ur, Bg, Ad, hs, das, h, L, N, NULL);
+            FN(ss_bwd_recompute_n)(dtr, ur, Bg, Ad, hs, das, h, L, N);
 
             if (z) {
                 const REAL *zr = z + row * L;
@@ -427,7 +420,7 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
 
             REAL gD_acc, gbias_acc;
             FN(ss_bwd_reverse_n)(dtr, sgr, ur, gyr, Bg, Cg, Ad, hs, das, gBp, gCp, ghc, gAl, Dd, gu + row * L,
-                                 gdelta + row * L, &gD_acc, &gbias_acc, L, N, NULL);
+                                 gdelta + row * L, &gD_acc, &gbias_acc, L, N);
             memcpy(gA_part + row * N, gAl, (size_t)N * sizeof(REAL));
             if (gD_part) gD_part[row] = gD_acc;
             if (gbias_part) gbias_part[row] = gbias_acc;
