@@ -8,16 +8,18 @@ Serpent ``base`` at full resolution (``upscale: 1``, the network of the FFHQ deb
 memory (``ru_maxrss``: weights, torch itself, every buffer, oneDNN's scratch) is that of one user's run:
 
 * inference: one whole RGB image of ``--sizes`` pixels, ``torch.inference_mode``; the time of the first
-  forward of the process (what restoring one photo costs) and, below ``--warm-above`` pixels, the median
+  forward of the process (what restoring one photo costs) and, up to ``--warm-above`` pixels, the median
   of ``--runs`` more after it;
 * training: ``--train-batch`` patches of ``--train-size``, L1 loss, AdamW; median of ``--steps`` steps
-  after a warm-up step.
+  after a warm-up step;
+* then, up to ``--warm-above`` pixels and for the training step, both paths in one process,
+  alternating for ``--pairs`` pairs: per-pair ratios, the steadiest comparison on a shared machine.
 
 "unfused" is the same process with ``cross_scan.FUSED_BACKENDS`` emptied: SS2D's projections per
-direction, cross-scan, the C selective scan, cross-merge (the code before the fused kernel). The two
-alternate within each round (the first of a pair changes every round), rounds repeat, and the report
-gives medians and, per round, the unfused / fused ratio (median over rounds): on a shared machine
-ratios measured side by side are steadier than times. ``--builds``: ``native`` (the kernel and torch
+direction, cross-scan, the C selective scan, cross-merge (the code before the fused kernel). In the
+fresh processes the two alternate within each of ``--rounds`` rounds (the first of a pair changes every
+round); the report gives medians and the unfused / fused ratio (median over rounds of the ratio within
+a round). ``--builds``: ``native`` (the kernel and torch
 as this CPU builds them) and ``haswell`` (``machine.AVX2_ENV``: the kernel built ``-march=haswell`` and
 torch's ATen, oneDNN and MKL limited to AVX2: an emulated AVX2-only machine). ``--profile SIZE`` adds
 a torch.profiler breakdown of one inference forward at SIZE, fused and unfused, by operator group.
@@ -63,31 +65,48 @@ def _child(args: argparse.Namespace) -> dict:
     from serpent_arch.ops import _cpu_kernel, cross_scan
 
     torch.set_num_threads(args.threads)
+    fused_backends = cross_scan.FUSED_BACKENDS
     if not args.fused:
         cross_scan.FUSED_BACKENDS = ()
     torch.manual_seed(0)
     net = Serpent(preset="base", upscale=1)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
-    times = []
     if args.kind == "infer":
         net.eval()
-        with torch.inference_mode():
-            if args.profile:
+        if args.profile:
+            with torch.inference_mode():
                 return _profile(net, x)
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
+
+        def once():
+            with torch.inference_mode():
                 net(x)
-                times.append(time.perf_counter() - t0)
     else:
         optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4, weight_decay=1e-4, betas=(0.9, 0.99))
         gt = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
+
+        def once():
             optimizer.zero_grad(set_to_none=True)
             F.l1_loss(net(x), gt).backward()
             optimizer.step()
-            times.append(time.perf_counter() - t0)
+
+    def timed(fused: bool | None = None) -> float:
+        if fused is not None:
+            cross_scan.FUSED_BACKENDS = fused_backends if fused else ()
+        t0 = time.perf_counter()
+        once()
+        return time.perf_counter() - t0
+
+    if args.interleaved:
+        # both paths in this one process, alternating, the first of a pair changing every round
+        timed(True), timed(False)  # warm-up
+        pairs = []
+        for rnd in range(args.runs):
+            order = (True, False) if rnd % 2 == 0 else (False, True)
+            got = {fused: timed(fused) for fused in order}
+            pairs.append((got[True], got[False]))
+        return {"pairs": pairs, "machine": describe(), "build": _cpu_kernel.build_info()}
+    times = [timed() for _ in range(args.runs)]
     return {
         "times": times,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -131,7 +150,7 @@ def _profile(net, x) -> dict:
 
 
 def _run_child(kind: str, size: int, batch: int, fused: bool, runs: int, threads: int, build: str,
-               profile: bool = False) -> dict:  # fmt: skip
+               profile: bool = False, interleaved: bool = False) -> dict:  # fmt: skip
     from serpent_arch.measure.machine import AVX2_ENV
 
     env = dict(os.environ)
@@ -143,6 +162,8 @@ def _run_child(kind: str, size: int, batch: int, fused: bool, runs: int, threads
            "--batch", str(batch), "--fused", str(int(fused)), "--runs", str(runs), "--threads", str(threads)]
     if profile:
         cmd.append("--profile-child")
+    if interleaved:
+        cmd.append("--interleaved")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -164,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps after the warm-up step")
     parser.add_argument("--runs", type=int, default=2, help="timed inference forwards after the first")
     parser.add_argument("--warm-above", type=int, default=1024, help="no repeated forwards above this size")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of fresh processes (first forward, memory)")
+    parser.add_argument("--pairs", type=int, default=5,
+                        help="fused / unfused pairs timed in one process per workload up to --warm-above")
     parser.add_argument("--builds", nargs="+", default=["native", "haswell"], choices=["native", "haswell"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", type=int, default=0, help="profile one inference forward at this size")
@@ -176,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--fused", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.command_line = " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -201,12 +225,22 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd} {build} {kind} {size} {'fused' if fused else 'unfused'}: "
                           f"{[round(t, 2) for t in r['times']]} s, {r['peak_rss_mib']:.0f} MiB, load {r['load']:.1f}",
                           flush=True)  # fmt: skip
+    interleaved: dict[tuple, dict] = {}
+    for build in args.builds:
+        for kind, size, batch, _runs in workloads:
+            if kind == "infer" and size > args.warm_above:
+                continue
+            r = _run_child(kind, size, batch, True, args.pairs, args.threads, build, interleaved=True)
+            r["load"] = _load()
+            interleaved[(build, kind, size)] = r
+            print(f"interleaved {build} {kind} {size}: {[(round(a, 2), round(b, 2)) for a, b in r['pairs']]} "
+                  f"(fused, unfused) s, load {r['load']:.1f}", flush=True)  # fmt: skip
     loads.append(_load())
     profiles = {}
     if args.profile:
         for fused in (True, False):
             profiles[fused] = _run_child("infer", args.profile, 1, fused, 1, args.threads, args.builds[0], True)
-    text = _report(args, workloads, results, profiles, loads, started)
+    text = _report(args, workloads, results, interleaved, profiles, loads, started)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,7 +253,7 @@ def _seconds(r: dict, kind: str) -> float:
     return r["times"][0] if kind == "infer" else statistics.median(r["times"][1:])
 
 
-def _report(args, workloads, results, profiles, loads, started) -> str:
+def _report(args, workloads, results, interleaved, profiles, loads, started) -> str:
     machines = {b: results[(b, *workloads[0][:2], True)][0]["machine"] for b in args.builds}
     builds = {b: results[(b, *workloads[0][:2], True)][0]["build"] for b in args.builds}
     lines = [
@@ -262,6 +296,20 @@ def _report(args, workloads, results, profiles, loads, started) -> str:
             first = "first" if kind == "infer" else "step"
             lines.append(f"| {build} | {label} ({first}) | {size} | {tf:.2f} | {tu:.2f} | {ratio:.2f}x | "
                          f"{warm[0]} | {warm[1]} | {mf:,.0f} | {mu:,.0f} | {mratio:.2f}x | {load:.1f} |")  # fmt: skip
+    if interleaved:
+        lines += ["", "## Fused against unfused in one process", "",
+                  f"Each workload in one process, the two paths alternating for {args.pairs} pairs after a warm-up "
+                  "pair (the first of a pair changing every pair): the ratio of a pair is the steadiest number on a "
+                  "shared machine.", "",
+                  "| build | workload | fused (s, median) | unfused (s, median) | speed-up (median of pair ratios) "
+                  "| pair ratios | load |", "|---|---|---:|---:|---:|---|---:|"]  # fmt: skip
+        for (build, kind, size), r in interleaved.items():
+            fused_s = statistics.median(a for a, _ in r["pairs"])
+            unfused_s = statistics.median(b for _, b in r["pairs"])
+            ratios = [b / a for a, b in r["pairs"]]
+            label = f"inference {size}x{size}" if kind == "infer" else f"training step {size}x{size}"
+            lines.append(f"| {build} | {label} | {fused_s:.2f} | {unfused_s:.2f} | {statistics.median(ratios):.2f}x | "
+                         f"{', '.join(f'{q:.2f}' for q in ratios)} | {r['load']:.1f} |")  # fmt: skip
     if profiles:
         lines += ["", f"## Profile of one inference forward at {args.profile}x{args.profile} (`{args.builds[0]}`)", "",
                   "Share of the self CPU time of all operators (torch.profiler), by group; the C kernels are "
