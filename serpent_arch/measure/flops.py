@@ -8,7 +8,8 @@ What is counted, and how (text for the README):
   GFLOPs we report are the counter's numbers, unscaled.
 * The selective scan: ``serpent_arch.ops.selective_scan`` runs in a C kernel, mamba-ssm's CUDA
   kernel or a Python-level recurrence, none of which the counter sees (or, for the pure-torch
-  backend, only partly). While counting, SS2D's reference to the op is replaced by a wrapper that
+  backend, only partly). While counting, SS2D's reference to the op (and to the fused four-direction
+  scan, ``cross_selective_scan``, counted as the one scan it replaces) is replaced by a wrapper that
   adds :func:`scan_flops` for the call's shape and flags (formula below).
 * Elementwise ops (additions, activations, LayerNorm, softmax, copies) are not in the counter. As a
   check that they do not change the picture, :class:`ElementwiseEstimate` counts 1 FLOP per output
@@ -147,11 +148,24 @@ def count_scan_flops(include: bool = True) -> Iterator[list[int]]:
             return torch.empty_like(u)
         return real(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, **kwargs)
 
+    real_cross = ss2d_module.cross_selective_scan
+
+    def counted_cross(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, **kwargs):
+        # the fused four-direction scan (SS2D on backends that have it) does the work of one scan of
+        # K * dim channels over the H * W pixels
+        if include:
+            batch, dim, h, w = x.shape
+            total[0] += scan_flops(batch, delta.shape[1] * dim, h * w, A.shape[-1], delta_bias=delta_bias is not None,
+                                   delta_softplus=bool(delta_softplus), D=D is not None, z=False)  # fmt: skip
+        return real_cross(x, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus, **kwargs)
+
     ss2d_module.selective_scan = counted
+    ss2d_module.cross_selective_scan = counted_cross
     try:
         yield total
     finally:
         ss2d_module.selective_scan = real
+        ss2d_module.cross_selective_scan = real_cross
 
 
 def count_flops(
