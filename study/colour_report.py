@@ -48,11 +48,13 @@ DEBLUR_RUNS = [
 
 # What each task's tables compare: Serpent's run (ours) against the peer, the input's baseline, the budget.
 VIEWS = {
-    "sr": dict(ours=F3_TC, ours_short="serpent f3-tc", peer="msrresnet", peer_title="MSRResNet",
+    "sr": dict(ours=F3_TC, ours_short="serpent f3-tc", ours_phrase="Serpent f3-tc", peer="msrresnet",
+               peer_title="MSRResNet",
                baseline="bicubic", label="10min", title="x4 SR, 10 minutes", runs_dir="runs", default_runs=RUNS,
                protocol="x4 MATLAB bicubic; Y PSNR / SSIM, 4-pixel border; the EMA weights of the study's "
                         "10-minute runs (their recorded iterations and learning rates), retrained"),
-    "deblur": dict(ours="serpent-tiny", ours_short="serpent-tiny", peer="plain-unet", peer_title="the plain U-Net",
+    "deblur": dict(ours="serpent-tiny", ours_short="serpent-tiny", ours_phrase="Serpent-tiny", peer="plain-unet",
+                   peer_title="the plain U-Net",
                    baseline="input", label="5min", title="Gaussian deblurring, 5 minutes", runs_dir="deblur_runs",
                    default_runs=DEBLUR_RUNS,
                    protocol="the study's 61x61 Gaussian blur (sigma 3) and noise (1/255); RGB PSNR / SSIM, no border; "
@@ -220,7 +222,7 @@ def write_tables(out: Path, machine: str | None = None, task: str = "sr") -> Pat
         lines.append(f"| {_short(n, view)} | {', '.join(str(r['seed']) for r in seeds[n])} | {m:.3f} | "
                      f"{m - base_mean:+.3f} | {max(means) - min(means):.3f} |")
     lines += ["", f"**Per photo** (PSNR averaged over each network's seeds; gain over {base_key} in brackets; the "
-              f"difference Serpent {short_ours} minus {short_peer}, with the seeds where Serpent leads):", ""]
+              f"difference {view['ours_phrase']} minus {short_peer}, with the seeds where Serpent leads):", ""]
     head = f"| photo | {base_key} | " + " | ".join(_short(n, view) for n in networks) + " |"
     both = ours in seeds and peer in seeds
     lines += [head + (f" {short_ours} - {short_peer} | {short_ours} ahead |" if both else ""),

@@ -54,7 +54,7 @@ COMMANDS: list[str] = [
     f"{_SR_5} --lrs 1e-3 --repeats 9 --networks {_E3}-f2-lr,{_E3}-f2-tc-lr",
     f"{_SR_5} --lrs 1e-3 --repeats 9 --networks {_E3}-f3-lr,{_E3}-f3-tc-lr,{_E3}-f4-tc-lr",
     f"{_SR_5} --networks {_ALL_5MIN}",
-    "--minutes 5 --threads 2 --tasks deblur --networks serpent-tiny,ridnet,swinir-light",
+    "--minutes 5 --threads 2 --tasks deblur --networks serpent-tiny,ridnet,swinir-light,plain-unet",
     "--iterations 34 --threads 2 --tasks deblur --networks serpent-tiny,ridnet,swinir-light",
     "--iterations 100 --threads 2 --tasks deblur --networks serpent-tiny,swinir-light",
     f"{_SR_5} --seed 1 --lr-of-seed 0 --networks {_SEED_1}",

@@ -119,8 +119,31 @@ def test_the_tables_from_fake_records(tmp_path):
 def test_the_committed_colour_tables_rebuild_byte_for_byte(tmp_path):
     copy = tmp_path / "colour"
     shutil.copytree(RECORDS, copy)
-    for table in copy.glob("colour_sr_10min.*"):
+    for table in copy.glob("colour_*_*min.*"):
         table.unlink()
     assert colour_report.main(["--records-only", "--out", str(copy)]) == 0
-    for table in RECORDS.glob("colour_sr_10min.*"):
+    if (RECORDS / "deblur_runs").is_dir():
+        assert colour_report.main(["--records-only", "--task", "deblur", "--out", str(copy)]) == 0
+    tables = sorted(RECORDS.glob("colour_*_*min.*"))
+    assert len(tables) >= 2
+    for table in tables:
         assert (copy / table.name).read_bytes() == table.read_bytes()
+
+
+def test_the_deblurring_tables_from_fake_records(tmp_path):
+    """--task deblur: records under deblur_runs/, the blurred input as the baseline, Serpent-tiny against the U-Net."""
+    for network, seed, psnrs in [("serpent-tiny", 0, {"a.png": 31.0, "b.png": 30.0}),
+                                 ("plain-unet", 0, {"a.png": 30.5, "b.png": 30.5})]:
+        colour = {p: {"psnr": v, "ssim": 0.5, "input_psnr": 29.0, "input_ssim": 0.4} for p, v in psnrs.items()}
+        record = {"name": f"run_{network}_s{seed}", "network": network, "seed": seed, "lr": 0.001, "iters": 10,
+                  "retrained_pick_psnr": 25.0, "recorded_pick_psnr": None, "recorded_report_psnr": None,
+                  "report_psnr": 24.0, "colour": colour, "report": {}}
+        (tmp_path / "deblur_runs").mkdir(exist_ok=True)
+        (tmp_path / "deblur_runs" / f"{record['name']}.json").write_text(json.dumps(record))
+    assert colour_report.main(["--records-only", "--task", "deblur", "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "colour_sr_10min.md").exists()
+    table = (tmp_path / "colour_deblur_5min.md").read_text()
+    assert "| serpent-tiny | 0 | 10 | 0.001 | 30.500 | 0.5000 | +1.500 | 1 of 2 | 24.000 (not recorded) |" in table
+    assert "| input (blurred) | - | 29.000 | +0.000 | - |" in table
+    assert "| a | 29.00 | 31.00 (+2.00) | 30.50 (+1.50) | +0.500 | 1 of 1 |" in table
+    assert "| b | 29.00 | 30.00 (+1.00) | 30.50 (+1.50) | -0.500 | 0 of 1 |" in table
