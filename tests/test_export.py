@@ -266,6 +266,20 @@ def test_fp16_weights_are_within_45_db_of_fp32(exported, tmp_path):
 
 
 @pytest.mark.slow
+def test_fixed_size_graph_is_static_and_equal(exported, tmp_path):
+    model = exported["sr-tiny"]
+    root, path = model["path"].parent, tmp_path / "fixed.onnx"
+    flags = ["-opt", str(root / "sr-tiny.yml"), "--weights", str(root / "sr-tiny.pth"), "-o", str(path)]
+    assert export_main([*flags, "--fixed-size", "24x30"]) == 0
+    session = ort.InferenceSession(str(path))
+    assert session.get_inputs()[0].shape == [1, 3, 24, 30]
+    x = torch.rand(1, 3, 24, 30, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model["net"](x).numpy()
+    assert np.abs(session.run(None, {"image": x.numpy()})[0] - ref).max() <= 1e-4
+
+
+@pytest.mark.slow
 def test_infer_onnx_restores_awkward_images_like_pytorch(exported, tmp_path):
     """Gray, RGBA, 16-bit and odd-sized images, whole and in tiles, with a comparison image: the ONNX path
     writes what the PyTorch path writes (within one 8-bit or 16-bit level)."""
