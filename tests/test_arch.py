@@ -493,3 +493,12 @@ def test_upsampler_channels_sets_the_width_of_the_output_size_convolutions():
     net.conv_last.weight.data.normal_()  # leave the zero start, so every parameter gets a gradient
     net(lr).square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.upsample.parameters())
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (5, 1)])
+def test_sr_input_one_pixel_high_or_wide(size):
+    """Bicubic needs two pixels per side: a 1-pixel row or column is enlarged by nearest instead, not an error."""
+    net = Serpent(preset="sr-tiny", upscale=4).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, *size))
+    assert out.shape == (1, 3, 4 * size[0], 4 * size[1]) and torch.isfinite(out).all()

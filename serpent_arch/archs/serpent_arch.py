@@ -239,8 +239,10 @@ class Serpent(nn.Module):
             )
         x = x / self.img_range
         if self.upscale > 1:
-            mode = "bicubic" if x.shape[-2] > 1 and x.shape[-1] > 1 else "nearest"
-            upsampled = F.interpolate(x, scale_factor=self.upscale, mode=mode, align_corners=False)
+            if x.shape[-2] > 1 and x.shape[-1] > 1:
+                upsampled = F.interpolate(x, scale_factor=self.upscale, mode="bicubic", align_corners=False)
+            else:  # bicubic needs two pixels per side (nearest takes no align_corners)
+                upsampled = F.interpolate(x, scale_factor=self.upscale, mode="nearest")
             if self.upsampler == "interpolate":
                 x = upsampled
         else:
