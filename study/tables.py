@@ -59,6 +59,7 @@ COMMANDS: list[str] = [
     "--iterations 100 --threads 2 --tasks deblur --networks serpent-tiny,swinir-light",
     "--iterations 2489 --threads 2 --tasks deblur --lr-of-seed 0 --lr-of-budget 5min"
     " --networks serpent-tiny,plain-unet",
+    "--minutes 5 --threads 2 --tasks deblur --seed 1 --lr-of-seed 0 --networks serpent-tiny,plain-unet",
     f"{_SR_5} --seed 1 --lr-of-seed 0 --networks {_SEED_1}",
     f"{_SR_5} --seed 2 --lr-of-seed 0 --networks {_SEED_2}",
     f"{_SR_5} --seed 3 --lr-of-seed 0 --networks {_SEEDS_3_4}",
