@@ -142,6 +142,7 @@ def test_dispatcher_runs_fused_only_where_a_kernel_exists(monkeypatch, caplog):
         return cross_selective_scan_cpu(*args)
 
     monkeypatch.setattr("serpent_arch.ops._cpu_cross_scan.cross_selective_scan_cpu", spy)
+    cross_scan._info_once.cache_clear()  # logged once per process: an earlier test may have logged it
     with caplog.at_level(logging.INFO):
         fused = cross_selective_scan(**inputs, backend="cpu_kernel")
         auto = cross_selective_scan(**inputs, backend="auto")
