@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from serpent_arch.archs import upsamplers
+from serpent_arch.archs import tail, upsamplers
 from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, Stage, pixel_shuffle_last
 from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
 from serpent_arch.archs.padding import pad_reflect_or_replicate
@@ -258,8 +258,12 @@ class Serpent(nn.Module):
             x = detail.to(x.dtype)
 
         x, (h, w) = pad_to_multiple(x, self.pad_multiple)
-        feat = self.upsample(self.restore_features(x)[..., :h, :w])
-        out = self.conv_last(feat)[..., :out_h, :out_w]
+        tokens = self.restore_tokens(x)
+        if tail.use_bands(self, tokens, h, w):
+            out = tail.banded(self, tokens, x, h, w)[..., :out_h, :out_w]
+        else:
+            feat = self.upsample(self.features_from_tokens(tokens, x)[..., :h, :w])
+            out = self.conv_last(feat)[..., :out_h, :out_w]
         if scale is not None:
             if scale.shape[-2:] != out.shape[-2:]:
                 scale = F.interpolate(scale, size=out.shape[-2:], mode="bilinear", align_corners=False)
@@ -270,6 +274,18 @@ class Serpent(nn.Module):
 
     def restore_features(self, x: torch.Tensor) -> torch.Tensor:
         """Padded image (N, C_in, H, W) -> full-resolution features (N, embed_dim, H, W)."""
+        return self.features_from_tokens(self.restore_tokens(x), x)
+
+    def features_from_tokens(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's tokens (N, H / patch, W / patch, embed_dim) and the padded image (N, C_in, H, W), or
+        the same rows of both -> full-resolution features (N, embed_dim, H, W): the tokens unembedded, plus the
+        shallow features of the image."""
+        feat = pixel_shuffle_last(self.unembed(tokens), self.patch_size).permute(0, 3, 1, 2)
+        return feat + self.shallow(x)
+
+    def restore_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Padded image (N, C_in, H, W) -> the decoder's output tokens (N, H / patch, W / patch, embed_dim),
+        after the output norm."""
         tokens = self.embed_norm(self.patch_embed(x).permute(0, 2, 3, 1))
         skips = []
         for i, stage in enumerate(self.encoder):
@@ -280,9 +296,7 @@ class Serpent(nn.Module):
         for expand, fuse, stage in zip(self.expands, self.fuses, self.decoder):
             tokens = fuse(torch.cat([expand(tokens), skips.pop()], dim=-1))
             tokens = stage(tokens)
-        tokens = self.unembed(self.out_norm(tokens))
-        feat = pixel_shuffle_last(tokens, self.patch_size).permute(0, 3, 1, 2)
-        return feat + self.shallow(x)
+        return self.out_norm(tokens)
 
 
 def resolve_config(preset: str | None, variant: str | None, given: dict) -> dict:

@@ -16,7 +16,9 @@ memory (``ru_maxrss``: weights, torch itself, every buffer, oneDNN's scratch) is
   alternating for ``--pairs`` pairs: per-pair ratios, the steadiest comparison on a shared machine.
 
 "unfused" is the same process with ``cross_scan.FUSED_BACKENDS`` emptied: SS2D's projections per
-direction, cross-scan, the C selective scan, cross-merge (the code before the fused kernel). In the
+direction, cross-scan, the C selective scan, cross-merge (the code before the fused kernel), and the
+full-resolution tail on the whole image (``archs.tail``; before it ran in row bands). Inference also runs
+"fused, whole tail" (the fused scan with the whole-image tail): what the row bands save. In the
 fresh processes the two alternate within each of ``--rounds`` rounds (the first of a pair changes every
 round); the report gives medians and the unfused / fused ratio (median over rounds of the ratio within
 a round). ``--builds``: ``native`` (the kernel and torch
@@ -60,7 +62,7 @@ def _child(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from serpent_arch.archs import Serpent
+    from serpent_arch.archs import Serpent, tail
     from serpent_arch.measure.machine import describe
     from serpent_arch.ops import _cpu_kernel, cross_scan
 
@@ -68,6 +70,8 @@ def _child(args: argparse.Namespace) -> dict:
     fused_backends = cross_scan.FUSED_BACKENDS
     if not args.fused:
         cross_scan.FUSED_BACKENDS = ()
+    if args.whole_tail or not args.fused:
+        tail.BAND_ELEMENTS = 1 << 62  # one band: the whole-image tail
     torch.manual_seed(0)
     net = Serpent(preset="base", upscale=1)
     gen = torch.Generator().manual_seed(0)
@@ -150,7 +154,7 @@ def _profile(net, x) -> dict:
 
 
 def _run_child(kind: str, size: int, batch: int, fused: bool, runs: int, threads: int, build: str,
-               profile: bool = False, interleaved: bool = False) -> dict:  # fmt: skip
+               profile: bool = False, interleaved: bool = False, whole_tail: bool = False) -> dict:  # fmt: skip
     from serpent_arch.measure.machine import AVX2_ENV
 
     env = dict(os.environ)
@@ -164,6 +168,8 @@ def _run_child(kind: str, size: int, batch: int, fused: bool, runs: int, threads
         cmd.append("--profile-child")
     if interleaved:
         cmd.append("--interleaved")
+    if whole_tail:
+        cmd.append("--whole-tail")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fused", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--profile-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--interleaved", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--whole-tail", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.command_line = " ".join(sys.argv[1:] if argv is None else argv)
 
@@ -225,6 +232,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd} {build} {kind} {size} {'fused' if fused else 'unfused'}: "
                           f"{[round(t, 2) for t in r['times']]} s, {r['peak_rss_mib']:.0f} MiB, load {r['load']:.1f}",
                           flush=True)  # fmt: skip
+                if kind == "infer":
+                    r = _run_child(kind, size, batch, True, runs, args.threads, build, whole_tail=True)
+                    r["load"] = _load()
+                    results.setdefault((build, kind, size, "whole tail"), []).append(r)
+                    print(f"round {rnd} {build} {kind} {size} fused, whole tail: {[round(t, 2) for t in r['times']]} "
+                          f"s, {r['peak_rss_mib']:.0f} MiB, load {r['load']:.1f}", flush=True)  # fmt: skip
     interleaved: dict[tuple, dict] = {}
     for build in args.builds:
         for kind, size, batch, _runs in workloads:
@@ -276,8 +289,9 @@ def _report(args, workloads, results, interleaved, profiles, loads, started) -> 
         "unfused / fused, median over rounds of the ratio within the round",
         "",
         "| build | workload | size | fused (s) | unfused (s) | speed-up | fused warm (s) | unfused warm (s) "
-        "| fused peak RSS (MiB) | unfused peak RSS (MiB) | memory ratio | load |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| fused peak RSS (MiB) | unfused peak RSS (MiB) | memory ratio | fused, whole tail: s, peak RSS (MiB) "
+        "| load |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for build in args.builds:
         for kind, size, _batch, _runs in workloads:
@@ -291,11 +305,17 @@ def _report(args, workloads, results, interleaved, profiles, loads, started) -> 
             warm = ["-", "-"]
             if kind == "infer" and len(f[0]["times"]) > 1:
                 warm = [f"{statistics.median(t for r in rs for t in r['times'][1:]):.2f}" for rs in (f, u)]
-            load = statistics.median(r["load"] for r in f + u)
+            whole = results.get((build, kind, size, "whole tail"), [])
+            whole_cell = "-"
+            if whole:
+                whole_cell = (f"{statistics.median(_seconds(r, kind) for r in whole):.2f} s, "
+                              f"{statistics.median(r['peak_rss_mib'] for r in whole):,.0f}")  # fmt: skip
+            load = statistics.median(r["load"] for r in f + u + whole)
             label = f"inference {size}x{size}" if kind == "infer" else f"training step {size}x{size}"
             first = "first" if kind == "infer" else "step"
             lines.append(f"| {build} | {label} ({first}) | {size} | {tf:.2f} | {tu:.2f} | {ratio:.2f}x | "
-                         f"{warm[0]} | {warm[1]} | {mf:,.0f} | {mu:,.0f} | {mratio:.2f}x | {load:.1f} |")  # fmt: skip
+                         f"{warm[0]} | {warm[1]} | {mf:,.0f} | {mu:,.0f} | {mratio:.2f}x | {whole_cell} | "
+                         f"{load:.1f} |")  # fmt: skip
     if interleaved:
         lines += ["", "## Fused against unfused in one process", "",
                   f"Each workload in one process, the two paths alternating for {args.pairs} pairs after a warm-up "
