@@ -183,6 +183,11 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-lmn15-e3-f3-an-lr": {
         "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], block_norm=False)
     },
+    # f3-tc reading the image itself, without its 15x15 local mean taken off: the ablation of lmn15 where f3-tc
+    # lost most (`python -m study edges`: smooth fields and ramps). Trained at f3-tc's 10-minute count.
+    "serpent-cffn-nc-amp-e3-f3-tc-lr": {
+        "sr": _amp(embed_kernel=3, depths=[2, 1], depths_decoder=[1], upsampler_fused=True)
+    },
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C
