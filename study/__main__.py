@@ -18,6 +18,7 @@ COMMANDS = {
     "spectrum": "study.spectrum",
     "dark": "study.dark",
     "edges": "study.edges",
+    "edges_breakdown": "study.edges_breakdown",
     "colour_set": "study.colour_set",
     "colour_report": "study.colour_report",
 }

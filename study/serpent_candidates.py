@@ -188,6 +188,11 @@ SERPENT_CANDIDATES: dict[str, dict[str, dict]] = {
     "serpent-cffn-nc-amp-e3-f3-tc-lr": {
         "sr": _amp(embed_kernel=3, depths=[2, 1], depths_decoder=[1], upsampler_fused=True)
     },
+    # f3-tc with MATLAB's bicubic kernel (a = -0.5) for its global residual instead of PyTorch's (a = -0.75): on
+    # smooth fields and ramps f3-tc's correction matched the difference of the two kernels (study edges_breakdown).
+    "serpent-cffn-nc-amp-lmn15-e3-f3-tc-mk-lr": {
+        "sr": _lmn15(embed_kernel=3, depths=[2, 1], depths_decoder=[1], upsampler_fused=True, resize_kernel="matlab")
+    },
     # The mean of 31x31 LR neighbourhoods (at test, regions of 124x124 output pixels) taken off instead.
     "serpent-cffn-nc-amp-lmn31-lr": {"sr": _amp(contrast_norm=31, contrast_norm_scale=False)},
     # Dense local mixing as the SR CNNs have it: every FFN a dense 3x3 conv C -> 2C, GELU, Linear 2C -> C

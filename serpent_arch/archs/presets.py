@@ -38,6 +38,7 @@ STRUCTURE: dict = dict(
     scale_norm=True,
     contrast_norm=0,
     contrast_norm_scale=True,
+    resize_kernel="torch",
     upsampler="interpolate",
     upsampler_channels=None,  # = embed_dim
     scan_directions=4,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from serpent_arch.archs import tail, upsamplers
+from serpent_arch.archs import resize, tail, upsamplers
 from serpent_arch.archs.blocks import PatchExpanding, PatchMerging, Stage, pixel_shuffle_last
 from serpent_arch.archs.contrast_norm import CONTRAST_EPS, local_contrast, local_mean
 from serpent_arch.archs.padding import pad_reflect_or_replicate
@@ -94,6 +94,10 @@ class Serpent(nn.Module):
         contrast_norm_scale: with ``contrast_norm``, False subtracts the local mean only: the network
             reads ``x - mean`` (the local detail at its own contrast, without the brightness and colour
             cast of the neighbourhood) and its correction is not rescaled.
+        resize_kernel: the bicubic enlargement of the global residual (and of the ``interpolate``
+            upsampler's input): ``torch`` is ``F.interpolate``'s (a = -0.75), ``matlab`` MATLAB ``imresize``'s
+            (a = -0.5, symmetric borders), the kernel SR's LR images and "bicubic" baselines are made with
+            (``archs/resize.py``). Ignored when ``upscale == 1``.
         embed_dim: token width C of the finest scale; scale i has width C * 2**i.
         depths: number of Serpent blocks per encoder stage; its length is the number of scales.
         depths_decoder: blocks per decoder stage, in the order the decoder runs (coarsest
@@ -132,6 +136,7 @@ class Serpent(nn.Module):
         scale_norm: bool | None = None,
         contrast_norm: int | None = None,
         contrast_norm_scale: bool | None = None,
+        resize_kernel: str | None = None,
         embed_dim: int | None = None,
         depths: Sequence[int] | None = None,
         depths_decoder: Sequence[int] | None = None,
@@ -159,6 +164,12 @@ class Serpent(nn.Module):
         if upsampler_channels is not None and (not isinstance(upsampler_channels, int) or upsampler_channels < 1):
             raise ValueError(f"Serpent: upsampler_channels must be a positive integer, got {upsampler_channels!r}.")
         _check_contrast_norm(config["contrast_norm"], config["contrast_norm_scale"])
+        if config["resize_kernel"] not in resize.RESIZE_KERNELS:
+            raise ValueError(
+                f"Serpent: resize_kernel must be one of {', '.join(resize.RESIZE_KERNELS)}, "
+                f"got {config['resize_kernel']!r}."
+            )
+        self.resize_kernel = config["resize_kernel"]
 
         self.in_chans, self.out_chans = in_chans, out_chans
         self.upscale, self.upsampler = upscale, upsampler
@@ -239,10 +250,7 @@ class Serpent(nn.Module):
             )
         x = x / self.img_range
         if self.upscale > 1:
-            if x.shape[-2] > 1 and x.shape[-1] > 1:
-                upsampled = F.interpolate(x, scale_factor=self.upscale, mode="bicubic", align_corners=False)
-            else:  # bicubic needs two pixels per side (nearest takes no align_corners)
-                upsampled = F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+            upsampled = resize.upscale(x, self.upscale, self.resize_kernel)
             if self.upsampler == "interpolate":
                 x = upsampled
         else:

@@ -13,6 +13,8 @@ image has it (its top and bottom), so the result is the same function; the tests
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +26,20 @@ BAND_ELEMENTS = 1 << 24
 # Feature rows of context on each side of a band. The tail's receptive field reaches less than 2 feature rows:
 # one for the upsampler's first conv, 1/2 + 1/4 + ... for each 2x step's conv, 1/upscale for the last conv.
 HALO = 4
+
+
+_whole = [0]  # > 0 inside ``whole()``
+
+
+@contextlib.contextmanager
+def whole():
+    """Run every tail on the whole image inside this block (FLOP counting: the network's own operations,
+    without the bands' overlapping context rows)."""
+    _whole[0] += 1
+    try:
+        yield
+    finally:
+        _whole[0] -= 1
 
 
 def _tracing() -> bool:
@@ -47,9 +63,9 @@ def band_rows(net: nn.Module, tokens: torch.Tensor, w: int) -> int:
 
 
 def use_bands(net: nn.Module, tokens: torch.Tensor, h: int, w: int) -> bool:
-    """Whether the tail of this forward runs in bands: without autograd, outside tracing, and only when the
-    image needs more than one band."""
-    return not torch.is_grad_enabled() and not _tracing() and band_rows(net, tokens, w) < h
+    """Whether the tail of this forward runs in bands: without autograd, outside tracing and :func:`whole`, and
+    only when the image needs more than one band."""
+    return not torch.is_grad_enabled() and not _whole[0] and not _tracing() and band_rows(net, tokens, w) < h
 
 
 def banded(net: nn.Module, tokens: torch.Tensor, x: torch.Tensor, h: int, w: int) -> torch.Tensor:

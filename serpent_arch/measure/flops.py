@@ -34,6 +34,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import serpent_arch.archs.ss2d as ss2d_module
+from serpent_arch.archs import tail
 
 # Selective scan cost, in the counter's convention (a multiply-add is 2 FLOPs, exp is 1).
 # Per state element (batch b, channel d, step l, state n):
@@ -190,7 +191,7 @@ def count_flops(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), count_scan_flops(include_scan) as scan_total:
+        with torch.no_grad(), tail.whole(), count_scan_flops(include_scan) as scan_total:
             with FlopCounterMode(display=False) as counter, ElementwiseEstimate() as elementwise:
                 model(x)
     finally:
