@@ -14,7 +14,7 @@ ONNX = ["onnx>=1.17", "onnxruntime>=1.20", "onnxscript>=0.5"]
 
 setup(
     name="serpent-basicsr",
-    version="0.1.0",
+    version="0.2.0",
     description="Serpent (multi-scale selective state space image restoration) as a BasicSR plugin",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

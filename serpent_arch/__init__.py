@@ -21,4 +21,4 @@ compat.apply()
 
 from serpent_arch import archs, data, models  # noqa: E402,F401  (importing registers the classes)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

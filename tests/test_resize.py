@@ -43,6 +43,7 @@ def test_serpent_resize_kernel_option():
     fresh = Serpent(preset="sr-tiny", upscale=4, resize_kernel="matlab").eval()  # the last conv starts at zero
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), matlab_bicubic_upscale(x, 4))
-    assert Serpent(preset="sr-tiny", upscale=4).resize_kernel == "torch"  # the presets keep PyTorch's bicubic
+    assert Serpent(preset="sr-tiny", upscale=4).resize_kernel == "matlab"  # the SR presets: MATLAB's kernel
+    assert Serpent(preset="tiny", upscale=4).resize_kernel == "torch"  # the U-Net presets: PyTorch's
     with pytest.raises(ValueError, match="resize_kernel must be one of torch, matlab, got 'lanczos'"):
         Serpent(preset="sr-tiny", upscale=4, resize_kernel="lanczos")

@@ -9,7 +9,8 @@ Two families:
   For deblurring, denoising and the FFHQ x8 tasks.
 * ``sr``: super-resolution at the LR size (one token per LR pixel embedded from its 3x3 neighbourhood, two
   scales, a depthwise 3x3 conv in every feed-forward network, the input's 15x15 local mean taken off, no
-  LayerNorm after the embedding or before the output, ESRGAN's nearest x2 + conv upsampler). The structure
+  LayerNorm after the embedding or before the output, ESRGAN's nearest x2 + conv upsampler, the global residual
+  enlarged with MATLAB's bicubic kernel, the one SR's LR images are made with). The structure
   the equal-budget study (``study/README.md``) found best on CPU; the larger members scale its width and
   depth for GPU training on DF2K.
 
@@ -57,6 +58,7 @@ _SR = dict(
     out_norm=False,
     contrast_norm=15,
     contrast_norm_scale=False,
+    resize_kernel="matlab",
     upsampler="nearest+conv",
     drop_path_rate=0.0,
 )
