@@ -36,6 +36,7 @@ RUNS = [
     *[f"budget_sr_{F3_TC}_lr0.001_10min_s{seed}" for seed in (0, 1, 2)],
     *[f"budget_sr_msrresnet_lr0.0005_10min_s{seed}" for seed in (0, 1, 2)],
     "budget_sr_edsr-baseline_lr0.001_10min_s0",
+    "budget_sr_swinir-light_lr0.001_10min_s0",
 ]
 BUDGET_RUNS = Path("study/records/budget/runs")
 
@@ -148,10 +149,13 @@ def evaluate_run(name: str, data: Path, out: Path, root: Path = Path("."), task:
     if not budget:  # a run the budget records do not hold (EDSR at 10 minutes): as the budget command set it
         from study.budget import iterations_for
 
-        speeds = json.loads((BUDGET_RUNS.parent / f"throughput_{task}_2threads.json").read_text())["networks"]
-        minutes = float(view["label"].removesuffix("min"))
-        record.update(lr=float(name.split("_lr", 1)[1].split("_")[0]),
-                      iters=iterations_for(minutes, speeds[network]["s_per_iter"]))
+        budget_part = name.split("_lr", 1)[1].split("_")[1]  # "10min", or "4341it" for a run at equal iterations
+        if budget_part.endswith("it"):
+            iters = int(budget_part.removesuffix("it"))
+        else:
+            speeds = json.loads((BUDGET_RUNS.parent / f"throughput_{task}_2threads.json").read_text())["networks"]
+            iters = iterations_for(float(view["label"].removesuffix("min")), speeds[network]["s_per_iter"])
+        record.update(lr=float(name.split("_lr", 1)[1].split("_")[0]), iters=iters)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
     return record

@@ -14,6 +14,9 @@ loss, on the same synthetic images (gray versions; a flat gray image besides), i
   there: 1 when the loss is at the borders only;
 - ``grid rms``: the rms over the scale x scale output phases of the correction's mean at each phase, a pattern
   fixed to the upscaling grid (an upsampler's trace).
+
+A first row, ``torch bicubic (no network)``, measures PyTorch's bicubic enlargement (``F.interpolate``, a = -0.75:
+Serpent's global residual with ``resize_kernel: torch``) the same way, against MATLAB's bicubic as the baseline.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ def family_images(size: int, contrast: float) -> dict[str, list[np.ndarray]]:
     return {"flat": [np.full((size, size, 3), 0.5, np.float32)], **gray}
 
 
+class TorchBicubic:
+    """PyTorch's bicubic enlargement as a "network": what Serpent's global residual adds before its correction."""
+
+    def __init__(self, scale: int):
+        self.scale = scale
+
+    def __call__(self, x):
+        from serpent_arch.archs.resize import upscale
+
+        return upscale(x, self.scale, "torch")
+
+
 def measure(net, scale: int, size: int, contrast: float) -> dict[str, dict[str, float]]:
     """Family -> the mean of each measure over the family's images."""
     from basicsr.utils.matlab_functions import imresize
@@ -110,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = []
+    rows = [("torch bicubic (no network)", measure(TorchBicubic(4), 4, args.size - args.size % 4, args.contrast))]
     for exp in map(Path, args.experiment):
         net, scale = load_network(parser, exp, args.key)
         rows.append((exp.name, measure(net, scale, args.size - args.size % scale, args.contrast)))

@@ -10,7 +10,8 @@ version of the command from a throughput measurement since replaced, and the not
 other commands (``contrast_*``, ``spectrum_*``, ``layout_sr.md``).
 
 Then, where ``OUT/../colour/runs/`` exists, ``python -m study colour_report --records-only`` rebuilds the colour
-report set's tables (``study/records/colour/colour_sr_10min.{md,csv}``) from its run records.
+report set's tables (``study/records/colour/colour_sr_10min.{md,csv}``, and those of f3-tc's variants in
+``colour/sr_variants/``) from their run records.
 
     python -m study tables [--out study/records/budget] [--list]
 """
@@ -60,6 +61,7 @@ COMMANDS: list[str] = [
     "--iterations 2489 --threads 2 --tasks deblur --lr-of-seed 0 --lr-of-budget 5min"
     " --networks serpent-tiny,plain-unet",
     "--minutes 5 --threads 2 --tasks deblur --seed 1 --lr-of-seed 0 --networks serpent-tiny,plain-unet",
+    "--minutes 5 --threads 2 --tasks deblur --seed 2 --lr-of-seed 0 --networks serpent-tiny,plain-unet",
     f"{_SR_5} --seed 1 --lr-of-seed 0 --networks {_SEED_1}",
     f"{_SR_5} --seed 2 --lr-of-seed 0 --networks {_SEED_2}",
     f"{_SR_5} --seed 3 --lr-of-seed 0 --networks {_SEEDS_3_4}",
@@ -95,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             budget.main([*command.split(), "--records-only", "--out", str(args.out)])
     # the colour report set's tables (study/records/colour, beside the budget records), from its run records
     colour = args.out.parent / "colour"
-    if (colour / "runs").is_dir():
-        print(f"python -m study colour_report --records-only --out {colour}", flush=True)
-        if not args.list:
-            from study import colour_report
+    for folder in (colour, colour / "sr_variants"):  # the 10-minute runs; f3-tc's variants beside them
+        if (folder / "runs").is_dir():
+            print(f"python -m study colour_report --records-only --out {folder}", flush=True)
+            if not args.list:
+                from study import colour_report
 
-            colour_report.main(["--records-only", "--out", str(colour)])
+                colour_report.main(["--records-only", "--out", str(folder)])
     if (colour / "deblur_runs").is_dir():
         print(f"python -m study colour_report --records-only --task deblur --out {colour}", flush=True)
         if not args.list:
