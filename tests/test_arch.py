@@ -106,11 +106,12 @@ def test_every_preset_builds_its_whole_structure_and_restores():
 
 
 def test_sr_presets_are_the_studys_networks():
-    """sr-tiny is the quick start's network and sr-small the equal-budget study's 10-minute leader: the
-    same modules and parameter shapes as the structure they were written out with in the study."""
+    """sr-tiny is the quick start's network and sr-small the equal-budget study's 10-minute leader (with MATLAB's
+    kernel in its residual, the study's -mk- candidate): the same modules and parameter shapes as the structure
+    they were written out with in the study."""
     lmn15 = dict(patch_size=1, embed_kernel=3, embed_dim=48, ssm_ratio=1.0, mlp_ratio=4.0, ffn_conv=3,
                  embed_norm=False, out_norm=False, contrast_norm=15, contrast_norm_scale=False,
-                 upsampler="nearest+conv", drop_path_rate=0.0, upscale=4)  # fmt: skip
+                 upsampler="nearest+conv", resize_kernel="matlab", drop_path_rate=0.0, upscale=4)  # fmt: skip
     for name, depths, decoder in (("sr-tiny", [1, 1], [1]), ("sr-small", [2, 1], [1])):
         written = Serpent(preset="tiny", depths=depths, depths_decoder=decoder, **lmn15)
         preset = Serpent(preset=name, upscale=4)
