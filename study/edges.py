@@ -130,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(f'{f}: {n} images' for f, n in counts.items())}), weights {args.key}; "
         f"run on {machine.describe()}\n\n{table(rows)}\n"
     )
-    print(text)
-    if args.out:
-        command = "python -m study edges " + " ".join(f"--experiment {e}" for e in args.experiment)
-        args.out.write_text(f"{text}\n`{command} --size {args.size} --contrasts {args.contrasts}`\n")
+    report(text, args.out, "edges", args.experiment, f"--size {args.size} --contrasts {args.contrasts}")
     return 0
+
+
+def report(text: str, out: Path | None, command: str, experiments: list[str], options: str) -> None:
+    """Print ``text``; with ``out``, also write it there followed by the ``python -m study COMMAND`` line that
+    made it (the experiments, then ``options``)."""
+    print(text)
+    if out:
+        line = f"python -m study {command} " + " ".join(f"--experiment {e}" for e in experiments)
+        out.write_text(f"{text}\n`{line} {options}`\n")
 
 
 if __name__ == "__main__":

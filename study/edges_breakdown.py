@@ -107,6 +107,7 @@ def table(rows: list[tuple[str, dict[str, dict[str, float]]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from study.contrast import add_run_arguments, load_network
+    from study.edges import report
 
     parser = argparse.ArgumentParser(prog="python -m study edges_breakdown", description=__doc__.split("\n")[0])
     add_run_arguments(parser)
@@ -133,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Error breakdown on synthetic {args.size}x{args.size} gray images (flat 0.5; smooth field and 6 ramps at "
         f"contrast {args.contrast:g}), weights {args.key}; run on {machine.describe()}\n\n{table(rows)}\n"
     )
-    print(text)
-    if args.out:
-        command = "python -m study edges_breakdown " + " ".join(f"--experiment {e}" for e in args.experiment)
-        args.out.write_text(f"{text}\n`{command} --size {args.size} --contrast {args.contrast:g}`\n")
+    report(text, args.out, "edges_breakdown", args.experiment, f"--size {args.size} --contrast {args.contrast:g}")
     return 0
 
 
