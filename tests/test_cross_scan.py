@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from serpent_arch.archs.ss2d import SS2D
-from serpent_arch.ops import _cpu_kernel, backend_report, cross_scan
+from serpent_arch.ops import _cpu_cross_scan, _cpu_kernel, backend_report, cross_scan
 from serpent_arch.ops._cpu_cross_scan import cross_selective_scan_cpu, scan_pixels
 from serpent_arch.ops.cross_scan import cross_selective_scan, cross_selective_scan_ref, to_scan_order
 
@@ -119,6 +119,48 @@ def test_fused_cpu_reads_strided_inputs(layout):
     if layout == "channels_last":
         assert out.is_contiguous(memory_format=torch.channels_last)
     assert_same(grads(cross_selective_scan_cpu, strided), grads(cross_selective_scan_cpu, plain), torch.float64)
+
+
+@needs_kernel
+@pytest.mark.parametrize("group", [1, 2, 3, 8])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_fused_cpu_forward_tasks_of_several_channel_blocks(group, layout, dtype, monkeypatch):
+    """A forward task runs `group` blocks of 16 channels side by side (staging a pixel's channels in one
+    pass, narrower stripes and time blocks as the group grows): 40 channels make full and partial blocks
+    and a partial last group; 11 x 37 makes partial stripes at every stripe width. Output and gradients
+    equal the unfused path's for every group size."""
+    monkeypatch.setattr(_cpu_cross_scan, "forward_group", lambda batch, dim, nthreads: group)
+    inputs = make_inputs(2, 40, 11, 37, 4, 16, dtype, seed=group)
+    if layout == "channels_last":
+        with torch.no_grad():
+            x = inputs["x"].detach().contiguous(memory_format=torch.channels_last)
+        inputs["x"] = x.requires_grad_()
+    fused = grads(cross_selective_scan_cpu, inputs)
+    unfused = grads(lambda **a: cross_selective_scan_ref(**a, backend="cpu_kernel"), inputs)
+    assert_same(fused, unfused, dtype)
+
+
+@needs_kernel
+def test_fused_cpu_with_a_positive_A_uses_the_clamped_exp():
+    """SS2D's A is negative, and the kernels then skip the exp's upper clamp; a block with a positive A
+    (or no softplus) keeps it, and gives the unfused result."""
+    inputs = make_inputs(1, 20, 5, 6, 4, 16, torch.float32, seed=5)
+    with torch.no_grad():
+        inputs["A"][3, 2] = 0.4
+    for softplus in (True, False):
+        fused = grads(cross_selective_scan_cpu, inputs, softplus=softplus)
+        unfused = grads(lambda **a: cross_selective_scan_ref(**a, backend="cpu_kernel"), inputs, softplus=softplus)
+        assert_same(fused, unfused, torch.float32)
+
+
+def test_forward_group_leaves_every_thread_a_task():
+    group = _cpu_cross_scan.forward_group
+    assert group(1, 128, 2) == 4  # 8 blocks, two tasks of four
+    assert group(1, 128, 16) == 1  # more threads than blocks: one block per task
+    assert group(1, 1024, 2) == _cpu_cross_scan.MAX_GROUP
+    assert group(4, 5, 2) == 1  # one partial block
+    assert group(1, 40, 1) == 3  # all three blocks in one task
 
 
 @needs_kernel

@@ -226,6 +226,18 @@ def test_kernel_exp_accuracy_and_special_values(march):
 
 
 @pytest.mark.parametrize("march", BUILDS)
+def test_kernel_decay_exp_equals_exp_for_nonpositive_arguments(march):
+    """The decay's exp (arguments dt * A <= 0, where the kernels skip the upper clamp) gives exactly the
+    bits of the general exp for every argument <= 0, -inf included; NaN gives 0 (the state it would
+    multiply is already non-finite then)."""
+    require_backend("cpu_kernel")
+    x = torch.cat([-torch.logspace(-30, 2.1, 200_001), torch.tensor([0.0, -0.0, -math.inf, -1e30])])
+    with _cpu_kernel.variant(march):
+        assert torch.equal(_cpu_kernel.pointwise("exp_nonpos", x), _cpu_kernel.pointwise("exp", x))
+        assert _cpu_kernel.pointwise("exp_nonpos", torch.tensor([math.nan])).item() == 0
+
+
+@pytest.mark.parametrize("march", BUILDS)
 def test_kernel_softplus_sigmoid_match_torch(march):
     """softplus (threshold 20) and sigmoid of the kernel against torch, NaN and infinities included."""
     require_backend("cpu_kernel")

@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     workloads = [("infer", s, 1, 1 + (args.runs if s <= args.warm_above else 0)) for s in args.sizes]
     if args.train_size:
         workloads.append(("train", args.train_size, args.train_batch, 1 + args.steps))
+    if not workloads:
+        parser.error("nothing to measure: give --sizes, a --train-size above 0, or both (the report's rows)")
     results: dict[tuple, list[dict]] = {}
     loads = [_load()]
     started = datetime.datetime.now().isoformat(timespec="seconds")

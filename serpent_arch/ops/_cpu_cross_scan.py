@@ -21,6 +21,17 @@ from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, load_library
 from .cross_scan import to_scan_order
 from .reference import compute_dtype
 
+# most blocks of 16 channels one forward task runs side by side (SS_GMAX in _cross_scan_body.c)
+MAX_GROUP = 8
+
+
+def forward_group(batch: int, dim: int, nthreads: int) -> int:
+    """Blocks of 16 channels per forward task: as many as leave every thread a task, at most
+    :data:`MAX_GROUP` (a task stages the channels of a pixel in one pass and reads B and C once for all
+    its blocks)."""
+    blocks = -(-dim // 16)
+    return max(1, min(MAX_GROUP, blocks, batch * blocks // max(1, nthreads)))
+
 
 @functools.lru_cache(maxsize=32)
 def scan_pixels(directions: int, h: int, w: int) -> torch.Tensor:
@@ -81,10 +92,11 @@ class CpuCrossScanFn(torch.autograd.Function):
         out3 = out.flatten(2)
         strides = torch.tensor([*x_.stride(), *delta_.stride(), B_.stride(0), B_.stride(1), B_.stride(3),
                                 *out3.stride()], dtype=torch.int64)  # fmt: skip
-        work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N, h), dtype=cdt)
+        group = forward_group(batch, dim, nthreads)
+        work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N, h, group), dtype=cdt)
         getattr(lib, f"xs_fwd_{sfx}")(
             _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(B_), _ptr(C_), _ptr(D_), _ptr(bias_), _ptr(strides),
-            int(delta_softplus), batch, dim, h, w, N, K, _ptr(out), _ptr(work), nthreads,
+            int(delta_softplus), batch, dim, h, w, N, K, group, _ptr(out), _ptr(work), nthreads,
         )  # fmt: skip
         ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = delta_softplus

@@ -25,9 +25,13 @@
  * plain in-place additions, with no atomics and no per-direction output planes.
  */
 
-/* columns per stripe of the column-major directions in the forward (one cache line of floats) */
+/* columns per stripe of the column-major directions in the forward with one channel block per task
+ * (one cache line of floats), and the most channel blocks per task */
 #ifndef SS_SW
 #define SS_SW 16
+#endif
+#ifndef SS_GMAX
+#define SS_GMAX 8
 #endif
 #ifndef SS_COLUMN_MAJOR
 #define SS_COLUMN_MAJOR(k, K) ((K) == 4 && ((k) & 1))
@@ -41,7 +45,7 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
                                                      REAL (*restrict yb)[SS_CW], int tb, const REAL *B0,
                                                      const REAL *C0, int64_t bstep, const REAL *restrict At,
                                                      REAL *restrict h, const REAL *restrict Dv, int softplus,
-                                                     int64_t N)
+                                                     int64_t N, const int nonpos)
 {
     if (softplus)
         for (int j = 0; j < tb; ++j)
@@ -59,7 +63,8 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
             REAL *restrict hn = h + n * SS_CW;
             const REAL *restrict An = At + n * SS_CW;
             for (int c = 0; c < SS_CW; ++c) { /* vec: xfwd-recurrence */
-                hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
+                const REAL x = dtb[j][c] * An[c];
+                hn[c] = (nonpos ? EXPN(x) : EXP(x)) * hn[c] + dtu[c] * bn;
                 y[c] += hn[c] * cn;
             }
         }
@@ -67,20 +72,105 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
     }
 }
 
-/* A, h, then the stripe buffers of the column-major directions: x, dt and y (SS_SW columns x H rows x
- * SS_CW channels each), B and C (SS_SW columns x H rows x N each) */
-int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H)
+/* The time block for the task's nsub blocks of SS_CW channels (dtb, ub, yb: (block, step, channel),
+ * TB steps per block; A and h: (block, n, channel)); nonpos picks the decay's exp (EXPN) */
+static inline SS_ALWAYS_INLINE void FN(xs_fwd_blocks)(REAL *dtb, REAL *ub, REAL *yb, int64_t TB, int64_t nsub,
+                                                      int tb, const REAL *B0, const REAL *C0, int64_t bstep,
+                                                      const REAL *At, REAL *h, const REAL *Dv, int softplus,
+                                                      int64_t N, int nonpos)
 {
-    return 2 * N * SS_CW + 3 * SS_SW * H * SS_CW + 2 * SS_SW * H * N;
+    for (int64_t g = 0; g < nsub; ++g) {
+        REAL(*dg)[SS_CW] = (REAL(*)[SS_CW])(dtb + g * TB * SS_CW);
+        REAL(*ug)[SS_CW] = (REAL(*)[SS_CW])(ub + g * TB * SS_CW);
+        REAL(*yg)[SS_CW] = (REAL(*)[SS_CW])(yb + g * TB * SS_CW);
+        if (nonpos)
+            FN(xs_fwd_block)(dg, ug, yg, tb, B0, C0, bstep, At + g * N * SS_CW, h + g * N * SS_CW, Dv + g * SS_CW,
+                             softplus, N, 1);
+        else
+            FN(xs_fwd_block)(dg, ug, yg, tb, B0, C0, bstep, At + g * N * SS_CW, h + g * N * SS_CW, Dv + g * SS_CW,
+                             softplus, N, 0);
+    }
 }
+
+/* Channel blocks per forward task and the sizes that follow from it. A task runs G blocks of SS_CW
+ * channels side by side: it stages the G * SS_CW channels of a pixel in one pass (one contiguous run
+ * of a channels-last map, where one block alone would read a single cache line per pixel, a new
+ * 4 KiB page every few steps) and reads B and C once for the G blocks. The time blocks and stripes
+ * narrow as G grows, so that the staged values stay in the first-level cache. */
+static inline int64_t FN(xs_tb)(int64_t G) { return SS_TB / G < 8 ? 8 : SS_TB / G; }
+static inline int64_t FN(xs_sw)(int64_t G) { return SS_SW / G < 2 ? 2 : SS_SW / G; }
+
+/* A, h (N x G * SS_CW each), the time block's dt, u and y (G x tb x SS_CW each), then the stripe
+ * buffers of the column-major directions: x, dt and y (sw columns x H rows x G * SS_CW channels
+ * each), B and C (sw columns x H rows x N each) */
+int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H, int64_t G)
+{
+    const int64_t cw = G * SS_CW, sw = FN(xs_sw)(G);
+    return 2 * N * cw + 3 * FN(xs_tb)(G) * cw + 3 * sw * H * cw + 2 * sw * H * N;
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+/* one block of channels as one value of a generic vector type: the compiler lowers it to as many
+ * registers as the target needs (1 on AVX-512, 2 on AVX2 for float32), so the copies below are
+ * vector loads and stores on every target (as plain 16-iteration loops gcc unrolled them and left
+ * them scalar below AVX-512) */
+typedef REAL FN(xs_vec) __attribute__((vector_size(SS_CW * sizeof(REAL))));
+#define XS_VEC_OPS 1
+#else
+#define XS_VEC_OPS 0
+#endif
+
+/* n <= SS_CW values from src (stride s) to dst, plus add[c] when add is not NULL; zeros up to SS_CW.
+ * The common case (a whole block of a channels-last map) is vector loads. */
+static inline SS_ALWAYS_INLINE void FN(xs_stage)(REAL *restrict dst, const REAL *restrict src, int64_t s,
+                                                 int64_t n, const REAL *restrict add)
+{
+#if XS_VEC_OPS
+    if (s == 1 && n == SS_CW) {
+        FN(xs_vec) v, a;
+        memcpy(&v, src, sizeof v);
+        if (add) {
+            memcpy(&a, add, sizeof a);
+            v += a;
+        }
+        memcpy(dst, &v, sizeof v);
+        return;
+    }
+#endif
+    for (int c = 0; c < SS_CW; ++c) dst[c] = c < n ? src[c * s] + (add ? add[c] : (REAL)0) : (REAL)0;
+}
+
+/* n <= SS_CW values of src into dst (stride s), written (first direction) or added */
+static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, const REAL *restrict src,
+                                               int64_t n, int add)
+{
+#if XS_VEC_OPS
+    if (s == 1 && n == SS_CW) {
+        FN(xs_vec) v, o;
+        memcpy(&v, src, sizeof v);
+        if (add) {
+            memcpy(&o, dst, sizeof o);
+            v += o;
+        }
+        memcpy(dst, &v, sizeof v);
+        return;
+    }
+#endif
+    if (add)
+        for (int64_t c = 0; c < n; ++c) dst[c * s] += src[c];
+    else
+        for (int64_t c = 0; c < n; ++c) dst[c * s] = src[c];
+}
+#undef XS_VEC_OPS
 
 /* The forward reads its tensors through strides (in elements), st = {x: batch, channel, pixel;
  * delta: batch, direction, channel, pixel; B and C: batch, direction, pixel (their N is unit-stride);
  * out: batch, channel, pixel}, so that SS2D can hand it channels-last maps and per-pixel projections
- * as they come out of its matrix products, and take a channels-last output for its LayerNorm. */
+ * as they come out of its matrix products, and take a channels-last output for its LayerNorm.
+ * Tasks: (batch, G blocks of SS_CW channels), G from the caller (xs_fwd_group). */
 void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
                 const REAL *D, const REAL *delta_bias, const int64_t *st, int softplus,
-                int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N, int64_t K,
+                int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N, int64_t K, int64_t G,
                 REAL *out, REAL *work, int nthreads)
 {
     const int64_t L = H * W;
@@ -88,110 +178,126 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
     const int64_t db_s = st[3], dk_s = st[4], dc_s = st[5], dp_s = st[6];
     const int64_t bb_s = st[7], bk_s = st[8], bp_s = st[9];
     const int64_t ob_s = st[10], oc_s = st[11], op_s = st[12];
-    const int64_t nblk = (dim + SS_CW - 1) / SS_CW;
-    const int64_t ntasks = batch * nblk;
+    const int64_t cw = G * SS_CW, TB = FN(xs_tb)(G), SW = FN(xs_sw)(G);
+    const int64_t ngrp = (dim + cw - 1) / cw;
+    const int64_t ntasks = batch * ngrp;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t task = 0; task < ntasks; ++task) {
-        const int64_t b = task / nblk;
-        const int64_t c0 = (task % nblk) * SS_CW; /* first channel of the block */
-        const int64_t nc = dim - c0 < SS_CW ? dim - c0 : SS_CW;
+        const int64_t b = task / ngrp;
+        const int64_t c0 = (task % ngrp) * cw; /* first channel of the task */
+        const int64_t nc = dim - c0 < cw ? dim - c0 : cw;
+        const int64_t nsub = (nc + SS_CW - 1) / SS_CW; /* blocks with channels */
         const REAL *xb = x + b * xb_s + c0 * xc_s;
         REAL *ob = out + b * ob_s + c0 * oc_s;
-        REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(xs_fwd_work_per_thread)(N, H);
-        REAL *restrict h = At + N * SS_CW;
-        REAL *restrict xs = h + N * SS_CW; /* stripe buffers, (step in the stripe, channel) */
-        REAL *restrict ds = xs + SS_SW * H * SS_CW;
-        REAL *restrict ys = ds + SS_SW * H * SS_CW;
-        REAL *restrict bs = ys + SS_SW * H * SS_CW; /* (step in the stripe, n) */
-        REAL *restrict cs = bs + SS_SW * H * N;
-        REAL dtb[SS_TB][SS_CW], ub[SS_TB][SS_CW], yb[SS_TB][SS_CW];
-        REAL bias[SS_CW], Dv[SS_CW];
+        REAL *restrict At = work + (int64_t)SS_THREAD_ID() * FN(xs_fwd_work_per_thread)(N, H, G);
+        REAL *restrict h = At + N * cw;
+        REAL *restrict dtb = h + N * cw; /* (block, step, channel) */
+        REAL *restrict ub = dtb + TB * cw;
+        REAL *restrict yb = ub + TB * cw;
+        REAL *restrict xs = yb + TB * cw; /* stripe buffers, (step in the stripe, channel) */
+        REAL *restrict ds = xs + SW * H * cw;
+        REAL *restrict ys = ds + SW * H * cw;
+        REAL *restrict bs = ys + SW * H * cw; /* (step in the stripe, n) */
+        REAL *restrict cs = bs + SW * H * N;
+        REAL bias[SS_GMAX * SS_CW], Dv[SS_GMAX * SS_CW];
+#define XS_NB(g) (nc - (g) * SS_CW < SS_CW ? nc - (g) * SS_CW : SS_CW) /* channels of block g */
+#define XS_ROWS(buf, g) ((REAL(*)[SS_CW])((buf) + (g) * TB * SS_CW))
 
         for (int64_t k = 0; k < K; ++k) {
             const int column = SS_COLUMN_MAJOR(k, K), rev = SS_REVERSED(k, K);
-            const int64_t r0 = k * dim + c0; /* row of A, D, delta_bias of the block's first channel */
+            const int64_t r0 = k * dim + c0; /* row of A, D, delta_bias of the task's first channel */
             const REAL *Bk = B + b * bb_s + k * bk_s;
             const REAL *Ck = C + b * bb_s + k * bk_s;
             const REAL *dk = delta + b * db_s + k * dk_s + c0 * dc_s;
-            for (int64_t n = 0; n < N; ++n)
-                for (int c = 0; c < SS_CW; ++c) {
-                    At[n * SS_CW + c] = c < nc ? A[(r0 + c) * N + n] : (REAL)0;
-                    h[n * SS_CW + c] = 0;
-                }
-            for (int c = 0; c < SS_CW; ++c) {
-                bias[c] = (delta_bias && c < nc) ? delta_bias[r0 + c] : (REAL)0;
-                Dv[c] = (D && c < nc) ? D[r0 + c] : (REAL)0;
+            for (int64_t g = 0; g < nsub; ++g)
+                for (int64_t n = 0; n < N; ++n)
+                    for (int c = 0; c < SS_CW; ++c) {
+                        const int64_t cc = g * SS_CW + c;
+                        At[(g * N + n) * SS_CW + c] = cc < nc ? A[(r0 + cc) * N + n] : (REAL)0;
+                        h[(g * N + n) * SS_CW + c] = 0;
+                    }
+            for (int64_t cc = 0; cc < cw; ++cc) {
+                bias[cc] = (delta_bias && cc < nc) ? delta_bias[r0 + cc] : (REAL)0;
+                Dv[cc] = (D && cc < nc) ? D[r0 + cc] : (REAL)0;
             }
+            const int nonpos = FN(ss_nonpos_ok)(A + r0 * N, nc * N, softplus);
 
             if (!column) {
                 /* row-major, forward or reversed: pixel p = t or L - 1 - t */
-                for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
-                    const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
+                for (int64_t t0 = 0; t0 < L; t0 += TB) {
+                    const int tb = L - t0 < TB ? (int)(L - t0) : (int)TB;
                     const int64_t p0 = rev ? L - 1 - t0 : t0, ps = rev ? -1 : 1;
                     for (int j = 0; j < tb; ++j) {
                         const REAL *xp = xb + (p0 + j * ps) * xp_s, *dp = dk + (p0 + j * ps) * dp_s;
-                        for (int c = 0; c < SS_CW; ++c) {
-                            ub[j][c] = c < nc ? xp[c * xc_s] : (REAL)0;
-                            dtb[j][c] = c < nc ? dp[c * dc_s] + bias[c] : (REAL)0;
+                        for (int64_t g = 0; g < nsub; ++g) {
+                            const int64_t cg = g * SS_CW;
+                            FN(xs_stage)(XS_ROWS(ub, g)[j], xp + cg * xc_s, xc_s, XS_NB(g), NULL);
+                            FN(xs_stage)(XS_ROWS(dtb, g)[j], dp + cg * dc_s, dc_s, XS_NB(g), bias + cg);
                         }
                     }
-                    FN(xs_fwd_block)(dtb, ub, yb, tb, Bk + p0 * bp_s, Ck + p0 * bp_s, ps * bp_s, At, h, Dv,
-                                     softplus, N);
+                    FN(xs_fwd_blocks)(dtb, ub, yb, TB, nsub, tb, Bk + p0 * bp_s, Ck + p0 * bp_s, ps * bp_s, At, h,
+                                      Dv, softplus, N, nonpos);
                     /* the merge: direction 0 writes every pixel first, the others add */
                     for (int j = 0; j < tb; ++j) {
                         REAL *op = ob + (p0 + j * ps) * op_s;
-                        if (k == 0)
-                            for (int c = 0; c < nc; ++c) op[c * oc_s] = yb[j][c];
-                        else
-                            for (int c = 0; c < nc; ++c) op[c * oc_s] += yb[j][c];
+                        for (int64_t g = 0; g < nsub; ++g)
+                            FN(xs_put)(op + g * SS_CW * oc_s, oc_s, XS_ROWS(yb, g)[j], XS_NB(g), k != 0);
                     }
                 }
                 continue;
             }
 
-            /* column-major, forward or reversed, SS_SW columns (a stripe) at a time: the stripe's x,
+            /* column-major, forward or reversed, SW columns (a stripe) at a time: the stripe's x,
              * delta, B and C are copied into (step, channel) / (step, n) buffers reading whole rows of
              * the stripe, and its outputs added back the same way, so the walk down the columns never
              * strides through the maps (a new page every step or two at 512 columns). */
-            const int64_t nstripes = (W + SS_SW - 1) / SS_SW;
+            const int64_t nstripes = (W + SW - 1) / SW;
             for (int64_t si = 0; si < nstripes; ++si) {
-                const int64_t col0 = (rev ? nstripes - 1 - si : si) * SS_SW;
-                const int64_t ncol = W - col0 < SS_SW ? W - col0 : SS_SW;
+                const int64_t col0 = (rev ? nstripes - 1 - si : si) * SW;
+                const int64_t ncol = W - col0 < SW ? W - col0 : SW;
                 const int64_t T = ncol * H; /* steps in the stripe; local step q = col * H + row */
                 for (int64_t row = 0; row < H; ++row)
                     for (int64_t col = 0; col < ncol; ++col) {
                         const int64_t p = row * W + col0 + col, q = col * H + row;
                         const REAL *xp = xb + p * xp_s, *dp = dk + p * dp_s;
                         const REAL *Bp = Bk + p * bp_s, *Cp = Ck + p * bp_s;
-                        for (int c = 0; c < SS_CW; ++c) {
-                            xs[q * SS_CW + c] = c < nc ? xp[c * xc_s] : (REAL)0;
-                            ds[q * SS_CW + c] = c < nc ? dp[c * dc_s] + bias[c] : (REAL)0;
+                        for (int64_t g = 0; g < nsub; ++g) {
+                            const int64_t cg = g * SS_CW;
+                            FN(xs_stage)(xs + q * cw + cg, xp + cg * xc_s, xc_s, XS_NB(g), NULL);
+                            FN(xs_stage)(ds + q * cw + cg, dp + cg * dc_s, dc_s, XS_NB(g), bias + cg);
                         }
                         for (int64_t n = 0; n < N; ++n) {
                             bs[q * N + n] = Bp[n];
                             cs[q * N + n] = Cp[n];
                         }
                     }
-                for (int64_t q0 = 0; q0 < T; q0 += SS_TB) {
-                    const int tb = T - q0 < SS_TB ? (int)(T - q0) : SS_TB;
+                for (int64_t q0 = 0; q0 < T; q0 += TB) {
+                    const int tb = T - q0 < TB ? (int)(T - q0) : (int)TB;
                     const int64_t qf = rev ? T - 1 - q0 : q0, qs = rev ? -1 : 1;
                     for (int j = 0; j < tb; ++j)
-                        for (int c = 0; c < SS_CW; ++c) {
-                            ub[j][c] = xs[(qf + j * qs) * SS_CW + c];
-                            dtb[j][c] = ds[(qf + j * qs) * SS_CW + c];
-                        }
-                    FN(xs_fwd_block)(dtb, ub, yb, tb, bs + qf * N, cs + qf * N, qs * N, At, h, Dv, softplus, N);
+                        for (int64_t g = 0; g < nsub; ++g)
+                            for (int c = 0; c < SS_CW; ++c) {
+                                XS_ROWS(ub, g)[j][c] = xs[(qf + j * qs) * cw + g * SS_CW + c];
+                                XS_ROWS(dtb, g)[j][c] = ds[(qf + j * qs) * cw + g * SS_CW + c];
+                            }
+                    FN(xs_fwd_blocks)(dtb, ub, yb, TB, nsub, tb, bs + qf * N, cs + qf * N, qs * N, At, h, Dv,
+                                      softplus, N, nonpos);
                     for (int j = 0; j < tb; ++j)
-                        for (int c = 0; c < SS_CW; ++c) ys[(qf + j * qs) * SS_CW + c] = yb[j][c];
+                        for (int64_t g = 0; g < nsub; ++g)
+                            for (int c = 0; c < SS_CW; ++c)
+                                ys[(qf + j * qs) * cw + g * SS_CW + c] = XS_ROWS(yb, g)[j][c];
                 }
                 for (int64_t row = 0; row < H; ++row)
                     for (int64_t col = 0; col < ncol; ++col) {
                         REAL *op = ob + (row * W + col0 + col) * op_s;
-                        const REAL *yq = ys + (col * H + row) * SS_CW;
-                        for (int c = 0; c < nc; ++c) op[c * oc_s] += yq[c];
+                        const REAL *yq = ys + (col * H + row) * cw;
+                        for (int64_t g = 0; g < nsub; ++g)
+                            FN(xs_put)(op + g * SS_CW * oc_s, oc_s, yq + g * SS_CW, XS_NB(g), 1);
                     }
             }
         }
+#undef XS_NB
+#undef XS_ROWS
     }
 }
 
@@ -260,7 +366,8 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                     for (int64_t t = 0; t < L; ++t) sgr[t] = 1;
                 }
 
-                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N);
+                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N,
+                                       FN(ss_nonpos_ok)(A + row * N, N, softplus));
                 REAL gD_acc, gbias_acc;
                 FN(ss_bwd_reverse_n)(dtr, sgr, ur, gyr, Bk, Ck, A + row * N, hs, das, gBp, gCp, ghc, gAl, Dd, gur,
                                      gdr, &gD_acc, &gbias_acc, L, N);

@@ -25,6 +25,46 @@
  * and skip-connected in the same layout before being transposed back into `out`. Lanes beyond
  * the group's last channel are padded with u = 0, A = 0, which keeps their state at exactly 0.
  * ----------------------------------------------------------------------------------------------*/
+/* Whether the decay exp(dt * A) may use EXPN (no upper clamp): dt >= 0 (softplus) and each of the
+ * count values of A finite and <= 0 (NaN fails). */
+static inline int FN(ss_nonpos_ok)(const REAL *A, int64_t count, int softplus)
+{
+    if (!softplus)
+        return 0;
+    int ok = 1;
+    for (int64_t i = 0; i < count; ++i) ok &= A[i] <= 0 && A[i] > -(REAL)INFINITY;
+    return ok;
+}
+
+/* tb steps of the forward recurrence for SS_CW channels (state h, N x SS_CW), y without the skip term
+ * into yb; nonpos (a constant at each call) picks the decay's exp */
+static inline SS_ALWAYS_INLINE void FN(ss_fwd_steps)(REAL (*restrict dtb)[SS_CW], REAL (*restrict ub)[SS_CW],
+                                                     REAL (*restrict yb)[SS_CW], int tb, const REAL *Bt0,
+                                                     const REAL *Ct0, const REAL *restrict At, REAL *restrict h,
+                                                     int64_t N, const int nonpos)
+{
+    for (int j = 0; j < tb; ++j) {
+        const REAL *Bt = Bt0 + j * N;
+        const REAL *Ct = Ct0 + j * N;
+        REAL y[SS_CW], dtu[SS_CW];
+        for (int c = 0; c < SS_CW; ++c) {
+            y[c] = 0;
+            dtu[c] = dtb[j][c] * ub[j][c];
+        }
+        for (int64_t n = 0; n < N; ++n) {
+            const REAL bn = Bt[n], cn = Ct[n];
+            REAL *restrict hn = h + n * SS_CW;
+            const REAL *restrict An = At + n * SS_CW;
+            for (int c = 0; c < SS_CW; ++c) { /* vec: fwd-recurrence */
+                const REAL x = dtb[j][c] * An[c];
+                hn[c] = (nonpos ? EXPN(x) : EXP(x)) * hn[c] + dtu[c] * bn;
+                y[c] += hn[c] * cn;
+            }
+        }
+        for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
+    }
+}
+
 int64_t FN(ss_fwd_work_per_thread)(int64_t N) { return 2 * N * SS_CW; }
 
 void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
@@ -58,6 +98,7 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
             bias[c] = (delta_bias && c < nc) ? delta_bias[c0 + c] : (REAL)0;
             Dv[c] = (D && c < nc) ? D[c0 + c] : (REAL)0;
         }
+        const int nonpos = FN(ss_nonpos_ok)(A + c0 * N, nc * N, softplus);
 
         for (int64_t t0 = 0; t0 < L; t0 += SS_TB) {
             const int tb = L - t0 < SS_TB ? (int)(L - t0) : SS_TB;
@@ -78,25 +119,10 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                     for (int c = 0; c < SS_CW; ++c) /* vec: fwd-softplus */
                         dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
 
-            for (int j = 0; j < tb; ++j) {
-                const REAL *Bt = Bg + (t0 + j) * N;
-                const REAL *Ct = Cg + (t0 + j) * N;
-                REAL y[SS_CW], dtu[SS_CW];
-                for (int c = 0; c < SS_CW; ++c) {
-                    y[c] = 0;
-                    dtu[c] = dtb[j][c] * ub[j][c];
-                }
-                for (int64_t n = 0; n < N; ++n) {
-                    const REAL bn = Bt[n], cn = Ct[n];
-                    REAL *restrict hn = h + n * SS_CW;
-                    const REAL *restrict An = At + n * SS_CW;
-                    for (int c = 0; c < SS_CW; ++c) { /* vec: fwd-recurrence */
-                        hn[c] = EXP(dtb[j][c] * An[c]) * hn[c] + dtu[c] * bn;
-                        y[c] += hn[c] * cn;
-                    }
-                }
-                for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
-            }
+            if (nonpos)
+                FN(ss_fwd_steps)(dtb, ub, yb, tb, Bg + t0 * N, Cg + t0 * N, At, h, N, 1);
+            else
+                FN(ss_fwd_steps)(dtb, ub, yb, tb, Bg + t0 * N, Cg + t0 * N, At, h, N, 0);
 
             /* skip connection and gate in (time, channel) layout: unit stride, no shuffles */
             for (int j = 0; j < tb; ++j)
@@ -144,7 +170,8 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
 static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute)(const REAL *restrict dtr, const REAL *restrict ur,
                                                          const REAL *restrict Bg, const REAL *restrict Ad,
                                                          REAL *restrict hs, REAL *restrict das,
-                                                         REAL *restrict h, int64_t L, const int64_t N)
+                                                         REAL *restrict h, int64_t L, const int64_t N,
+                                                         const int nonpos)
 {
     for (int64_t n = 0; n < N; ++n) h[n] = 0;
     for (int64_t t = 0; t < L; ++t) {
@@ -153,7 +180,7 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute)(const REAL *restrict dt
         REAL *restrict ht = hs + t * N;
         REAL *restrict dat = das + t * N;
         for (int64_t n = 0; n < N; ++n) { /* vec: bwd-recompute */
-            const REAL dA = EXP(dt * Ad[n]);
+            const REAL dA = nonpos ? EXPN(dt * Ad[n]) : EXP(dt * Ad[n]);
             h[n] = dA * h[n] + dtu * Bt[n];
             ht[n] = h[n];
             dat[n] = dA;
@@ -304,16 +331,24 @@ static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse16)(
 static inline SS_ALWAYS_INLINE void FN(ss_bwd_recompute_n)(const REAL *restrict dtr, const REAL *restrict ur,
                                                            const REAL *restrict Bg, const REAL *restrict Ad,
                                                            REAL *restrict hs, REAL *restrict das, REAL *restrict h,
-                                                           int64_t L, int64_t N)
+                                                           int64_t L, int64_t N, int nonpos)
 {
+#define SS_RECOMPUTE(n_)                                                        \
+    do {                                                                        \
+        if (nonpos)                                                             \
+            FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, (n_), 1);      \
+        else                                                                    \
+            FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, (n_), 0);      \
+    } while (0)
     if (N == 16)
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 16);
+        SS_RECOMPUTE(16);
     else if (N == 8)
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 8);
+        SS_RECOMPUTE(8);
     else if (N == 4)
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, 4);
+        SS_RECOMPUTE(4);
     else
-        FN(ss_bwd_recompute)(dtr, ur, Bg, Ad, hs, das, h, L, N);
+        SS_RECOMPUTE(N);
+#undef SS_RECOMPUTE
 }
 
 static inline SS_ALWAYS_INLINE void FN(ss_bwd_reverse_n)(
@@ -396,7 +431,7 @@ void FN(ss_bwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                 }
             }
 
-            FN(ss_bwd_recompute_n)(dtr, ur, Bg, Ad, hs, das, h, L, N);
+            FN(ss_bwd_recompute_n)(dtr, ur, Bg, Ad, hs, das, h, L, N, FN(ss_nonpos_ok)(Ad, N, softplus));
 
             if (z) {
                 const REAL *zr = z + row * L;
