@@ -154,6 +154,52 @@ def test_fused_cpu_with_a_positive_A_uses_the_clamped_exp():
         assert_same(fused, unfused, torch.float32)
 
 
+def lowrank_inputs(b, d, h, w, k, n, r, dtype, seed):
+    """make_inputs with the step sizes as SS2D gives them: dts a (batch, K, R, L) view of a (batch, L, K, R)
+    tensor, a (K, dim, R) weight."""
+    inputs = make_inputs(b, d, h, w, k, n, dtype, seed)
+    del inputs["delta"]
+    g = torch.Generator().manual_seed(seed + 100)
+    inputs["dts"] = torch.randn(b, h * w, k, r, generator=g, dtype=dtype).permute(0, 2, 3, 1).requires_grad_()
+    inputs["weight"] = (torch.randn(k, d, r, generator=g, dtype=dtype) * r**-0.5).requires_grad_()
+    return inputs
+
+
+def lowrank_ref(x, dts, weight, **kw):
+    return cross_selective_scan_ref(x, cross_scan.lowrank_delta(dts, weight), **kw, backend="cpu_kernel")
+
+
+@needs_kernel
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("k", cross_scan.DIRECTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_fused_cpu_projects_the_step_sizes_in_the_kernel(group, k, dtype, monkeypatch):
+    """Step sizes given as dts and a weight (computed pixel by pixel in the forward, rebuilt in the backward):
+    output and every gradient, dts's and the weight's included, equal the unfused path given their product;
+    40 channels make a partial block (the weight's zero padding), rank 3."""
+    monkeypatch.setattr(_cpu_cross_scan, "forward_group", lambda batch, dim, nthreads: group)
+    inputs = lowrank_inputs(2, 40, 7, 19, k, 16, 3, dtype, seed=10 + k)
+    fused = grads(lambda **a: cross_scan.cross_selective_scan_lowrank(**a, backend="cpu_kernel"), inputs)
+    assert_same(fused, grads(lowrank_ref, inputs), dtype)
+
+
+def test_lowrank_scan_on_other_backends_gets_the_product():
+    """Backends without the in-kernel projection (torch here) run the scan on lowrank_delta(dts, weight)."""
+    inputs = lowrank_inputs(1, 6, 4, 5, 4, 4, 2, torch.float64, seed=4)
+    got = grads(lambda **a: cross_scan.cross_selective_scan_lowrank(**a, backend="torch"), inputs)
+    want = grads(lambda **a: cross_selective_scan_ref(
+        a.pop("x"), cross_scan.lowrank_delta(a.pop("dts"), a.pop("weight")), **a, backend="torch"), inputs)
+    assert_same(got, want, torch.float64)
+
+
+def test_lowrank_scan_checks_name_the_tensor():
+    inputs = {k: v.detach() for k, v in lowrank_inputs(1, 6, 4, 5, 4, 4, 2, torch.float32, seed=4).items()}
+    with pytest.raises(ValueError, match="`dts` must have shape"):
+        cross_scan.cross_selective_scan_lowrank(**{**inputs, "dts": inputs["dts"][:, :2]})
+    with pytest.raises(ValueError, match="`weight` must have shape"):
+        cross_scan.cross_selective_scan_lowrank(**{**inputs, "weight": inputs["weight"][:, :3]})
+
+
 def test_forward_group_leaves_every_thread_a_task():
     group = _cpu_cross_scan.forward_group
     assert group(1, 128, 2) == 4  # 8 blocks, two tasks of four

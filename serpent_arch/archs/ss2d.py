@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from serpent_arch.ops import selective_scan
-from serpent_arch.ops.cross_scan import cross_merge, cross_scan, cross_selective_scan, fused_backend
+from serpent_arch.ops.cross_scan import cross_merge, cross_scan, cross_selective_scan_lowrank, fused_backend
 from serpent_arch.ops.selective_scan import BACKENDS
 
 SCAN_DIRECTIONS = (1, 2, 4)
@@ -130,22 +130,23 @@ class SS2D(nn.Module):
     def _scan_fused(self, x: torch.Tensor, backend: str) -> torch.Tensor:
         """:meth:`scan` with a fused kernel: projections per pixel, no copies per direction.
 
-        The projections are computed on the pixels of x in one matrix product each, laid out (B, L, K, .)
-        as they come out; the kernel reads delta, B and C through the permuted views (their shapes are
-        those of the contract, (B, K, D, L) and (B, K, N, L)). The output has x's memory format.
+        The projections are computed on the pixels of x in one matrix product, laid out (B, L, K, .) as they
+        come out; the kernel reads dt, B and C through the permuted views (their shapes are those of the
+        contract, (B, K, ., L)). The step sizes are the low-rank product of dt and dt_proj, which the CPU
+        kernel computes as it scans (other backends get the product). The output has x's memory format.
         """
         b, d, h, w = x.shape
         k, n, r = self.directions, self.d_state, self.dt_rank
         pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, d)  # a view when x is channels-last
         proj = torch.matmul(pixels, self.x_proj_weight.reshape(k * (r + 2 * n), d).t())  # (B, L, K * (r + 2N))
-        dts, bs, cs = torch.split(proj.view(b, h * w, k, r + 2 * n), [r, n, n], dim=3)
-        deltas = torch.einsum("blkr,kdr->bkdl", dts, self.dt_proj_weight)  # (B, K, D, L), D unit-stride
-        return cross_selective_scan(
+        dts, bs, cs = (t.permute(0, 2, 3, 1) for t in torch.split(proj.view(b, h * w, k, r + 2 * n), [r, n, n], dim=3))
+        return cross_selective_scan_lowrank(
             x,
-            deltas,
+            dts,
+            self.dt_proj_weight,
             -torch.exp(self.A_log.float()),
-            bs.permute(0, 2, 3, 1),
-            cs.permute(0, 2, 3, 1),
+            bs,
+            cs,
             D=self.D.float(),
             delta_bias=self.dt_proj_bias.reshape(-1).float(),
             delta_softplus=True,

@@ -18,7 +18,7 @@ import functools
 import torch
 
 from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, load_library
-from .cross_scan import to_scan_order
+from .cross_scan import lowrank_delta, to_scan_order
 from .reference import compute_dtype
 
 # most blocks of 16 channels one forward task runs side by side (SS_GMAX in _cross_scan_body.c)
@@ -67,54 +67,76 @@ def _pixel_order(g: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 class CpuCrossScanFn(torch.autograd.Function):
-    """Autograd wrapper around ``xs_fwd_*`` / ``xs_bwd_*``; shapes as in ``cross_selective_scan_ref``."""
+    """Autograd wrapper around ``xs_fwd_*`` / ``xs_bwd_*``; shapes as in ``cross_selective_scan_ref``.
+
+    The step sizes come as ``delta``, or (``delta`` None) as the low-rank projection of ``dts`` (batch, K, R, L)
+    by ``weight`` (K, dim, R), which the forward computes pixel by pixel (SS2D's case: no (batch, K, dim, L)
+    tensor in inference, and only the small ``dts`` kept for the backward, which rebuilds delta).
+    """
 
     @staticmethod
-    def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus):
+    def forward(ctx, x, delta, dts, weight, A, B, C, D, delta_bias, delta_softplus):
         lib = load_library()
-        cdt = compute_dtype(x, delta, A, B, C)
+        cdt = compute_dtype(x, B if delta is None else delta, A, B, C)
         sfx = "f64" if cdt == torch.float64 else "f32"
         batch, dim, h, w = x.shape
-        K, N, L = delta.shape[1], A.shape[1], h * w
+        K, N, L = A.shape[0] // dim, A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
 
-        # the forward reads x, delta, B, C through strides (no copies of channels-last maps or of
-        # projection views); only the pixels must be one dimension and B, C unit-stride along N
+        # the forward reads x, delta / dts, B, C through strides (no copies of channels-last maps or of
+        # projection views); only the pixels must be one dimension and B, C, dts unit-stride along N / R
         x_ = x.detach().to(cdt).flatten(2)  # (batch, dim, L): a view unless H, W cannot merge
-        delta_ = delta.detach().to(cdt)
         B_, C_ = B.detach().to(cdt), C.detach().to(cdt)
         if N > 1 and (B_.stride(2) != 1 or C_.stride() != B_.stride()):
             B_, C_ = (t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (B_, C_))
+        if delta is not None:
+            delta_, dts_, wt, rank = delta.detach().to(cdt), None, None, 0
+            dts_strides = (0, 0, 0)
+        else:
+            delta_, rank = None, dts.shape[2]
+            dts_ = dts.detach().to(cdt)
+            if rank > 1 and dts_.stride(2) != 1:
+                dts_ = dts_.transpose(-1, -2).contiguous().transpose(-1, -2)
+            dts_strides = (dts_.stride(0), dts_.stride(1), dts_.stride(3))
+            # (K, R, dim) rows, zero-padded to whole blocks of 16 channels: the kernel reads whole blocks
+            wt = torch.zeros(K, rank, -(-dim // 16) * 16, dtype=cdt)
+            wt[..., :dim] = weight.detach().to(cdt).transpose(1, 2)
         A_, D_, bias_ = _prep(A, cdt), _prep(D, cdt), _prep(delta_bias, cdt)
         channels_last = dim > 1 and x_.stride(1) == 1
         out = torch.empty(batch, h, w, dim, dtype=cdt).permute(0, 3, 1, 2) if channels_last else \
             torch.empty(batch, dim, h, w, dtype=cdt)  # fmt: skip
         out3 = out.flatten(2)
-        strides = torch.tensor([*x_.stride(), *delta_.stride(), B_.stride(0), B_.stride(1), B_.stride(3),
-                                *out3.stride()], dtype=torch.int64)  # fmt: skip
+        delta_strides = delta_.stride() if delta_ is not None else (0, 0, 0, 0)
+        strides = torch.tensor([*x_.stride(), *delta_strides, B_.stride(0), B_.stride(1), B_.stride(3),
+                                *out3.stride(), *dts_strides], dtype=torch.int64)  # fmt: skip
         group = forward_group(batch, dim, nthreads)
         work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N, h, group), dtype=cdt)
         getattr(lib, f"xs_fwd_{sfx}")(
-            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(B_), _ptr(C_), _ptr(D_), _ptr(bias_), _ptr(strides),
-            int(delta_softplus), batch, dim, h, w, N, K, group, _ptr(out), _ptr(work), nthreads,
+            _ptr(x_), _ptr(delta_), _ptr(dts_), _ptr(wt), rank, _ptr(A_), _ptr(B_), _ptr(C_), _ptr(D_), _ptr(bias_),
+            _ptr(strides), int(delta_softplus), batch, dim, h, w, N, K, group, _ptr(out), _ptr(work), nthreads,
         )  # fmt: skip
-        ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
+        ctx.save_for_backward(x, delta, dts, weight, A, B, C, D, delta_bias)
         ctx.delta_softplus = delta_softplus
         return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, gout):
         lib = load_library()
-        x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-        cdt = compute_dtype(x, delta, A, B, C)
+        x, delta, dts, weight, A, B, C, D, delta_bias = ctx.saved_tensors
+        lowrank = delta is None
+        cdt = compute_dtype(x, B if lowrank else delta, A, B, C)
         sfx = "f64" if cdt == torch.float64 else "f32"
         batch, dim, h, w = x.shape
-        K, N, L = delta.shape[1], A.shape[1], h * w
+        K, N, L = A.shape[0] // dim, A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
         parts = _num_parts(batch, 1, dim, nthreads)
         pix = scan_pixels(K, h, w)
 
-        x_, delta_, A_ = _prep(x, cdt), _prep(delta, cdt), _prep(A, cdt)
+        if lowrank:
+            delta_ = lowrank_delta(dts.detach().to(cdt), weight.detach().to(cdt)).contiguous()
+        else:
+            delta_ = _prep(delta, cdt)
+        x_, A_ = _prep(x, cdt), _prep(A, cdt)
         D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
         Bt, Ct = _scan_order_rows(B, h, w, cdt), _scan_order_rows(C, h, w, cdt)
         gout_ = _prep(gout, cdt)
@@ -135,9 +157,19 @@ class CpuCrossScanFn(torch.autograd.Function):
         )  # fmt: skip
         gB = _pixel_order(gB_part.sum(1), h, w)
         gC = _pixel_order(gC_part.sum(1), h, w)
+        gdelta_out = gdts = gweight = None
+        if not lowrank:
+            gdelta_out = gdelta.to(delta.dtype)
+        else:
+            if ctx.needs_input_grad[2]:
+                gdts = torch.einsum("bkdl,kdr->bkrl", gdelta, weight.detach().to(cdt)).to(dts.dtype)
+            if ctx.needs_input_grad[3]:
+                gweight = torch.einsum("bkdl,bkrl->kdr", gdelta, dts.detach().to(cdt)).to(weight.dtype)
         return (
             gx.to(x.dtype),
-            gdelta.to(delta.dtype),
+            gdelta_out,
+            gdts,
+            gweight,
             gA_part.sum(0).to(A.dtype),
             gB.to(B.dtype),
             gC.to(C.dtype),
@@ -150,4 +182,9 @@ class CpuCrossScanFn(torch.autograd.Function):
 def cross_selective_scan_cpu(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
     """The fused four-direction scan on CPU tensors (shapes: ``cross_selective_scan_ref``).
     Returns (batch, dim, H, W) in x's dtype."""
-    return CpuCrossScanFn.apply(x, delta, A, B, C, D, delta_bias, bool(delta_softplus))
+    return CpuCrossScanFn.apply(x, delta, None, None, A, B, C, D, delta_bias, bool(delta_softplus))
+
+
+def cross_selective_scan_lowrank_cpu(x, dts, weight, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """:func:`cross_selective_scan_cpu` with the step sizes ``lowrank_delta(dts, weight)`` computed in the kernel."""
+    return CpuCrossScanFn.apply(x, None, dts, weight, A, B, C, D, delta_bias, bool(delta_softplus))

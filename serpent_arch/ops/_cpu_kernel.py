@@ -184,7 +184,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd.argtypes = [p] * 8 + [i32] + [i64] * 6 + [p] * 10 + [i32]
         bwd.restype = None
         # the fused four-direction scan (_cross_scan_body.c, used by _cpu_cross_scan.py)
-        getattr(lib, f"xs_fwd_{sfx}").argtypes = [p] * 8 + [i32] + [i64] * 7 + [p, p, i32]
+        getattr(lib, f"xs_fwd_{sfx}").argtypes = [p] * 4 + [i64] + [p] * 6 + [i32] + [i64] * 7 + [p, p, i32]
         getattr(lib, f"xs_fwd_{sfx}").restype = None
         getattr(lib, f"xs_bwd_{sfx}").argtypes = [p] * 8 + [i32] + [i64] * 6 + [p] * 9 + [i32]
         getattr(lib, f"xs_bwd_{sfx}").restype = None

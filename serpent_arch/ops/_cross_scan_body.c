@@ -140,6 +140,30 @@ static inline SS_ALWAYS_INLINE void FN(xs_stage)(REAL *restrict dst, const REAL 
     for (int c = 0; c < SS_CW; ++c) dst[c] = c < n ? src[c * s] + (add ? add[c] : (REAL)0) : (REAL)0;
 }
 
+/* One block's step sizes from the low-rank projection: dst[c] = add[c] + sum_r w[r * ws + c] * d[r]
+ * (w: the direction's (R, channels) weight rows from the block's first channel, zero-padded to whole
+ * blocks, so no lane needs a bound) */
+static inline SS_ALWAYS_INLINE void FN(xs_stage_lowrank)(REAL *restrict dst, const REAL *restrict d,
+                                                         const REAL *restrict w, int64_t ws, int64_t R,
+                                                         const REAL *restrict add)
+{
+#if XS_VEC_OPS
+    FN(xs_vec) acc, wr;
+    memcpy(&acc, add, sizeof acc);
+    for (int64_t r = 0; r < R; ++r) {
+        memcpy(&wr, w + r * ws, sizeof wr);
+        acc += wr * d[r];
+    }
+    memcpy(dst, &acc, sizeof acc);
+#else
+    REAL acc[SS_CW];
+    for (int c = 0; c < SS_CW; ++c) acc[c] = add[c];
+    for (int64_t r = 0; r < R; ++r)
+        for (int c = 0; c < SS_CW; ++c) acc[c] += w[r * ws + c] * d[r];
+    for (int c = 0; c < SS_CW; ++c) dst[c] = acc[c];
+#endif
+}
+
 /* n <= SS_CW values of src into dst (stride s), written (first direction) or added */
 static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, const REAL *restrict src,
                                                int64_t n, int add)
@@ -165,19 +189,24 @@ static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, co
 
 /* The forward reads its tensors through strides (in elements), st = {x: batch, channel, pixel;
  * delta: batch, direction, channel, pixel; B and C: batch, direction, pixel (their N is unit-stride);
- * out: batch, channel, pixel}, so that SS2D can hand it channels-last maps and per-pixel projections
- * as they come out of its matrix products, and take a channels-last output for its LayerNorm.
- * Tasks: (batch, G blocks of SS_CW channels), G from the caller (xs_fwd_group). */
-void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
-                const REAL *D, const REAL *delta_bias, const int64_t *st, int softplus,
-                int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N, int64_t K, int64_t G,
-                REAL *out, REAL *work, int nthreads)
+ * out: batch, channel, pixel; dts: batch, direction, pixel (its r is unit-stride)}, so that SS2D can
+ * hand it channels-last maps and per-pixel projections as they come out of its matrix products, and
+ * take a channels-last output for its LayerNorm. With delta NULL, the step sizes are the low-rank
+ * projection delta[b, k, c, p] = sum_r Wt[k, r, c] dts[b, k, r, p] (Wt: (K, R, dim rounded up to whole
+ * blocks, zero-padded)), computed as each pixel is staged: (batch, K, dim, L) of step sizes never
+ * exists (at 2048x2048 the first stage's is 512 MiB). Tasks: (batch, G blocks of SS_CW channels), G from the caller (xs_fwd_group). */
+void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *Wt, int64_t R,
+                const REAL *A, const REAL *B, const REAL *C, const REAL *D, const REAL *delta_bias,
+                const int64_t *st, int softplus, int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N,
+                int64_t K, int64_t G, REAL *out, REAL *work, int nthreads)
 {
     const int64_t L = H * W;
     const int64_t xb_s = st[0], xc_s = st[1], xp_s = st[2];
     const int64_t db_s = st[3], dk_s = st[4], dc_s = st[5], dp_s = st[6];
     const int64_t bb_s = st[7], bk_s = st[8], bp_s = st[9];
     const int64_t ob_s = st[10], oc_s = st[11], op_s = st[12];
+    const int64_t tb_s = st[13], tk_s = st[14], tp_s = st[15];
+    const int64_t wrow = (dim + SS_CW - 1) / SS_CW * SS_CW; /* Wt's row length: whole blocks */
     const int64_t cw = G * SS_CW, TB = FN(xs_tb)(G), SW = FN(xs_sw)(G);
     const int64_t ngrp = (dim + cw - 1) / cw;
     const int64_t ntasks = batch * ngrp;
@@ -208,7 +237,10 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
             const int64_t r0 = k * dim + c0; /* row of A, D, delta_bias of the task's first channel */
             const REAL *Bk = B + b * bb_s + k * bk_s;
             const REAL *Ck = C + b * bb_s + k * bk_s;
-            const REAL *dk = delta + b * db_s + k * dk_s + c0 * dc_s;
+            /* step sizes: delta's values, or the low-rank projection of dts (delta NULL) */
+            const REAL *dk = delta ? delta + b * db_s + k * dk_s + c0 * dc_s : NULL;
+            const REAL *tk = dts ? dts + b * tb_s + k * tk_s : NULL;
+            const REAL *Wk = Wt ? Wt + k * R * wrow + c0 : NULL;
             for (int64_t g = 0; g < nsub; ++g)
                 for (int64_t n = 0; n < N; ++n)
                     for (int c = 0; c < SS_CW; ++c) {
@@ -228,11 +260,15 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                     const int tb = L - t0 < TB ? (int)(L - t0) : (int)TB;
                     const int64_t p0 = rev ? L - 1 - t0 : t0, ps = rev ? -1 : 1;
                     for (int j = 0; j < tb; ++j) {
-                        const REAL *xp = xb + (p0 + j * ps) * xp_s, *dp = dk + (p0 + j * ps) * dp_s;
+                        const int64_t p = p0 + j * ps;
+                        const REAL *xp = xb + p * xp_s;
                         for (int64_t g = 0; g < nsub; ++g) {
                             const int64_t cg = g * SS_CW;
                             FN(xs_stage)(XS_ROWS(ub, g)[j], xp + cg * xc_s, xc_s, XS_NB(g), NULL);
-                            FN(xs_stage)(XS_ROWS(dtb, g)[j], dp + cg * dc_s, dc_s, XS_NB(g), bias + cg);
+                            if (dk)
+                                FN(xs_stage)(XS_ROWS(dtb, g)[j], dk + p * dp_s + cg * dc_s, dc_s, XS_NB(g), bias + cg);
+                            else
+                                FN(xs_stage_lowrank)(XS_ROWS(dtb, g)[j], tk + p * tp_s, Wk + cg, wrow, R, bias + cg);
                         }
                     }
                     FN(xs_fwd_blocks)(dtb, ub, yb, TB, nsub, tb, Bk + p0 * bp_s, Ck + p0 * bp_s, ps * bp_s, At, h,
@@ -259,12 +295,15 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, 
                 for (int64_t row = 0; row < H; ++row)
                     for (int64_t col = 0; col < ncol; ++col) {
                         const int64_t p = row * W + col0 + col, q = col * H + row;
-                        const REAL *xp = xb + p * xp_s, *dp = dk + p * dp_s;
+                        const REAL *xp = xb + p * xp_s;
                         const REAL *Bp = Bk + p * bp_s, *Cp = Ck + p * bp_s;
                         for (int64_t g = 0; g < nsub; ++g) {
                             const int64_t cg = g * SS_CW;
                             FN(xs_stage)(xs + q * cw + cg, xp + cg * xc_s, xc_s, XS_NB(g), NULL);
-                            FN(xs_stage)(ds + q * cw + cg, dp + cg * dc_s, dc_s, XS_NB(g), bias + cg);
+                            if (dk)
+                                FN(xs_stage)(ds + q * cw + cg, dk + p * dp_s + cg * dc_s, dc_s, XS_NB(g), bias + cg);
+                            else
+                                FN(xs_stage_lowrank)(ds + q * cw + cg, tk + p * tp_s, Wk + cg, wrow, R, bias + cg);
                         }
                         for (int64_t n = 0; n < N; ++n) {
                             bs[q * N + n] = Bp[n];

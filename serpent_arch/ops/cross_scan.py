@@ -111,6 +111,15 @@ def to_scan_order(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([t[:, 0], cols, t[:, 2].flip(-1), rev_cols], dim=1)
 
 
+def lowrank_delta(dts: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Step sizes from a low-rank projection, as SS2D makes them: ``dts`` (batch, K, R, H*W) in pixel order
+    and ``weight`` (K, dim, R) -> (batch, K, dim, H*W),
+    ``delta[b, k, c, p] = sum_r weight[k, c, r] dts[b, k, r, p]``."""
+    # written over the (batch, L, K, R) view: for SS2D's projections that is their storage, and the product
+    # comes out with dim unit-stride (the layout the fused kernels read best)
+    return torch.einsum("blkr,kdr->bkdl", dts.permute(0, 3, 1, 2), weight)
+
+
 def cross_selective_scan_ref(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend="reference"):
     """The four-direction scan, defined by its parts. Every fused kernel is tested against this.
 
@@ -210,8 +219,37 @@ def cross_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softp
         _info_once(f"cross_selective_scan on {x.device}: {name} runs unfused (cross-scan, selective scan, cross-merge)")
         return cross_selective_scan_ref(x, delta, A, B, C, D, delta_bias, delta_softplus, backend=name)
     _info_once(f"cross_selective_scan on {x.device}: fused {name} kernel")
+    return _run_fused(kernel, x, (x, delta, A, B, C, D, delta_bias, delta_softplus))
+
+
+def _run_fused(kernel, x, args):
     if _autocast_enabled(x.device.type):
         # as selective_scan: the scan computes in float32 whatever autocast does around it
         with torch.autocast(x.device.type, enabled=False):
-            return kernel(x, delta, A, B, C, D, delta_bias, delta_softplus)
-    return kernel(x, delta, A, B, C, D, delta_bias, delta_softplus)
+            return kernel(*args)
+    return kernel(*args)
+
+
+def cross_selective_scan_lowrank(x, dts, weight, A, B, C, D=None, delta_bias=None, delta_softplus=True,
+                                 backend="auto"):  # fmt: skip
+    """:func:`cross_selective_scan` with the step sizes ``delta = lowrank_delta(dts, weight)``: ``dts``
+    (batch, K, R, H*W) in pixel order, ``weight`` (K, dim, R). The CPU kernel computes delta pixel by pixel
+    as it scans (no (batch, K, dim, H*W) tensor, and the backward keeps only ``dts``); every other backend
+    is given the product."""
+    b, d, h, w = x.shape
+    k = A.shape[0] // max(d, 1)
+    if dts.ndim != 4 or dts.shape[:2] != (b, k) or dts.shape[3] != h * w:
+        raise ValueError(f"cross_selective_scan_lowrank: `dts` must have shape (batch, K, R, H*W) = ({b}, {k}, R, "
+                         f"{h * w}), got {_fmt(dts.shape)}")  # fmt: skip
+    if tuple(weight.shape) != (k, d, dts.shape[2]):
+        raise ValueError(f"cross_selective_scan_lowrank: `weight` must have shape (K, dim, R) = "
+                         f"{_fmt((k, d, dts.shape[2]))}, got {_fmt(weight.shape)}")  # fmt: skip
+    name = resolve_backend(backend, x)
+    if name != "cpu_kernel" or fused_kernel(name) is None:
+        return cross_selective_scan(x, lowrank_delta(dts, weight), A, B, C, D, delta_bias, delta_softplus, backend=name)
+    from ._cpu_cross_scan import cross_selective_scan_lowrank_cpu
+
+    # the shapes of delta's check, without delta
+    _check_cross_inputs(x, x.new_empty(()).expand(b, k, d, h * w), A, B, C, D, delta_bias)
+    _info_once(f"cross_selective_scan on {x.device}: fused {name} kernel, step sizes projected in the kernel")
+    return _run_fused(cross_selective_scan_lowrank_cpu, x, (x, dts, weight, A, B, C, D, delta_bias, delta_softplus))
