@@ -133,7 +133,7 @@ def _profile(net, x) -> dict:
         return run
 
     ss2d.selective_scan = labelled(ss2d.selective_scan, "scan: selective_scan")
-    ss2d.cross_selective_scan = labelled(ss2d.cross_selective_scan, "scan: cross_selective_scan")
+    ss2d.cross_selective_scan_lowrank = labelled(ss2d.cross_selective_scan_lowrank, "scan: cross_selective_scan")
     net(x)  # warm-up
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -9,8 +9,9 @@ What is counted, and how (text for the README):
 * The selective scan: ``serpent_arch.ops.selective_scan`` runs in a C kernel, mamba-ssm's CUDA
   kernel or a Python-level recurrence, none of which the counter sees (or, for the pure-torch
   backend, only partly). While counting, SS2D's reference to the op (and to the fused four-direction
-  scan, ``cross_selective_scan``, counted as the one scan it replaces) is replaced by a wrapper that
-  adds :func:`scan_flops` for the call's shape and flags (formula below).
+  scan, ``cross_selective_scan_lowrank``, counted as the one scan it replaces, its step sizes' low-rank
+  projection as the matrix product it is) is replaced by a wrapper that adds :func:`scan_flops` for the
+  call's shape and flags (formula below).
 * Elementwise ops (additions, activations, LayerNorm, softmax, copies) are not in the counter. As a
   check that they do not change the picture, :class:`ElementwiseEstimate` counts 1 FLOP per output
   element of every pointwise op and 5 per element of LayerNorm / softmax; the benchmark reports
@@ -35,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 import serpent_arch.archs.ss2d as ss2d_module
 from serpent_arch.archs import tail
+from serpent_arch.ops import cross_scan
 
 # Selective scan cost, in the counter's convention (a multiply-add is 2 FLOPs, exp is 1).
 # Per state element (batch b, channel d, step l, state n):
@@ -149,8 +151,6 @@ def count_scan_flops(include: bool = True) -> Iterator[list[int]]:
             return torch.empty_like(u)
         return real(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus, **kwargs)
 
-    real_cross = ss2d_module.cross_selective_scan
-
     def counted_cross(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, **kwargs):
         # the fused four-direction scan (SS2D on backends that have it) does the work of one scan of
         # K * dim channels over the H * W pixels
@@ -158,15 +158,23 @@ def count_scan_flops(include: bool = True) -> Iterator[list[int]]:
             batch, dim, h, w = x.shape
             total[0] += scan_flops(batch, delta.shape[1] * dim, h * w, A.shape[-1], delta_bias=delta_bias is not None,
                                    delta_softplus=bool(delta_softplus), D=D is not None, z=False)  # fmt: skip
-        return real_cross(x, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus, **kwargs)
+        return cross_scan.cross_selective_scan(x, delta, A, B, C, D=D, delta_bias=delta_bias,
+                                               delta_softplus=delta_softplus, **kwargs)  # fmt: skip
+
+    real_lowrank = ss2d_module.cross_selective_scan_lowrank
+
+    def counted_lowrank(x, dts, weight, A, B, C, **kwargs):
+        # the step sizes' low-rank projection (computed inside the CPU kernel) counted as the matrix product
+        # it is, in the dense FLOPs, then the scan given that product
+        return counted_cross(x, cross_scan.lowrank_delta(dts, weight), A, B, C, **kwargs)
 
     ss2d_module.selective_scan = counted
-    ss2d_module.cross_selective_scan = counted_cross
+    ss2d_module.cross_selective_scan_lowrank = counted_lowrank
     try:
         yield total
     finally:
         ss2d_module.selective_scan = real
-        ss2d_module.cross_selective_scan = real_cross
+        ss2d_module.cross_selective_scan_lowrank = real_lowrank
 
 
 def count_flops(

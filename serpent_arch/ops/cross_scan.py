@@ -16,6 +16,9 @@ running :func:`~serpent_arch.ops.selective_scan` and merging; fused kernels are 
 :func:`cross_selective_scan` is the dispatcher: the backends in :data:`FUSED_BACKENDS` run it as one
 kernel (``cpu_kernel``: ``_cpu_cross_scan.py``; ``triton``: ``_triton_cross_scan.py``), every other
 backend (torch, mamba_ssm, reference, any added later) as the reference composition.
+:func:`cross_selective_scan_lowrank` takes the step sizes as SS2D makes them, a low-rank projection
+(``dts`` and a weight, :func:`lowrank_delta`): the CPU kernel computes the product as it scans, every other
+backend is given it.
 """
 
 from __future__ import annotations
