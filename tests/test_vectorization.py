@@ -43,7 +43,6 @@ HOT_LOOPS = (
     "bwd-step",
     "bwd-step16",
     "xfwd-softplus",
-    "xfwd-recurrence",
     "xbwd-softplus",
 )
 # compiled only for AVX-512 targets (the deferred sums of _scan_kernel.c; AVX2 keeps the per-step sums)

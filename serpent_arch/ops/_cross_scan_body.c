@@ -39,8 +39,9 @@
 #endif
 
 /* One block of tb <= SS_TB steps of one direction: ub, dtb staged in (time, channel) layout (dtb =
- * delta + bias, softplus applied here), B and C rows of step j at B0 + j * bstep (bstep = +-N).
- * Writes y (with the skip term) to yb; the state h (N x SS_CW) carries over to the next block. */
+ * delta + bias, softplus applied here), B and C rows of step j at B0 + j * bstep (bstep = +-N), run by the
+ * plain forward's recurrence (ss_fwd_steps). Writes y (with the skip term) to yb; the state h (N x SS_CW)
+ * carries over to the next block. */
 static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW], REAL (*restrict ub)[SS_CW],
                                                      REAL (*restrict yb)[SS_CW], int tb, const REAL *B0,
                                                      const REAL *C0, int64_t bstep, const REAL *restrict At,
@@ -51,25 +52,9 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
         for (int j = 0; j < tb; ++j)
             for (int c = 0; c < SS_CW; ++c) /* vec: xfwd-softplus */
                 dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
-    for (int j = 0; j < tb; ++j) {
-        const REAL *Bt = B0 + j * bstep, *Ct = C0 + j * bstep;
-        REAL y[SS_CW], dtu[SS_CW];
-        for (int c = 0; c < SS_CW; ++c) {
-            y[c] = Dv[c] * ub[j][c];
-            dtu[c] = dtb[j][c] * ub[j][c];
-        }
-        for (int64_t n = 0; n < N; ++n) {
-            const REAL bn = Bt[n], cn = Ct[n];
-            REAL *restrict hn = h + n * SS_CW;
-            const REAL *restrict An = At + n * SS_CW;
-            for (int c = 0; c < SS_CW; ++c) { /* vec: xfwd-recurrence */
-                const REAL x = dtb[j][c] * An[c];
-                hn[c] = (nonpos ? EXPN(x) : EXP(x)) * hn[c] + dtu[c] * bn;
-                y[c] += hn[c] * cn;
-            }
-        }
-        for (int c = 0; c < SS_CW; ++c) yb[j][c] = y[c];
-    }
+    FN(ss_fwd_steps)(dtb, ub, yb, tb, B0, C0, bstep, At, h, N, nonpos);
+    for (int j = 0; j < tb; ++j)
+        for (int c = 0; c < SS_CW; ++c) yb[j][c] += Dv[c] * ub[j][c];
 }
 
 /* The time block for the task's nsub blocks of SS_CW channels (dtb, ub, yb: (block, step, channel),

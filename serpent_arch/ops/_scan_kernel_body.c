@@ -36,16 +36,17 @@ static inline int FN(ss_nonpos_ok)(const REAL *A, int64_t count, int softplus)
     return ok;
 }
 
-/* tb steps of the forward recurrence for SS_CW channels (state h, N x SS_CW), y without the skip term
- * into yb; nonpos (a constant at each call) picks the decay's exp */
+/* tb steps of the forward recurrence for SS_CW channels (state h, N x SS_CW; the B and C rows of step j
+ * at Bt0 + j * bstep, Ct0 + j * bstep), y without the skip term into yb; nonpos (a constant at each call)
+ * picks the decay's exp. Also the fused four-direction scan's (_cross_scan_body.c). */
 static inline SS_ALWAYS_INLINE void FN(ss_fwd_steps)(REAL (*restrict dtb)[SS_CW], REAL (*restrict ub)[SS_CW],
                                                      REAL (*restrict yb)[SS_CW], int tb, const REAL *Bt0,
-                                                     const REAL *Ct0, const REAL *restrict At, REAL *restrict h,
-                                                     int64_t N, const int nonpos)
+                                                     const REAL *Ct0, int64_t bstep, const REAL *restrict At,
+                                                     REAL *restrict h, int64_t N, const int nonpos)
 {
     for (int j = 0; j < tb; ++j) {
-        const REAL *Bt = Bt0 + j * N;
-        const REAL *Ct = Ct0 + j * N;
+        const REAL *Bt = Bt0 + j * bstep;
+        const REAL *Ct = Ct0 + j * bstep;
         REAL y[SS_CW], dtu[SS_CW];
         for (int c = 0; c < SS_CW; ++c) {
             y[c] = 0;
@@ -120,9 +121,9 @@ void FN(ss_fwd)(const REAL *u, const REAL *delta, const REAL *A, const REAL *B, 
                         dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
 
             if (nonpos)
-                FN(ss_fwd_steps)(dtb, ub, yb, tb, Bg + t0 * N, Cg + t0 * N, At, h, N, 1);
+                FN(ss_fwd_steps)(dtb, ub, yb, tb, Bg + t0 * N, Cg + t0 * N, N, At, h, N, 1);
             else
-                FN(ss_fwd_steps)(dtb, ub, yb, tb, Bg + t0 * N, Cg + t0 * N, At, h, N, 0);
+                FN(ss_fwd_steps)(dtb, ub, yb, tb, Bg + t0 * N, Cg + t0 * N, N, At, h, N, 0);
 
             /* skip connection and gate in (time, channel) layout: unit stride, no shuffles */
             for (int j = 0; j < tb; ++j)
