@@ -14,8 +14,8 @@ import torch
 
 from serpent_arch.archs.ss2d import SS2D
 from serpent_arch.ops import _cpu_cross_scan, _cpu_kernel, backend_report, cross_scan
-from serpent_arch.ops._cpu_cross_scan import cross_selective_scan_cpu, scan_pixels
-from serpent_arch.ops.cross_scan import cross_selective_scan, cross_selective_scan_ref, to_scan_order
+from serpent_arch.ops._cpu_cross_scan import cross_selective_scan_cpu
+from serpent_arch.ops.cross_scan import cross_selective_scan, cross_selective_scan_ref
 
 needs_kernel = pytest.mark.skipif(not _cpu_kernel.availability()[0], reason="cpu_kernel unavailable")
 SIZES = ((1, 1), (3, 7), (7, 3), (17, 5), (5, 37))  # 37 columns: two full stripes of 16 and a partial one
@@ -56,15 +56,6 @@ def assert_same(fused, unfused, dtype):
     for name in g_u:
         scale = g_u[name].abs().max().clamp(min=1)  # gradients summed over many steps: relative to their size
         torch.testing.assert_close(g_f[name] / scale, g_u[name] / scale, **TOL[dtype], msg=f"gradient of {name}")
-
-
-@pytest.mark.parametrize("k", cross_scan.DIRECTIONS)
-@pytest.mark.parametrize("hw", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_scan_pixels_is_the_cross_scan_order(k, hw):
-    h, w = hw
-    arange = torch.arange(h * w).view(1, 1, 1, h * w).expand(1, k, 1, h * w)
-    assert scan_pixels(k, h, w).dtype == torch.int32
-    assert torch.equal(scan_pixels(k, h, w).long(), to_scan_order(arange, h, w)[0, :, 0])
 
 
 @needs_kernel
@@ -181,6 +172,51 @@ def test_fused_cpu_projects_the_step_sizes_in_the_kernel(group, k, dtype, monkey
     inputs = lowrank_inputs(2, 40, 7, 19, k, 16, 3, dtype, seed=10 + k)
     fused = grads(lambda **a: cross_scan.cross_selective_scan_lowrank(**a, backend="cpu_kernel"), inputs)
     assert_same(fused, grads(lowrank_ref, inputs), dtype)
+
+
+@needs_kernel
+@pytest.mark.parametrize("build", ["native", "haswell", "x86-64-v2", "no-deferred-sums"])
+def test_fused_cpu_backward_builds(build, monkeypatch):
+    """The backward's deferred sums over channels (gB, gC and the low-rank dts: 16-row transposed sums, one
+    tree per target family) in each build: N = 16, rank 5 (48 rows of sums, padding rows included), 35
+    channels in groups of 2 blocks (full and partial blocks and groups), batch 2, an 11 x 37 map (partial
+    chunks of 32 steps in every direction)."""
+    monkeypatch.setattr(_cpu_cross_scan, "forward_group", lambda batch, dim, nthreads: 2)
+    march, extra = {"native": (None, ()), "haswell": ("haswell", ()), "x86-64-v2": ("x86-64-v2", ()),
+                    "no-deferred-sums": (None, ("-DSS_NO_DEFERRED_SUMS",))}[build]  # fmt: skip
+    inputs = lowrank_inputs(2, 35, 11, 37, 4, 16, 5, torch.float32, seed=3)
+    with _cpu_kernel.variant(march, extra):
+        fused = grads(lambda **a: cross_scan.cross_selective_scan_lowrank(**a, backend="cpu_kernel"), inputs)
+        unfused = grads(lowrank_ref, inputs)
+    assert_same(fused, unfused, torch.float32)
+
+
+@needs_kernel
+@pytest.mark.parametrize("lowrank", [False, True], ids=["delta", "lowrank"])
+def test_fused_cpu_forward_keeps_states_only_for_training(lowrank, monkeypatch):
+    """The forward keeps the states the backward starts its chunks from only when a gradient is wanted, and
+    keeping them (which cuts the forward's time blocks at chunk starts) leaves the output bit for bit."""
+    make = lowrank_inputs if lowrank else make_inputs
+    args = (1, 20, 13, 29, 4, 16) + ((3,) if lowrank else ())
+    inputs = make(*args, torch.float32, seed=8)
+    run = (lambda **a: cross_scan.cross_selective_scan_lowrank(**a, backend="cpu_kernel")) if lowrank else \
+        cross_selective_scan_cpu  # fmt: skip
+    kept = []
+    empty = torch.empty
+
+    def spy(*size, **kw):
+        if len(size) == 6 and size[-1] == 16:  # (batch, K, chunks, blocks, N, 16)
+            kept.append(size)
+        return empty(*size, **kw)
+
+    monkeypatch.setattr(_cpu_cross_scan.torch, "empty", spy)
+    with torch.no_grad():
+        plain = run(**inputs)
+    assert kept == []
+    training = run(**inputs)
+    chunks = -(-13 * 29 // _cpu_kernel.load_library().xs_chunk_steps_f32())
+    assert kept == [(1, 4, chunks, 2, 16, 16)]
+    assert torch.equal(training.detach(), plain)
 
 
 def test_lowrank_scan_on_other_backends_gets_the_product():

@@ -3,7 +3,8 @@
 gcc's vectorization report (``-fopt-info-vec-optimized``) is read for the kernel compiled with the
 flags the library is built with (``_cpu_kernel.flag_sets``), once per ``-march`` below. Each hot
 loop carries a ``/* vec: <name> */`` marker in ``_scan_kernel_body.c`` (the scan) or
-``_cross_scan_body.c`` (the fused four-direction scan) on the line gcc reports it at. A loop that
+``_cross_scan_body.c`` / ``_cross_scan_bwd_body.c`` (the fused four-direction scan) on the line gcc reports
+it at (the fused backward's reverse walk is written with vector types, so it has no loop to report). A loop that
 stays scalar, or gets narrower vectors than the target has, fails the test, so a code change
 cannot silently lose the fast path on one family (this happened: with trapping math, gcc left the
 exp loops scalar on every target below AVX-512 and the forward ran 3x slower).
@@ -21,7 +22,8 @@ import pytest
 from serpent_arch.ops import _cpu_kernel
 
 OPS = Path(_cpu_kernel.__file__).parent
-BODIES = (OPS / "_scan_kernel_body.c", OPS / "_cross_scan_body.c")  # the plain scan, the fused four-direction scan
+# the plain scan, the fused four-direction scan's forward and backward
+BODIES = (OPS / "_scan_kernel_body.c", OPS / "_cross_scan_body.c", OPS / "_cross_scan_bwd_body.c")
 
 # -march -> the widest vector of its ISA in bytes (SSE4.2, AVX2, AVX-512)
 TARGETS = {
@@ -44,6 +46,7 @@ HOT_LOOPS = (
     "bwd-step16",
     "xfwd-softplus",
     "xbwd-softplus",
+    "xbwd-recompute",
 )
 # compiled only for AVX-512 targets (the deferred sums of _scan_kernel.c; AVX2 keeps the per-step sums)
 AVX512_ONLY = {"bwd-step16"}
@@ -62,13 +65,13 @@ def _gcc() -> str:
 
 def marker_lines() -> dict[str, set[tuple[str, int]]]:
     """Loop name -> (file, line) pairs whose report entries belong to it (a pragma's loop may be
-    reported at the pragma or at its `for` on the next line)."""
+    reported at the pragma, at its `for` on the next line or at the first line of its body)."""
     lines = {}
     for body in BODIES:
         for i, text in enumerate(body.read_text().splitlines(), start=1):
             m = re.search(r"/\* vec: ([\w-]+) \*/", text)
             if m:
-                at = {i, i + 1} if text.lstrip().startswith("#pragma") else {i}
+                at = {i, i + 1, i + 2} if text.lstrip().startswith("#pragma") else {i}
                 lines[m.group(1)] = {(body.name, j) for j in at}
     return lines
 

@@ -1,24 +1,23 @@
-"""The fused four-direction scan on the C kernel (``xs_fwd_*`` / ``xs_bwd_*`` in ``_cross_scan_body.c``).
+"""The fused four-direction scan on the C kernel (``xs_fwd_*`` in ``_cross_scan_body.c``, ``xs_bwd_*`` in
+``_cross_scan_bwd_body.c``).
 
 Same semantics as :func:`serpent_arch.ops.cross_scan.cross_selective_scan_ref`: the map x is read
-once, each direction k walks its pixels in its own order (:func:`scan_pixels`) and its output is
-added into the merged map at those pixels; the gradient of x is summed over directions the same way.
-Nothing of size (batch, K, dim, L) is made beyond the caller's delta and its gradient.
+once, each direction k walks its pixels in its own order (cross_scan.py's) and its output is added into
+the merged map at those pixels; the gradient of x is summed over directions the same way. Nothing of
+size (batch, K, dim, L) is made beyond the caller's delta and its gradient.
 
-The forward reads x, delta, B and C through their strides (SS2D passes channels-last maps and
-views of its projections); the backward copies B and C into each direction's step order, (batch, K,
-L, N), so that its per-step reads of them run with unit stride (read through a table of rows, the
-same walk ran 5x slower). Compute dtype, threads, scratch as torch tensors: as in ``_cpu_kernel``.
+Both passes read x, delta (or dts), B, C and the output gradient through their strides (SS2D passes
+channels-last maps and views of its projections) and write channels-last gradients where x is
+channels-last. In training the forward keeps each direction's state every ``xs_chunk_steps()`` steps
+(K N / 32 values per value of x); the backward recomputes one chunk at a time from them, with the
+channels as vector lanes. Compute dtype, threads, scratch as torch tensors: as in ``_cpu_kernel``.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from ._cpu_kernel import _num_parts, _num_threads, _prep, _ptr, load_library
-from .cross_scan import lowrank_delta, to_scan_order
+from ._cpu_kernel import _num_threads, _prep, _ptr, load_library
 from .reference import compute_dtype
 
 # most blocks of 16 channels one forward task runs side by side (SS_GMAX in _cross_scan_body.c)
@@ -33,49 +32,40 @@ def forward_group(batch: int, dim: int, nthreads: int) -> int:
     return max(1, min(MAX_GROUP, blocks, batch * blocks // max(1, nthreads)))
 
 
-@functools.lru_cache(maxsize=32)
-def scan_pixels(directions: int, h: int, w: int) -> torch.Tensor:
-    """(K, H*W) int32: ``[k, t]`` is the row-major pixel index direction k visits at step t.
-
-    k = 0 row-major, 1 column-major, 2 and 3 the same reversed (K = 2: row-major and its reverse),
-    the order of :func:`serpent_arch.ops.cross_scan.cross_scan`.
-    """
-    rows = torch.arange(h * w, dtype=torch.int32)
-    cols = rows.view(h, w).t().reshape(-1)
-    orders = {1: [rows], 2: [rows, rows.flip(0)], 4: [rows, cols, rows.flip(0), cols.flip(0)]}[directions]
-    return torch.stack(orders).contiguous()
+def _unit_stride_last(t: torch.Tensor, u: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(batch, K, n, L) tensors (B and C, or dts alone) as the kernels read them: unit stride along n, and
+    the second with the first's strides (B and C share theirs). Views where they already are."""
+    if n > 1 and (t.stride(2) != 1 or (u is not None and u.stride() != t.stride())):
+        t = t.transpose(-1, -2).contiguous().transpose(-1, -2)
+        u = None if u is None else u.transpose(-1, -2).contiguous().transpose(-1, -2)
+    return t, u
 
 
-def _scan_order_rows(t: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
-    """(batch, K, N, H*W) in pixel order -> contiguous (batch, K, H*W, N), direction k's rows in its own step
-    order (for the backward, whose per-step reads of B and C then run with unit stride)."""
-    return to_scan_order(t.detach().to(dtype), h, w).transpose(-1, -2).contiguous()
+def _weight_rows(weight: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """The step-size projection's (K, dim, R) weight as the kernels read it: (K, R, dim) rows zero-padded
+    to whole blocks of 16 channels."""
+    k, _, rank = weight.shape
+    wt = torch.zeros(k, rank, -(-dim // 16) * 16, dtype=dtype)
+    wt[..., :dim] = weight.detach().to(dtype).transpose(1, 2)
+    return wt
 
 
-def _pixel_order(g: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`_scan_order_rows` (for the gradients): (batch, K, H*W, N) -> (batch, K, N, H*W)."""
-    b, k, length, n = g.shape
-    g = g.transpose(-1, -2)
-    if k == 1:
-        return g
-    flipped = [1] if k == 2 else [2, 3]
-    out = g.clone()
-    out[:, flipped] = g[:, flipped].flip(-1)
-    if k == 4:
-        out[:, 1::2] = out[:, 1::2].reshape(b, 2, n, w, h).transpose(-1, -2).reshape(b, 2, n, length)
-    return out
+def _sum_parts(t: torch.Tensor) -> torch.Tensor:
+    """The backward's (batch, parts, ...) partial sums over channel groups, summed (no copy for one part)."""
+    return t[:, 0] if t.shape[1] == 1 else t.sum(1)
 
 
 class CpuCrossScanFn(torch.autograd.Function):
     """Autograd wrapper around ``xs_fwd_*`` / ``xs_bwd_*``; shapes as in ``cross_selective_scan_ref``.
 
     The step sizes come as ``delta``, or (``delta`` None) as the low-rank projection of ``dts`` (batch, K, R, L)
-    by ``weight`` (K, dim, R), which the forward computes pixel by pixel (SS2D's case: no (batch, K, dim, L)
-    tensor in inference, and only the small ``dts`` kept for the backward, which rebuilds delta).
+    by ``weight`` (K, dim, R), which both passes compute pixel by pixel (SS2D's case: no (batch, K, dim, L)
+    tensor at all; the backward returns the gradients of ``dts`` and ``weight``). ``grad_enabled`` (the
+    caller's grad mode) decides with ``needs_input_grad`` whether the forward keeps the backward's states.
     """
 
     @staticmethod
-    def forward(ctx, x, delta, dts, weight, A, B, C, D, delta_bias, delta_softplus):
+    def forward(ctx, x, delta, dts, weight, A, B, C, D, delta_bias, delta_softplus, grad_enabled):
         lib = load_library()
         cdt = compute_dtype(x, B if delta is None else delta, A, B, C)
         sfx = "f64" if cdt == torch.float64 else "f32"
@@ -86,21 +76,15 @@ class CpuCrossScanFn(torch.autograd.Function):
         # the forward reads x, delta / dts, B, C through strides (no copies of channels-last maps or of
         # projection views); only the pixels must be one dimension and B, C, dts unit-stride along N / R
         x_ = x.detach().to(cdt).flatten(2)  # (batch, dim, L): a view unless H, W cannot merge
-        B_, C_ = B.detach().to(cdt), C.detach().to(cdt)
-        if N > 1 and (B_.stride(2) != 1 or C_.stride() != B_.stride()):
-            B_, C_ = (t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (B_, C_))
+        B_, C_ = _unit_stride_last(B.detach().to(cdt), C.detach().to(cdt), N)
         if delta is not None:
             delta_, dts_, wt, rank = delta.detach().to(cdt), None, None, 0
             dts_strides = (0, 0, 0)
         else:
             delta_, rank = None, dts.shape[2]
-            dts_ = dts.detach().to(cdt)
-            if rank > 1 and dts_.stride(2) != 1:
-                dts_ = dts_.transpose(-1, -2).contiguous().transpose(-1, -2)
+            dts_ = _unit_stride_last(dts.detach().to(cdt), None, rank)[0]
             dts_strides = (dts_.stride(0), dts_.stride(1), dts_.stride(3))
-            # (K, R, dim) rows, zero-padded to whole blocks of 16 channels: the kernel reads whole blocks
-            wt = torch.zeros(K, rank, -(-dim // 16) * 16, dtype=cdt)
-            wt[..., :dim] = weight.detach().to(cdt).transpose(1, 2)
+            wt = _weight_rows(weight, dim, cdt)
         A_, D_, bias_ = _prep(A, cdt), _prep(D, cdt), _prep(delta_bias, cdt)
         channels_last = dim > 1 and x_.stride(1) == 1
         out = torch.empty(batch, h, w, dim, dtype=cdt).permute(0, 3, 1, 2) if channels_last else \
@@ -111,60 +95,81 @@ class CpuCrossScanFn(torch.autograd.Function):
                                 *out3.stride(), *dts_strides], dtype=torch.int64)  # fmt: skip
         group = forward_group(batch, dim, nthreads)
         work = torch.empty(nthreads, getattr(lib, f"xs_fwd_work_per_thread_{sfx}")(N, h, group), dtype=cdt)
+        # for the backward, the state at every chunk start of every direction (K N / chunk values per value
+        # of x): the backward recomputes each chunk from it
+        ckpt = None
+        if grad_enabled and any(ctx.needs_input_grad):
+            chunks = -(-L // getattr(lib, f"xs_chunk_steps_{sfx}")())
+            ckpt = torch.empty(batch, K, chunks, -(-dim // 16), N, 16, dtype=cdt)
         getattr(lib, f"xs_fwd_{sfx}")(
             _ptr(x_), _ptr(delta_), _ptr(dts_), _ptr(wt), rank, _ptr(A_), _ptr(B_), _ptr(C_), _ptr(D_), _ptr(bias_),
-            _ptr(strides), int(delta_softplus), batch, dim, h, w, N, K, group, _ptr(out), _ptr(work), nthreads,
+            _ptr(strides), int(delta_softplus), batch, dim, h, w, N, K, group, _ptr(out), _ptr(ckpt), _ptr(work),
+            nthreads,
         )  # fmt: skip
-        ctx.save_for_backward(x, delta, dts, weight, A, B, C, D, delta_bias)
+        ctx.save_for_backward(x, delta, dts, weight, A, B, C, D, delta_bias, ckpt)
         ctx.delta_softplus = delta_softplus
         return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, gout):
         lib = load_library()
-        x, delta, dts, weight, A, B, C, D, delta_bias = ctx.saved_tensors
+        x, delta, dts, weight, A, B, C, D, delta_bias, ckpt = ctx.saved_tensors
         lowrank = delta is None
         cdt = compute_dtype(x, B if lowrank else delta, A, B, C)
         sfx = "f64" if cdt == torch.float64 else "f32"
         batch, dim, h, w = x.shape
         K, N, L = A.shape[0] // dim, A.shape[1], h * w
         nthreads = _num_threads(batch, K * dim, L, N)
-        parts = _num_parts(batch, 1, dim, nthreads)
-        pix = scan_pixels(K, h, w)
+        group = forward_group(batch, dim, nthreads)
+        parts = -(-dim // (16 * group))
 
+        # read through strides as in the forward: no copies of channels-last maps or projection views
+        x_, gout_ = x.detach().to(cdt).flatten(2), gout.to(cdt).flatten(2)
+        B_, C_ = _unit_stride_last(B.detach().to(cdt), C.detach().to(cdt), N)
         if lowrank:
-            delta_ = lowrank_delta(dts.detach().to(cdt), weight.detach().to(cdt)).contiguous()
+            rank, delta_ = dts.shape[2], None
+            dts_ = _unit_stride_last(dts.detach().to(cdt), None, rank)[0]
+            wt = _weight_rows(weight, dim, cdt)
+            dts_strides = (dts_.stride(0), dts_.stride(1), dts_.stride(3))
         else:
-            delta_ = _prep(delta, cdt)
-        x_, A_ = _prep(x, cdt), _prep(A, cdt)
-        D_, bias_ = _prep(D, cdt), _prep(delta_bias, cdt)
-        Bt, Ct = _scan_order_rows(B, h, w, cdt), _scan_order_rows(C, h, w, cdt)
-        gout_ = _prep(gout, cdt)
-
-        gx = torch.empty(batch, dim, h, w, dtype=cdt)
-        gdelta = torch.empty(batch, K, dim, L, dtype=cdt)
+            rank, delta_, dts_, wt = 0, delta.detach().to(cdt), None, None
+            dts_strides = (0, 0, 0)
+        A_, D_, bias_ = _prep(A, cdt), _prep(D, cdt), _prep(delta_bias, cdt)
+        channels_last = dim > 1 and x_.stride(1) == 1
+        gx = torch.empty(batch, h, w, dim, dtype=cdt).permute(0, 3, 1, 2) if channels_last else \
+            torch.empty(batch, dim, h, w, dtype=cdt)  # fmt: skip
+        # gdelta channels-last per direction: the kernel writes a pixel's channels in one run
+        gdelta = None if lowrank else torch.empty(batch, K, L, dim, dtype=cdt).transpose(2, 3)
+        gdts_part = torch.empty(batch, parts, K, L, rank, dtype=cdt) if lowrank else None
+        gw_part = torch.empty(batch, K, rank, -(-dim // 16) * 16, dtype=cdt) if lowrank else None
         gA_part = torch.empty(batch, K * dim, N, dtype=cdt)
-        gB_part = torch.zeros(batch, parts, K, L, N, dtype=cdt)
-        gC_part = torch.zeros(batch, parts, K, L, N, dtype=cdt)
+        gB_part = torch.empty(batch, parts, K, L, N, dtype=cdt)
+        gC_part = torch.empty(batch, parts, K, L, N, dtype=cdt)
         gD_part = torch.empty(batch, K * dim, dtype=cdt) if D is not None else None
         gbias_part = torch.empty(batch, K * dim, dtype=cdt) if delta_bias is not None else None
-        work = torch.empty(nthreads, getattr(lib, f"xs_bwd_work_per_thread_{sfx}")(L, N), dtype=cdt)
+        delta_strides = delta_.stride() if delta_ is not None else (0, 0, 0, 0)
+        gdelta_strides = gdelta.stride() if gdelta is not None else (0, 0, 0, 0)
+        strides = torch.tensor([*x_.stride(), *delta_strides, B_.stride(0), B_.stride(1), B_.stride(3),
+                                *dts_strides, *gout_.stride(), *gx.flatten(2).stride(), *gdelta_strides],
+                               dtype=torch.int64)  # fmt: skip
+        work = torch.empty(nthreads, getattr(lib, f"xs_bwd_work_per_thread_{sfx}")(N, rank, group), dtype=cdt)
         getattr(lib, f"xs_bwd_{sfx}")(
-            _ptr(x_), _ptr(delta_), _ptr(A_), _ptr(Bt), _ptr(Ct), _ptr(D_), _ptr(bias_), _ptr(pix),
-            int(ctx.delta_softplus), batch, dim, L, N, K, parts,
-            _ptr(gout_), _ptr(gx), _ptr(gdelta), _ptr(gA_part), _ptr(gB_part), _ptr(gC_part),
-            _ptr(gD_part), _ptr(gbias_part), _ptr(work), nthreads,
+            _ptr(x_), _ptr(delta_), _ptr(dts_), _ptr(wt), rank, _ptr(A_), _ptr(B_), _ptr(C_), _ptr(D_), _ptr(bias_),
+            _ptr(ckpt), _ptr(strides), int(ctx.delta_softplus), batch, dim, h, w, N, K, group,
+            _ptr(gout_), _ptr(gx), _ptr(gdelta), _ptr(gdts_part), _ptr(gw_part), _ptr(gA_part), _ptr(gB_part),
+            _ptr(gC_part), _ptr(gD_part), _ptr(gbias_part), _ptr(work), nthreads,
         )  # fmt: skip
-        gB = _pixel_order(gB_part.sum(1), h, w)
-        gC = _pixel_order(gC_part.sum(1), h, w)
+        # (batch, K, L, N) pixel-order rows -> (batch, K, N, L) views
+        gB = _sum_parts(gB_part).transpose(-1, -2)
+        gC = _sum_parts(gC_part).transpose(-1, -2)
         gdelta_out = gdts = gweight = None
         if not lowrank:
             gdelta_out = gdelta.to(delta.dtype)
         else:
             if ctx.needs_input_grad[2]:
-                gdts = torch.einsum("bkdl,kdr->bkrl", gdelta, weight.detach().to(cdt)).to(dts.dtype)
+                gdts = _sum_parts(gdts_part).transpose(-1, -2).to(dts.dtype)
             if ctx.needs_input_grad[3]:
-                gweight = torch.einsum("bkdl,bkrl->kdr", gdelta, dts.detach().to(cdt)).to(weight.dtype)
+                gweight = gw_part.sum(0)[..., :dim].transpose(1, 2).to(weight.dtype)
         return (
             gx.to(x.dtype),
             gdelta_out,
@@ -176,15 +181,18 @@ class CpuCrossScanFn(torch.autograd.Function):
             None if D is None else gD_part.sum(0).to(D.dtype),
             None if delta_bias is None else gbias_part.sum(0).to(delta_bias.dtype),
             None,
+            None,
         )
 
 
 def cross_selective_scan_cpu(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
     """The fused four-direction scan on CPU tensors (shapes: ``cross_selective_scan_ref``).
     Returns (batch, dim, H, W) in x's dtype."""
-    return CpuCrossScanFn.apply(x, delta, None, None, A, B, C, D, delta_bias, bool(delta_softplus))
+    return CpuCrossScanFn.apply(x, delta, None, None, A, B, C, D, delta_bias, bool(delta_softplus),
+                                torch.is_grad_enabled())
 
 
 def cross_selective_scan_lowrank_cpu(x, dts, weight, A, B, C, D=None, delta_bias=None, delta_softplus=True):
     """:func:`cross_selective_scan_cpu` with the step sizes ``lowrank_delta(dts, weight)`` computed in the kernel."""
-    return CpuCrossScanFn.apply(x, None, dts, weight, A, B, C, D, delta_bias, bool(delta_softplus))
+    return CpuCrossScanFn.apply(x, None, dts, weight, A, B, C, D, delta_bias, bool(delta_softplus),
+                                torch.is_grad_enabled())

@@ -64,8 +64,8 @@ from .reference import compute_dtype
 
 logger = logging.getLogger(__name__)
 
-_SOURCES = ("_scan_kernel.c", "_scan_kernel_body.c", "_cross_scan_body.c")
-_ABI_VERSION = 5
+_SOURCES = ("_scan_kernel.c", "_scan_kernel_body.c", "_cross_scan_body.c", "_cross_scan_bwd_body.c")
+_ABI_VERSION = 6
 # no -ffast-math: -fno-trapping-math changes no result (see the module docstring)
 OPT_FLAGS = ("-O3", "-fno-trapping-math")
 # x86: vectors as wide as the target has. gcc's tuning otherwise stays at 256 bits on AVX-512
@@ -184,14 +184,16 @@ def _declare(lib: ctypes.CDLL) -> None:
         bwd.argtypes = [p] * 8 + [i32] + [i64] * 6 + [p] * 10 + [i32]
         bwd.restype = None
         # the fused four-direction scan (_cross_scan_body.c, used by _cpu_cross_scan.py)
-        getattr(lib, f"xs_fwd_{sfx}").argtypes = [p] * 4 + [i64] + [p] * 6 + [i32] + [i64] * 7 + [p, p, i32]
+        getattr(lib, f"xs_fwd_{sfx}").argtypes = [p] * 4 + [i64] + [p] * 6 + [i32] + [i64] * 7 + [p, p, p, i32]
         getattr(lib, f"xs_fwd_{sfx}").restype = None
-        getattr(lib, f"xs_bwd_{sfx}").argtypes = [p] * 8 + [i32] + [i64] * 6 + [p] * 9 + [i32]
+        getattr(lib, f"xs_bwd_{sfx}").argtypes = [p] * 4 + [i64] + [p] * 7 + [i32] + [i64] * 7 + [p] * 11 + [i32]
         getattr(lib, f"xs_bwd_{sfx}").restype = None
         getattr(lib, f"xs_fwd_work_per_thread_{sfx}").argtypes = [i64, i64, i64]
         getattr(lib, f"xs_fwd_work_per_thread_{sfx}").restype = i64
-        getattr(lib, f"xs_bwd_work_per_thread_{sfx}").argtypes = [i64, i64]
+        getattr(lib, f"xs_bwd_work_per_thread_{sfx}").argtypes = [i64] * 3
         getattr(lib, f"xs_bwd_work_per_thread_{sfx}").restype = i64
+        getattr(lib, f"xs_chunk_steps_{sfx}").argtypes = []
+        getattr(lib, f"xs_chunk_steps_{sfx}").restype = i64
     lib.ss_pointwise_f32.argtypes = [i32, p, p, i64]
     lib.ss_pointwise_f32.restype = None
     lib.ss_abi_version.restype = i32

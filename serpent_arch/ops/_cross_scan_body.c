@@ -7,22 +7,16 @@
  * and cross-merge become index arithmetic. Directions (as cross_scan.py): K = 4: k = 0 row-major,
  * 1 column-major, 2 and 3 the same reversed; K = 2: row-major and row-major reversed; K = 1: row-major.
  *
- * Layouts (the forward reads x, delta, B, C and writes out through the strides st, below; the
- * backward's are contiguous):
- *   x, out, gout, gx       : (batch, dim, H * W)   the map, pixels in row-major order
- *   delta, gdelta          : (batch, K, dim, H * W) each direction's, in pixel order
- *   B, C                   : forward: (batch, K, N, L) pixel order, read through strides (st below);
- *                            backward: (batch, K, L, N), rows in each direction's step order
- *   gB_part, gC_part       : (batch, parts, K, L, N), rows in step order
+ * This file holds the forward; the backward is _cross_scan_bwd_body.c. Layouts (read and written through
+ * the strides st, below):
+ *   x, out                 : (batch, dim, H * W)    the map, pixels in row-major order
+ *   delta                  : (batch, K, dim, H * W) each direction's, in pixel order
+ *   B, C                   : (batch, K, N, L)       pixel order
  *   A                      : (K * dim, N)           direction k's channel c is row k * dim + c
- *   D, delta_bias          : (K * dim,)             gA_part: (batch, K * dim, N)
- *   gD_part, gbias_part    : (batch, K * dim)
- *   pix (backward)         : (K, L) int32: step t of direction k visits pixel pix[k, t]
- * D, delta_bias and their gradients may be NULL.
+ *   D, delta_bias          : (K * dim,)             may be NULL
  *
- * Parallel tasks own channels across all K directions (forward: a block of SS_CW channels, as the
- * plain forward; backward: a slice of channels), so the sums over directions into out and gx are
- * plain in-place additions, with no atomics and no per-direction output planes.
+ * Parallel tasks own a group of channel blocks across all K directions, so the sums over directions
+ * into out are plain in-place additions, with no atomics and no per-direction output planes.
  */
 
 /* columns per stripe of the column-major directions in the forward with one channel block per task
@@ -81,8 +75,9 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_blocks)(REAL *dtb, REAL *ub, REAL 
  * channels side by side: it stages the G * SS_CW channels of a pixel in one pass (one contiguous run
  * of a channels-last map, where one block alone would read a single cache line per pixel, a new
  * 4 KiB page every few steps) and reads B and C once for the G blocks. The time blocks and stripes
- * narrow as G grows, so that the staged values stay in the first-level cache. */
-static inline int64_t FN(xs_tb)(int64_t G) { return SS_TB / G < 8 ? 8 : SS_TB / G; }
+ * narrow as G grows, so that the staged values stay in the first-level cache; they stay multiples of 8
+ * steps, so that the checkpoints below (every XS_BT steps) fall on block boundaries. */
+static inline int64_t FN(xs_tb)(int64_t G) { return SS_TB / G < 8 ? 8 : SS_TB / G / 8 * 8; }
 static inline int64_t FN(xs_sw)(int64_t G) { return SS_SW / G < 2 ? 2 : SS_SW / G; }
 
 /* A, h (N x G * SS_CW each), the time block's dt, u and y (G x tb x SS_CW each), then the stripe
@@ -95,12 +90,35 @@ int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H, int64_t G)
 }
 
 #if defined(__GNUC__) || defined(__clang__)
-/* one block of channels as one value of a generic vector type: the compiler lowers it to as many
- * registers as the target needs (1 on AVX-512, 2 on AVX2 for float32), so the copies below are
- * vector loads and stores on every target (as plain 16-iteration loops gcc unrolled them and left
- * them scalar below AVX-512) */
-typedef REAL FN(xs_vec) __attribute__((vector_size(SS_CW * sizeof(REAL))));
+/* Vector values of the target's own width (XS_VB bytes: 64 with AVX-512, 32 with AVX, else 16), a block of
+ * SS_CW channels being XS_NV of them, so that the copies below and the fused backward's walk are vector
+ * code on every target. (A vector type of a whole block, 64 bytes, was lowered to two registers on AVX2
+ * for plain copies, but values of it kept in variables went through the stack in pieces: the fused
+ * backward ran 2x slower in the AVX2-limited build than in the native one.) */
+#if defined(__AVX512F__)
+#define XS_VB 64
+#elif defined(__AVX__)
+#define XS_VB 32
+#else
+#define XS_VB 16
+#endif
+#define XS_VL ((int)(XS_VB / sizeof(REAL))) /* lanes per vector */
+#define XS_NV (SS_CW / XS_VL)               /* vectors per block */
+typedef REAL FN(xs_vec) __attribute__((vector_size(XS_VB)));
 #define XS_VEC_OPS 1
+
+/* XS_VL values as a vector value, and back. Always inlined, as every function taking or returning vector
+ * values here: no call passes one, so gcc's warnings and notes that doing so changes the ABI do not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_ld)(const REAL *p)
+{
+    FN(xs_vec) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline SS_ALWAYS_INLINE void FN(xs_st)(REAL *p, FN(xs_vec) v) { memcpy(p, &v, sizeof v); }
 #else
 #define XS_VEC_OPS 0
 #endif
@@ -112,13 +130,12 @@ static inline SS_ALWAYS_INLINE void FN(xs_stage)(REAL *restrict dst, const REAL 
 {
 #if XS_VEC_OPS
     if (s == 1 && n == SS_CW) {
-        FN(xs_vec) v, a;
-        memcpy(&v, src, sizeof v);
-        if (add) {
-            memcpy(&a, add, sizeof a);
-            v += a;
+        for (int v = 0; v < XS_NV; ++v) {
+            FN(xs_vec) x = FN(xs_ld)(src + v * XS_VL);
+            if (add)
+                x += FN(xs_ld)(add + v * XS_VL);
+            FN(xs_st)(dst + v * XS_VL, x);
         }
-        memcpy(dst, &v, sizeof v);
         return;
     }
 #endif
@@ -133,13 +150,11 @@ static inline SS_ALWAYS_INLINE void FN(xs_stage_lowrank)(REAL *restrict dst, con
                                                          const REAL *restrict add)
 {
 #if XS_VEC_OPS
-    FN(xs_vec) acc, wr;
-    memcpy(&acc, add, sizeof acc);
-    for (int64_t r = 0; r < R; ++r) {
-        memcpy(&wr, w + r * ws, sizeof wr);
-        acc += wr * d[r];
+    for (int v = 0; v < XS_NV; ++v) {
+        FN(xs_vec) acc = FN(xs_ld)(add + v * XS_VL);
+        for (int64_t r = 0; r < R; ++r) acc += FN(xs_ld)(w + r * ws + v * XS_VL) * d[r];
+        FN(xs_st)(dst + v * XS_VL, acc);
     }
-    memcpy(dst, &acc, sizeof acc);
 #else
     REAL acc[SS_CW];
     for (int c = 0; c < SS_CW; ++c) acc[c] = add[c];
@@ -155,13 +170,12 @@ static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, co
 {
 #if XS_VEC_OPS
     if (s == 1 && n == SS_CW) {
-        FN(xs_vec) v, o;
-        memcpy(&v, src, sizeof v);
-        if (add) {
-            memcpy(&o, dst, sizeof o);
-            v += o;
+        for (int v = 0; v < XS_NV; ++v) {
+            FN(xs_vec) x = FN(xs_ld)(src + v * XS_VL);
+            if (add)
+                x += FN(xs_ld)(dst + v * XS_VL);
+            FN(xs_st)(dst + v * XS_VL, x);
         }
-        memcpy(dst, &v, sizeof v);
         return;
     }
 #endif
@@ -170,7 +184,39 @@ static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, co
     else
         for (int64_t c = 0; c < n; ++c) dst[c * s] = src[c];
 }
-#undef XS_VEC_OPS
+
+/* Steps between the states the forward keeps for the backward (ckpt below) and per chunk of the backward
+ * (_cross_scan_bwd_body.c), which recomputes a chunk's states and decays from the kept state in a buffer
+ * that stays in cache. A power of two >= 8: every forward time block then lies inside one chunk. */
+#ifndef XS_BT
+#define XS_BT 32
+#endif
+
+/* ckpt (batch, K, chunks, blocks of SS_CW channels, N, SS_CW): the state before direction k's step ci *
+ * XS_BT, one N x SS_CW tile per block; the tile of (b, k, chunk ci, block blk) */
+static inline int64_t FN(xs_ckpt_tile)(int64_t b, int64_t k, int64_t ci, int64_t blk, int64_t K, int64_t L,
+                                       int64_t dim, int64_t N)
+{
+    const int64_t nch = (L + XS_BT - 1) / XS_BT, nblk = (dim + SS_CW - 1) / SS_CW;
+    return (((b * K + k) * nch + ci) * nblk + blk) * N * SS_CW;
+}
+
+/* The forward's next time block from step s (in the direction's step order) with at most `left` steps to
+ * go: TB steps, cut at the next chunk start when states are kept; at a chunk start the state (nsub
+ * blocks of N x SS_CW from h) is copied to its tiles first. */
+static inline int FN(xs_fwd_next)(int64_t s, int64_t left, int64_t TB, REAL *ckpt, const REAL *h, int64_t nsub,
+                                  int64_t b, int64_t k, int64_t blk0, int64_t K, int64_t L, int64_t dim, int64_t N)
+{
+    int64_t tb = left < TB ? left : TB;
+    if (ckpt) {
+        const int64_t in = s % XS_BT;
+        if (in == 0)
+            memcpy(ckpt + FN(xs_ckpt_tile)(b, k, s / XS_BT, blk0, K, L, dim, N), h,
+                   (size_t)(nsub * N * SS_CW) * sizeof(REAL));
+        tb = tb < XS_BT - in ? tb : XS_BT - in;
+    }
+    return (int)tb;
+}
 
 /* The forward reads its tensors through strides (in elements), st = {x: batch, channel, pixel;
  * delta: batch, direction, channel, pixel; B and C: batch, direction, pixel (their N is unit-stride);
@@ -179,11 +225,12 @@ static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, co
  * take a channels-last output for its LayerNorm. With delta NULL, the step sizes are the low-rank
  * projection delta[b, k, c, p] = sum_r Wt[k, r, c] dts[b, k, r, p] (Wt: (K, R, dim rounded up to whole
  * blocks, zero-padded)), computed as each pixel is staged: (batch, K, dim, L) of step sizes never
- * exists (at 2048x2048 the first stage's is 512 MiB). Tasks: (batch, G blocks of SS_CW channels), G from the caller (xs_fwd_group). */
+ * exists (at 2048x2048 the first stage's is 512 MiB). Tasks: (batch, G blocks of SS_CW channels), G from the caller
+ * (xs_fwd_group). With ckpt not NULL (training), the states the backward starts its chunks from are kept in it. */
 void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *Wt, int64_t R,
                 const REAL *A, const REAL *B, const REAL *C, const REAL *D, const REAL *delta_bias,
                 const int64_t *st, int softplus, int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N,
-                int64_t K, int64_t G, REAL *out, REAL *work, int nthreads)
+                int64_t K, int64_t G, REAL *out, REAL *ckpt, REAL *work, int nthreads)
 {
     const int64_t L = H * W;
     const int64_t xb_s = st[0], xc_s = st[1], xp_s = st[2];
@@ -241,8 +288,8 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *W
 
             if (!column) {
                 /* row-major, forward or reversed: pixel p = t or L - 1 - t */
-                for (int64_t t0 = 0; t0 < L; t0 += TB) {
-                    const int tb = L - t0 < TB ? (int)(L - t0) : (int)TB;
+                for (int64_t t0 = 0, tb; t0 < L; t0 += tb) {
+                    tb = FN(xs_fwd_next)(t0, L - t0, TB, ckpt, h, nsub, b, k, c0 / SS_CW, K, L, dim, N);
                     const int64_t p0 = rev ? L - 1 - t0 : t0, ps = rev ? -1 : 1;
                     for (int j = 0; j < tb; ++j) {
                         const int64_t p = p0 + j * ps;
@@ -295,8 +342,10 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *W
                             cs[q * N + n] = Cp[n];
                         }
                     }
-                for (int64_t q0 = 0; q0 < T; q0 += TB) {
-                    const int tb = T - q0 < TB ? (int)(T - q0) : (int)TB;
+                /* the stripe's first step in the direction's step order */
+                const int64_t sstart = (rev ? W - col0 - ncol : col0) * H;
+                for (int64_t q0 = 0, tb; q0 < T; q0 += tb) {
+                    tb = FN(xs_fwd_next)(sstart + q0, T - q0, TB, ckpt, h, nsub, b, k, c0 / SS_CW, K, L, dim, N);
                     const int64_t qf = rev ? T - 1 - q0 : q0, qs = rev ? -1 : 1;
                     for (int j = 0; j < tb; ++j)
                         for (int64_t g = 0; g < nsub; ++g)
@@ -322,89 +371,5 @@ void FN(xs_fwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *W
         }
 #undef XS_NB
 #undef XS_ROWS
-    }
-}
-
-/* hs, das (L x N each), then dt, d softplus, gy, u, gu, gdelta (L each), then h, ghc, gA (N each) */
-int64_t FN(xs_bwd_work_per_thread)(int64_t L, int64_t N) { return 2 * L * N + 6 * L + 3 * N; }
-
-/* Backward: tasks (b, part) own the channels [part * dim / parts, (part + 1) * dim / parts) in every
- * direction. Per direction and channel, the steps are gathered into time order (u, dt, gy at pix[t])
- * and the plain backward's recomputation and reverse walk run on them, with B, C and gB, gC in step
- * order (gB, gC into the task's own partial buffers, summed over parts by the caller); gu is added
- * into gx and gdelta written at pixel pix[t]. gB_part, gC_part must be zeroed. */
-void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *A, const REAL *B, const REAL *C,
-                const REAL *D, const REAL *delta_bias, const int32_t *pix, int softplus,
-                int64_t batch, int64_t dim, int64_t L, int64_t N, int64_t K, int64_t parts,
-                const REAL *gout, REAL *gx, REAL *gdelta, REAL *gA_part, REAL *gB_part, REAL *gC_part,
-                REAL *gD_part, REAL *gbias_part, REAL *work, int nthreads)
-{
-    const int64_t ntasks = batch * parts;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int64_t task = 0; task < ntasks; ++task) {
-        const int64_t part = task % parts;
-        const int64_t b = task / parts;
-        const int64_t c_lo = part * dim / parts, c_hi = (part + 1) * dim / parts;
-        REAL *restrict hs = work + (int64_t)SS_THREAD_ID() * FN(xs_bwd_work_per_thread)(L, N);
-        REAL *restrict das = hs + L * N;
-        REAL *restrict dtr = das + L * N;
-        REAL *restrict sgr = dtr + L;
-        REAL *restrict gyr = sgr + L;
-        REAL *restrict ur = gyr + L;
-        REAL *restrict gur = ur + L;
-        REAL *restrict gdr = gur + L;
-        REAL *restrict h = gdr + L;
-        REAL *restrict ghc = h + N;
-        REAL *restrict gAl = ghc + N;
-
-        for (int64_t k = 0; k < K; ++k) {
-            const REAL *Bk = B + (b * K + k) * L * N;
-            const REAL *Ck = C + (b * K + k) * L * N;
-            REAL *gBp = gB_part + ((b * parts + part) * K + k) * L * N;
-            REAL *gCp = gC_part + ((b * parts + part) * K + k) * L * N;
-            const int32_t *restrict pk = pix + k * L;
-            for (int64_t c = c_lo; c < c_hi; ++c) {
-                const int64_t row = k * dim + c; /* of A, D, delta_bias */
-                const REAL *xr = x + (b * dim + c) * L;
-                const REAL *dr = delta + ((b * K + k) * dim + c) * L;
-                const REAL *gor = gout + (b * dim + c) * L;
-                REAL *gxr = gx + (b * dim + c) * L;
-                REAL *gdo = gdelta + ((b * K + k) * dim + c) * L;
-                const REAL bias = delta_bias ? delta_bias[row] : (REAL)0;
-                const REAL Dd = D ? D[row] : (REAL)0;
-
-                for (int64_t t = 0; t < L; ++t) {
-                    const int64_t p = pk[t];
-                    ur[t] = xr[p];
-                    dtr[t] = dr[p] + bias;
-                    gyr[t] = gor[p];
-                }
-                if (softplus) {
-                    for (int64_t t = 0; t < L; ++t) { /* vec: xbwd-softplus */
-                        const REAL v = dtr[t];
-                        dtr[t] = FN(ss_softplus)(v);
-                        const REAL m = (REAL)(v > (REAL)20); /* as in ss_bwd: a blend, not a select */
-                        sgr[t] = m + ((REAL)1 - m) * FN(ss_sigmoid)(v);
-                    }
-                } else {
-                    for (int64_t t = 0; t < L; ++t) sgr[t] = 1;
-                }
-
-                FN(ss_bwd_recompute_n)(dtr, ur, Bk, A + row * N, hs, das, h, L, N,
-                                       FN(ss_nonpos_ok)(A + row * N, N, softplus));
-                REAL gD_acc, gbias_acc;
-                FN(ss_bwd_reverse_n)(dtr, sgr, ur, gyr, Bk, Ck, A + row * N, hs, das, gBp, gCp, ghc, gAl, Dd, gur,
-                                     gdr, &gD_acc, &gbias_acc, L, N);
-
-                if (k == 0)
-                    for (int64_t t = 0; t < L; ++t) gxr[pk[t]] = gur[t];
-                else
-                    for (int64_t t = 0; t < L; ++t) gxr[pk[t]] += gur[t];
-                for (int64_t t = 0; t < L; ++t) gdo[pk[t]] = gdr[t];
-                memcpy(gA_part + (b * K * dim + row) * N, gAl, (size_t)N * sizeof(REAL));
-                if (gD_part) gD_part[b * K * dim + row] = gD_acc;
-                if (gbias_part) gbias_part[b * K * dim + row] = gbias_acc;
-            }
-        }
     }
 }
