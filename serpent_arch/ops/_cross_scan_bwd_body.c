@@ -226,9 +226,10 @@ static inline SS_ALWAYS_INLINE void FN(xs_bwd_reverse)(
  * same; gdelta: as delta}. */
 void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *Wt, int64_t R, const REAL *A,
                 const REAL *B, const REAL *C, const REAL *D, const REAL *delta_bias, const REAL *ckpt,
-                const int64_t *st, int softplus, int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N, int64_t K, int64_t G,
-                const REAL *gout, REAL *gx, REAL *gdelta, REAL *gdts_part, REAL *gW_part, REAL *gA_part,
-                REAL *gB_part, REAL *gC_part, REAL *gD_part, REAL *gbias_part, REAL *work, int nthreads)
+                const int64_t *st, int softplus, int64_t batch, int64_t dim, int64_t H, int64_t W, int64_t N,
+                int64_t K, int64_t G, const REAL *gout, REAL *gx, REAL *gdelta, REAL *gdts_part, REAL *gW_part,
+                REAL *gA_part, REAL *gB_part, REAL *gC_part, REAL *gD_part, REAL *gbias_part, REAL *work,
+                int nthreads)
 {
     const int64_t L = H * W, cw = G * SS_CW, ngrp = (dim + cw - 1) / cw, ntasks = batch * ngrp;
     const int64_t nch = (L + XS_BT - 1) / XS_BT, rows = FN(xs_bwd_rows)(N, R);
