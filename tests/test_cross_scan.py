@@ -73,8 +73,8 @@ def test_fused_cpu_matches_unfused(dtype, k, hw, single_thread):
 @pytest.mark.parametrize("build", ["native", "haswell", "no-deferred-sums"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_fused_cpu_n16_builds(build, dtype, monkeypatch):
-    """N = 16, 19 channels (a full and a partial SIMD block), batch 2, two threads (so the backward splits
-    the channels into parts), each build."""
+    """N = 16, 19 channels (a full and a partial SIMD block), batch 2, two threads, each build (the
+    backward's sums over several channel groups: test_fused_cpu_backward_builds)."""
     monkeypatch.setattr(_cpu_kernel, "_MIN_WORK_PER_THREAD", 1)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     march, extra = {"native": (None, ()), "haswell": ("haswell", ()),
