@@ -89,7 +89,9 @@ int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H, int64_t G)
     return 2 * N * cw + 3 * FN(xs_tb)(G) * cw + 3 * sw * H * cw + 2 * sw * H * N;
 }
 
-#if defined(__GNUC__) || defined(__clang__)
+#if !(defined(__GNUC__) || defined(__clang__))
+#error "the fused four-direction scan is written with the GCC / clang vector extensions"
+#endif
 /* Vector values of the target's own width (XS_VB bytes: 64 with AVX-512, 32 with AVX, else 16), a block of
  * SS_CW channels being XS_NV of them, so that the copies below and the fused backward's walk are vector
  * code on every target. (A vector type of a whole block, 64 bytes, was lowered to two registers on AVX2
@@ -105,7 +107,6 @@ int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H, int64_t G)
 #define XS_VL ((int)(XS_VB / sizeof(REAL))) /* lanes per vector */
 #define XS_NV (SS_CW / XS_VL)               /* vectors per block */
 typedef REAL FN(xs_vec) __attribute__((vector_size(XS_VB)));
-#define XS_VEC_OPS 1
 
 /* XS_VL values as a vector value, and back. Always inlined, as every function taking or returning vector
  * values here: no call passes one, so gcc's warnings and notes that doing so changes the ABI do not apply. */
@@ -119,16 +120,12 @@ static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_ld)(const REAL *p)
     return v;
 }
 static inline SS_ALWAYS_INLINE void FN(xs_st)(REAL *p, FN(xs_vec) v) { memcpy(p, &v, sizeof v); }
-#else
-#define XS_VEC_OPS 0
-#endif
 
 /* n <= SS_CW values from src (stride s) to dst, plus add[c] when add is not NULL; zeros up to SS_CW.
  * The common case (a whole block of a channels-last map) is vector loads. */
 static inline SS_ALWAYS_INLINE void FN(xs_stage)(REAL *restrict dst, const REAL *restrict src, int64_t s,
                                                  int64_t n, const REAL *restrict add)
 {
-#if XS_VEC_OPS
     if (s == 1 && n == SS_CW) {
         for (int v = 0; v < XS_NV; ++v) {
             FN(xs_vec) x = FN(xs_ld)(src + v * XS_VL);
@@ -138,7 +135,6 @@ static inline SS_ALWAYS_INLINE void FN(xs_stage)(REAL *restrict dst, const REAL 
         }
         return;
     }
-#endif
     for (int c = 0; c < SS_CW; ++c) dst[c] = c < n ? src[c * s] + (add ? add[c] : (REAL)0) : (REAL)0;
 }
 
@@ -149,26 +145,17 @@ static inline SS_ALWAYS_INLINE void FN(xs_stage_lowrank)(REAL *restrict dst, con
                                                          const REAL *restrict w, int64_t ws, int64_t R,
                                                          const REAL *restrict add)
 {
-#if XS_VEC_OPS
     for (int v = 0; v < XS_NV; ++v) {
         FN(xs_vec) acc = FN(xs_ld)(add + v * XS_VL);
         for (int64_t r = 0; r < R; ++r) acc += FN(xs_ld)(w + r * ws + v * XS_VL) * d[r];
         FN(xs_st)(dst + v * XS_VL, acc);
     }
-#else
-    REAL acc[SS_CW];
-    for (int c = 0; c < SS_CW; ++c) acc[c] = add[c];
-    for (int64_t r = 0; r < R; ++r)
-        for (int c = 0; c < SS_CW; ++c) acc[c] += w[r * ws + c] * d[r];
-    for (int c = 0; c < SS_CW; ++c) dst[c] = acc[c];
-#endif
 }
 
 /* n <= SS_CW values of src into dst (stride s), written (first direction) or added */
 static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, const REAL *restrict src,
                                                int64_t n, int add)
 {
-#if XS_VEC_OPS
     if (s == 1 && n == SS_CW) {
         for (int v = 0; v < XS_NV; ++v) {
             FN(xs_vec) x = FN(xs_ld)(src + v * XS_VL);
@@ -178,7 +165,6 @@ static inline SS_ALWAYS_INLINE void FN(xs_put)(REAL *restrict dst, int64_t s, co
         }
         return;
     }
-#endif
     if (add)
         for (int64_t c = 0; c < n; ++c) dst[c * s] += src[c];
     else

@@ -37,9 +37,6 @@ static inline int64_t FN(xs_step_pixel)(int64_t k, int64_t K, int64_t s, int64_t
     return SS_COLUMN_MAJOR(k, K) ? (s % H) * W + s / H : s;
 }
 
-#if !XS_VEC_OPS
-#error "the fused backward is written with the GCC / clang vector extensions (xs_vec, _cross_scan_body.c)"
-#endif
 
 /* rows of the deferred sums per step: gC (N), gB (N), gdts (R), rounded up to whole groups of 16 */
 static inline int64_t FN(xs_bwd_rows)(int64_t N, int64_t R) { return (2 * N + R + 15) / 16 * 16; }
@@ -54,10 +51,9 @@ int64_t FN(xs_bwd_work_per_thread)(int64_t N, int64_t R, int64_t G)
            XS_BT * rows * (SS_CW + 1);
 }
 
-/* what a task reads and where it writes, for the staging and put helpers */
+/* what the staging reads, and the sizes it needs */
 struct FN(xs_bwd_args) {
     const REAL *x, *delta, *dts, *Wt, *B, *C, *gout;
-    REAL *gx, *gdelta;
     const int64_t *st;
     int64_t H, W, N, R, K, wrow, softplus;
 };
@@ -234,7 +230,7 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *W
     const int64_t L = H * W, cw = G * SS_CW, ngrp = (dim + cw - 1) / cw, ntasks = batch * ngrp;
     const int64_t nch = (L + XS_BT - 1) / XS_BT, rows = FN(xs_bwd_rows)(N, R);
     const int64_t wrow = (dim + SS_CW - 1) / SS_CW * SS_CW;
-    const struct FN(xs_bwd_args) a = {x, delta, dts, Wt, B, C, gout, gx, gdelta, st, H, W, N, R, K, wrow, softplus};
+    const struct FN(xs_bwd_args) a = {x, delta, dts, Wt, B, C, gout, st, H, W, N, R, K, wrow, softplus};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t task = 0; task < ntasks; ++task) {
         const int64_t b = task / ngrp, part = task % ngrp;
