@@ -134,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"basicsr: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if command in ("train", "test", "infer"):
+        from serpent_arch.host_memory import keep_freed_memory
+
+        keep_freed_memory()  # the steps' tensors reuse freed memory instead of faulting in fresh pages
     if command in OWN_COMMANDS:
         import importlib
 

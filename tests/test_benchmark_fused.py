@@ -1,6 +1,9 @@
 """The fused-scan benchmark's report, from made-up measurements (the measurements themselves take minutes)."""
 
 import argparse
+from pathlib import Path
+
+import pytest
 
 from serpent_arch.benchmark import fused
 
@@ -29,3 +32,37 @@ def test_report_tables():
     assert "| native | training step 32x32 (step) | 32 | 1.00 | 2.00 | 2.00x |" in text
     assert "| native | inference 64x64 | 1.00 | 2.00 | 2.00x | 1.50, 2.50 | 2.0 |" in text
     assert "python -m serpent_arch.benchmark fused --sizes 64" in text
+
+
+def test_versus_report():
+    from serpent_arch.benchmark import versus
+
+    args = argparse.Namespace(kind="train", size=256, rev="e6d3721", steps=5, pairs=2, builds=["native"], threads=2)
+
+    def side(seconds, mib, notes=()):
+        return {"seconds": seconds, "peak_rss_mib": mib, "notes": list(notes)}
+
+    rows = {"native": [(side(0.6, 1400), side(0.4, 1300, ["optimizer fused: True"]), 1.0),
+                       (side(0.5, 1400), side(0.5, 1300), 2.0)]}  # fmt: skip
+    text = versus._report(args, "abc1234", rows, "a CPU", "now")
+    # medians 0.55 and 0.45 s; pair ratios 1.5 and 1.0 -> median 1.25
+    assert "| native | 0.550 | 0.450 | 1.25x | 1.50, 1.00 | 1,400, 1,300 | 1.5 |" in text
+    assert "--rev e6d3721 --kind train --size 256" in text and "abc1234: optimizer fused: True" in text
+
+
+@pytest.mark.slow
+def test_versus_runs_against_a_revision(tmp_path):
+    """Both sides of a real comparison (this checkout against its own HEAD), one tiny pair: the workers start with
+    the right package, and the report is written."""
+    import subprocess
+
+    from serpent_arch.benchmark import versus
+
+    root = Path(versus.__file__).resolve().parents[2]
+    if subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    argv = ["--rev", "HEAD", "--size", "32", "--steps", "1", "--pairs", "1", "--builds", "native"]
+    argv += ["--out", str(tmp_path)]
+    assert versus.main(argv) == 0
+    text = (tmp_path / "versus_HEAD.md").read_text()
+    assert "| native |" in text and "optimizer fused: True" in text

@@ -17,6 +17,7 @@ COMMANDS = {
     "triton_build": "serpent_arch.benchmark.triton_build",
     "train": "serpent_arch.benchmark.train",
     "fused": "serpent_arch.benchmark.fused",
+    "versus": "serpent_arch.benchmark.versus",
     "quickstart": "serpent_arch.benchmark.quickstart",
     "export": "serpent_arch.benchmark.export",
     "gpu": "serpent_arch.benchmark.gpu",

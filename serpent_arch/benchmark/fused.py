@@ -10,8 +10,8 @@ memory (``ru_maxrss``: weights, torch itself, every buffer, oneDNN's scratch) is
 * inference: one whole RGB image of ``--sizes`` pixels, ``torch.inference_mode``; the time of the first
   forward of the process (what restoring one photo costs) and, up to ``--warm-above`` pixels, the median
   of ``--runs`` more after it;
-* training: ``--train-batch`` patches of ``--train-size``, L1 loss, AdamW; median of ``--steps`` steps
-  after a warm-up step;
+* training: ``--train-batch`` patches of ``--train-size``, L1 loss, AdamW (fused, as ``basicsr train``
+  builds it: ``serpent_arch.optimizers``); median of ``--steps`` steps after a warm-up step;
 * then, up to ``--warm-above`` pixels and for the training step, both paths in one process,
   alternating for ``--pairs`` pairs: per-pair ratios, the steadiest comparison on a shared machine.
 
@@ -25,7 +25,9 @@ a round). ``--builds``: ``native`` (the kernel and torch
 as this CPU builds them) and ``haswell`` (``machine.AVX2_ENV``: the kernel built ``-march=haswell`` and
 torch's ATen, oneDNN and MKL limited to AVX2: an emulated AVX2-only machine). ``--profile SIZE`` adds
 a torch.profiler breakdown of one inference forward at SIZE, fused and unfused, by operator group.
-Writes ``DIR/<name>.md``.
+Every process keeps freed host memory for reuse as ``basicsr train`` and ``infer`` do
+(``serpent_arch.host_memory``; ``SERPENT_KEEP_FREED_MEMORY=0`` measures glibc's defaults instead). Writes
+``DIR/<name>.md``.
 """
 
 from __future__ import annotations
@@ -59,12 +61,16 @@ def _child(args: argparse.Namespace) -> dict:
     """One measurement in this (fresh) process; returns what the parent reports."""
     import resource
 
+    from serpent_arch.host_memory import keep_freed_memory
+
+    memory = keep_freed_memory()  # as basicsr train / infer do (SERPENT_KEEP_FREED_MEMORY=0: glibc's defaults)
     import torch
     import torch.nn.functional as F
 
     from serpent_arch.archs import Serpent, tail
     from serpent_arch.measure.machine import describe
     from serpent_arch.ops import _cpu_kernel, cross_scan
+    from serpent_arch.optimizers import build_optimizer
 
     torch.set_num_threads(args.threads)
     fused_backends = cross_scan.FUSED_BACKENDS
@@ -86,7 +92,7 @@ def _child(args: argparse.Namespace) -> dict:
             with torch.inference_mode():
                 net(x)
     else:
-        optimizer = torch.optim.AdamW(net.parameters(), lr=2e-4, weight_decay=1e-4, betas=(0.9, 0.99))
+        optimizer = build_optimizer("AdamW", net.parameters(), lr=2e-4, weight_decay=1e-4, betas=(0.9, 0.99))
         gt = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
 
         def once():
@@ -109,13 +115,15 @@ def _child(args: argparse.Namespace) -> dict:
             order = (True, False) if rnd % 2 == 0 else (False, True)
             got = {fused: timed(fused) for fused in order}
             pairs.append((got[True], got[False]))
-        return {"pairs": pairs, "machine": describe(), "build": _cpu_kernel.build_info()}
+        return {"pairs": pairs, "machine": describe(), "build": _cpu_kernel.build_info(), "host_memory": memory}
     times = [timed() for _ in range(args.runs)]
     return {
         "times": times,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": describe(),
         "build": _cpu_kernel.build_info(),
+        "host_memory": memory,
+        "optimizer_fused": bool(optimizer.defaults.get("fused")) if args.kind == "train" else None,
     }
 
 
@@ -271,6 +279,10 @@ def _seconds(r: dict, kind: str) -> float:
 def _report(args, workloads, results, interleaved, profiles, loads, started) -> str:
     machines = {b: results[(b, *workloads[0][:2], True)][0]["machine"] for b in args.builds}
     builds = {b: results[(b, *workloads[0][:2], True)][0]["build"] for b in args.builds}
+    first = next(iter(results.values()))[0]
+    memory_note = first.get("host_memory", "")
+    builds_fused = {r.get("optimizer_fused") for (_b, kind, *_), rs in results.items() if kind == "train" for r in rs}
+    builds_fused = {frozenset({True}): "yes", frozenset({False}): "no"}.get(frozenset(builds_fused), "not recorded")
     lines = [
         "# The fused four-direction scan in the whole network (CPU)",
         "",
@@ -286,7 +298,9 @@ def _report(args, workloads, results, interleaved, profiles, loads, started) -> 
         f"{loads[0]:.1f} at the start, {loads[-1]:.1f} at the end (the machine is shared: see the load column)",
         "- inference: one RGB image, `torch.inference_mode`; **first** = the first forward of the process (one "
         f"photo restored), **warm** = median of the {args.runs} forwards after it (sizes up to {args.warm_above})",
-        f"- training: batch {args.train_batch}, L1 loss, AdamW; median of {args.steps} steps after a warm-up step",
+        f"- training: batch {args.train_batch}, L1 loss, AdamW (fused: {builds_fused}); median of {args.steps} steps "
+        "after a warm-up step",
+        f"- {memory_note}",
         "- peak RSS: `ru_maxrss` of the process (torch, weights, every buffer); speed-up and memory ratio: "
         "unfused / fused, median over rounds of the ratio within the round",
         "",

@@ -2,7 +2,8 @@
 
 Differences from ``SRModel`` (everything else, losses, EMA, schedulers, checkpoints, is
 BasicSR's):
-- ``train.optim_g.type`` may name any ``torch.optim`` optimizer (AdamW, SGD, ...), not just Adam;
+- ``train.optim_g.type`` may name any ``torch.optim`` optimizer (AdamW, SGD, ...), not just Adam; Adam
+  and AdamW run fused unless the options say otherwise (:mod:`serpent_arch.optimizers`);
 - validation and testing run on whole images of any size, or tiled when ``val.tile`` is set
   (``val.tile_overlap``, default 32 input pixels); ``val.self_ensemble: true`` averages the
   8 flips/rotations of each input (the "+" results of papers);
@@ -49,10 +50,11 @@ from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from serpent_arch import amp, nonfinite
+from serpent_arch import amp, host_memory, nonfinite
 from serpent_arch.checkpoints import atomic_save
 from serpent_arch.forward_passes import self_ensemble_forward, tiled_forward
 from serpent_arch.ops.backend_report import scan_log_line
+from serpent_arch.optimizers import build_optimizer
 
 
 def ema_decay_at(decay: float, iteration: int) -> float:
@@ -111,6 +113,8 @@ class SerpentModel(SRModel):
         self.scaler = amp.grad_scaler(self.device, enabled=self.amp_dtype == torch.float16)
         logger = get_root_logger()
         logger.info(scan_log_line(self.get_bare_model(self.net_g), self.device))
+        if self.device.type == "cpu":
+            logger.info(host_memory.keep_freed_memory())
         if self.amp_dtype or self.val_amp_dtype:
             parts = [f"train {amp.name_of(self.amp_dtype)}"] if is_train else []
             parts.append(f"validation {amp.name_of(self.val_amp_dtype)}")
@@ -145,13 +149,7 @@ class SerpentModel(SRModel):
             self.scaler.load_state_dict(resume_state["amp_scaler"])
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
-        optimizer_cls = getattr(torch.optim, str(optim_type), None)
-        if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
-            raise ValueError(
-                f"train.optim_g.type: unknown optimizer {optim_type!r}; use a torch.optim class name "
-                "such as Adam, AdamW or SGD."
-            )
-        return optimizer_cls(params, lr=lr, **kwargs)
+        return build_optimizer(optim_type, params, lr, **kwargs)
 
     def model_ema(self, decay=0.999):
         """BasicSR's EMA update, with the warm-up of :func:`ema_decay_at` unless ``train.ema_warmup: false``."""
