@@ -39,14 +39,15 @@ def test_versus_report():
 
     args = argparse.Namespace(kind="train", size=256, rev="e6d3721", steps=5, pairs=2, builds=["native"], threads=2)
 
-    def side(seconds, mib, notes=()):
-        return {"seconds": seconds, "peak_rss_mib": mib, "notes": list(notes)}
+    def side(seconds, fastest, mib, notes=()):
+        return {"seconds": seconds, "fastest": fastest, "peak_rss_mib": mib, "notes": list(notes)}
 
-    rows = {"native": [(side(0.6, 1400), side(0.4, 1300, ["optimizer fused: True"]), 1.0),
-                       (side(0.5, 1400), side(0.5, 1300), 2.0)]}  # fmt: skip
+    rows = {"native": [(side(0.6, 0.5, 1400), side(0.4, 0.25, 1300, ["optimizer fused: True"]), 1.0),
+                       (side(0.5, 0.5, 1400), side(0.5, 0.5, 1300), 2.0)]}  # fmt: skip
     text = versus._report(args, "abc1234", rows, "a CPU", "now")
-    # medians 0.55 and 0.45 s; pair ratios 1.5 and 1.0 -> median 1.25
-    assert "| native | 0.550 | 0.450 | 1.25x | 1.50, 1.00 | 1,400, 1,300 | 1.5 |" in text
+    # medians 0.55 and 0.45 s; pair ratios 1.5 and 1.0 -> median 1.25; fastest: 2.0 and 1.0 -> 1.5
+    row = "| native | 0.550 | 0.450 | 1.25x | 1.50, 1.00 | 0.500 | 0.375 | 1.50x | 2.00, 1.00 | 1,400, 1,300 | 1.5 |"
+    assert row in text
     assert "--rev e6d3721 --kind train --size 256" in text and "abc1234: optimizer fused: True" in text
 
 

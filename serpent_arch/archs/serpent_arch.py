@@ -289,7 +289,10 @@ class Serpent(nn.Module):
         the same rows of both -> full-resolution features (N, embed_dim, H, W): the tokens unembedded, plus the
         shallow features of the image."""
         feat = pixel_shuffle_last(self.unembed(tokens), self.patch_size).permute(0, 3, 1, 2)
-        return feat + self.shallow(x)
+        # feat is channels-last (a view of the tokens' layout): the shallow conv is run in that layout too (its
+        # input has a few channels, a cheap copy), so that its backward does not copy the full-resolution
+        # gradient into NCHW (16 MiB and ~10 ms per 256x256 training step on two cores)
+        return feat + self.shallow(x.contiguous(memory_format=torch.channels_last))
 
     def restore_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Padded image (N, C_in, H, W) -> the decoder's output tokens (N, H / patch, W / patch, embed_dim),
