@@ -4,11 +4,13 @@ Every operator of a CPU forward or backward allocates its output afresh. glibc's
 allocations above its mmap threshold (128 KiB, rising with use to at most 32 MiB) to the kernel
 and returns them on free, and it gives the top of its heap back above a trim threshold: a tensor
 of the next step then arrives as fresh pages, each a page fault and a page zeroed by the kernel.
-On the 2-core development VM that was 50,000 page faults and about 90 ms of system time per
-training step of Serpent ``base`` at 256x256 (450 ms), and 5.4 million faults (7.5 s of system
-time) in one 2048x2048 forward of 10 s. With the freed memory kept (``keep_freed_memory``), both
-are nearly gone: the step ran 4-11% faster, the 2048x2048 forward 10.3 s -> 7.8 s, its peak
-resident memory 2.1 -> 2.4 GiB (``python -m serpent_arch.benchmark fused`` measures it).
+On the 2-core development VM that was about 50,000 page faults and 90 ms of system time per 256x256 training
+step of Serpent ``base``, and 5.4 million faults in one 2048x2048 forward. With the freed memory kept
+(``keep_freed_memory``) they are nearly gone: in ``python -m serpent_arch.benchmark fused`` the 2048x2048
+forward took 10.9 s native and 11.5 s AVX2-limited against 13.4 and 22.2 s with glibc's defaults (two runs
+at the same load, docs/benchmarks/fused_scan_host_memory.md and fused_scan_glibc_malloc.md), for a peak
+resident memory of 2.3 and 2.6 GiB against 2.2 (what is freed is kept for the next allocation, not given
+back: the peak grows by what fragmentation leaves unused).
 
 ``basicsr train``, ``test`` and ``infer`` call it at start (and ``SerpentModel`` on a CPU, which logs
 the result); call it yourself when you drive a long CPU job from Python. ``SERPENT_KEEP_FREED_MEMORY=0``
