@@ -5,10 +5,11 @@
 
 Builds the network of the option file (``network_g``) and times full training iterations of the
 quick start's shape (``batch_size_per_gpu`` patches of ``gt_size`` / ``scale`` LQ pixels, L1
-loss, the file's optimizer) on the CPU, once per backend, interleaved so that machine load hits
-all backends alike. Reports iterations per second (median of ``--repeats`` blocks of
-``--iters`` iterations) and the ratio to the plain per-step loop (``reference``) measured in the
-same run. cpu_kernel runs once per build: its own (``-march=native`` or ``$SERPENT_CPU_MARCH``) and
+loss, the file's optimizer as ``basicsr train`` builds it, host memory kept as it does) on the CPU,
+once per backend, interleaved so that machine load hits all backends alike. Reports iterations per
+second (median of ``--repeats`` blocks of ``--iters`` iterations) and the ratio to the plain per-step
+loop (``reference``) measured in the same run. cpu_kernel runs once per build: its own
+(``-march=native`` or ``$SERPENT_CPU_MARCH``) and
 each ``--march`` (default ``haswell`` where the CPU has AVX2: the build of an AVX2-only machine).
 The header names the CPU, its vector extensions, threads, ATen's CPU capability and any limits of
 torch's instruction sets in the environment (``machine.AVX2_ENV`` emulates an AVX2-only machine
@@ -69,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import serpent_arch  # noqa: F401  (registers Serpent)
     from serpent_arch.benchmark.scan import default_marches, kernel_builds
+    from serpent_arch.host_memory import keep_freed_memory
     from serpent_arch.measure.machine import describe
     from serpent_arch.ops import _cpu_kernel, available_backends
+    from serpent_arch.optimizers import build_optimizer
+
+    keep_freed_memory()
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, (backend, variant) in runs_of.items():
         net = _build(opt["network_g"], backend)
         optim_opt = dict(opt["train"]["optim_g"])
-        optimizer = getattr(torch.optim, optim_opt.pop("type"))(net.parameters(), **optim_opt)
+        optimizer = build_optimizer(optim_opt.pop("type"), net.parameters(), **optim_opt)
         with kernel(variant):
             if variant:
                 builds[label] = _cpu_kernel.build_info()
