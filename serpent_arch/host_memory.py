@@ -32,7 +32,6 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_MIB = 128  # allocations below this come from the heap and are reused
 TRIM_THRESHOLD_MIB = 1024  # free memory at the heap's top kept up to this
 
-_USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
 _applied: str | None = None
 
 
@@ -48,7 +47,7 @@ def keep_freed_memory(mmap_mib: int = MMAP_THRESHOLD_MIB, trim_mib: int = TRIM_T
     if os.environ.get("SERPENT_KEEP_FREED_MEMORY", "1") == "0":
         _applied = "host memory: malloc settings left as they are (SERPENT_KEEP_FREED_MEMORY=0)"
         return _applied
-    user = [name for name in _USER_SETTINGS if name in os.environ]
+    user = sorted(name for name in os.environ if name.startswith("MALLOC_") or name == "GLIBC_TUNABLES")
     if user:
         _applied = f"host memory: malloc settings left as the environment sets them ({', '.join(user)})"
         return _applied

@@ -32,6 +32,8 @@ def optimizer_class(optim_type) -> type[torch.optim.Optimizer]:
 def build_optimizer(optim_type, params, lr: float, **kwargs) -> torch.optim.Optimizer:
     """``torch.optim.<optim_type>(params, lr=lr, **kwargs)``, fused where :data:`FUSED_BY_DEFAULT` says."""
     cls = optimizer_class(optim_type)
+    if isinstance(params, torch.Tensor):  # not an iterable of parameters: torch's own error names it
+        return cls(params, lr=lr, **kwargs)
     params = [_listed(group) for group in params]
     if _fused_by_default(cls, params, kwargs):
         kwargs = {**kwargs, "fused": True}

@@ -281,8 +281,8 @@ def _report(args, workloads, results, interleaved, profiles, loads, started) -> 
     builds = {b: results[(b, *workloads[0][:2], True)][0]["build"] for b in args.builds}
     first = next(iter(results.values()))[0]
     memory_note = first.get("host_memory", "")
-    builds_fused = {r.get("optimizer_fused") for (_b, kind, *_), rs in results.items() if kind == "train" for r in rs}
-    builds_fused = {frozenset({True}): "yes", frozenset({False}): "no"}.get(frozenset(builds_fused), "not recorded")
+    fused_seen = {r.get("optimizer_fused") for (_b, kind, *_), rs in results.items() if kind == "train" for r in rs}
+    optimizer_fused = {frozenset({True}): "yes", frozenset({False}): "no"}.get(frozenset(fused_seen), "not recorded")
     lines = [
         "# The fused four-direction scan in the whole network (CPU)",
         "",
@@ -298,8 +298,8 @@ def _report(args, workloads, results, interleaved, profiles, loads, started) -> 
         f"{loads[0]:.1f} at the start, {loads[-1]:.1f} at the end (the machine is shared: see the load column)",
         "- inference: one RGB image, `torch.inference_mode`; **first** = the first forward of the process (one "
         f"photo restored), **warm** = median of the {args.runs} forwards after it (sizes up to {args.warm_above})",
-        f"- training: batch {args.train_batch}, L1 loss, AdamW (fused: {builds_fused}); median of {args.steps} steps "
-        "after a warm-up step",
+        f"- training: batch {args.train_batch}, L1 loss, AdamW (fused: {optimizer_fused}); median of {args.steps} "
+        "steps after a warm-up step",
         f"- {memory_note}",
         "- peak RSS: `ru_maxrss` of the process (torch, weights, every buffer); speed-up and memory ratio: "
         "unfused / fused, median over rounds of the ratio within the round",

@@ -79,14 +79,14 @@ print(json.dumps({"seconds": statistics.median(times), "fastest": min(times), "p
 """
 
 
-def _side(tree: str, args: argparse.Namespace, build: str) -> dict:
+def _side(tree: str, args: argparse.Namespace, build: str, size: int | None = None) -> dict:
     from serpent_arch.measure.machine import AVX2_ENV
 
     env = {k: v for k, v in os.environ.items() if k not in AVX2_ENV and k != "PYTHONPATH"}
     env["PYTHONPATH"] = tree
     if build == "haswell":
         env.update(AVX2_ENV)
-    cmd = [sys.executable, "-c", _WORKER, args.kind, str(args.size), str(args.steps), str(args.threads)]
+    cmd = [sys.executable, "-c", _WORKER, args.kind, str(size or args.size), str(args.steps), str(args.threads)]
     with tempfile.TemporaryDirectory() as cwd:  # not the checkout: its package must not shadow the side's
         proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--rev {args.rev}: git archive failed: {archive.stderr.decode().strip()}")
         subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
         for build in args.builds:
-            _side(old, args, build)  # builds the revision's C kernel for this target before anything is timed
+            for tree in (old, str(here)):  # builds each side's C kernel for this target before anything is timed
+                _side(tree, args, build, size=64)
             pairs = []
             for i in range(args.pairs):
                 order = ("old", "new") if i % 2 == 0 else ("new", "old")
