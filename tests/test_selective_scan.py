@@ -238,6 +238,26 @@ def test_kernel_decay_exp_equals_exp_for_nonpositive_arguments(march):
 
 
 @pytest.mark.parametrize("march", BUILDS)
+def test_kernel_fused_decay_exp_accuracy(march):
+    """The fused scan's decay exp (xs_expn: a table of 2^(i/8) on AVX2 without AVX-512, else the polynomial
+    exp_nonpos): <= 1.3 ulp against double exp for every argument in [-86.5, 0] (results down
+    to 2.7e-38), exactly 1 at 0 and -0; below -86.5, -inf and NaN it gives a tiny finite decay (the
+    table's floor exp(-86.5), or 0), never a NaN, an infinity or a value above 2.8e-38."""
+    require_backend("cpu_kernel")
+    x = torch.cat([torch.linspace(-86.5, 0, 400_001), -torch.logspace(-30, 1.9, 20_001)])
+    low = torch.tensor([-86.6, -100.0, -1e30, -math.inf, math.nan])
+    with _cpu_kernel.variant(march):
+        y = _cpu_kernel.pointwise("exp_decay", x).double()
+        ends = _cpu_kernel.pointwise("exp_decay", torch.tensor([0.0, -0.0]))
+        tiny = _cpu_kernel.pointwise("exp_decay", low)
+    ref = torch.exp(x.double())
+    ulp = 2.0 ** (torch.floor(torch.log2(ref)) - 23)
+    assert ((y - ref).abs() / ulp).max().item() <= 1.3
+    assert (ends == 1).all()
+    assert torch.isfinite(tiny).all() and (tiny >= 0).all() and (tiny <= 2.8e-38).all()
+
+
+@pytest.mark.parametrize("march", BUILDS)
 def test_kernel_softplus_sigmoid_match_torch(march):
     """softplus (threshold 20) and sigmoid of the kernel against torch, NaN and infinities included."""
     require_backend("cpu_kernel")

@@ -32,6 +32,113 @@
 #define SS_REVERSED(k, K) ((K) == 4 ? (k) >= 2 : (k) == 1)
 #endif
 
+#if !(defined(__GNUC__) || defined(__clang__))
+#error "the fused four-direction scan is written with the GCC / clang vector extensions"
+#endif
+/* Vector values of the target's own width (XS_VB bytes: 64 with AVX-512, 32 with AVX, else 16), a block of
+ * SS_CW channels being XS_NV of them, so that the copies below and the fused backward's walk are vector
+ * code on every target. (A vector type of a whole block, 64 bytes, was lowered to two registers on AVX2
+ * for plain copies, but values of it kept in variables went through the stack in pieces: the fused
+ * backward ran 2x slower in the AVX2-limited build than in the native one.) */
+#if defined(__AVX512F__)
+#define XS_VB 64
+#elif defined(__AVX__)
+#define XS_VB 32
+#else
+#define XS_VB 16
+#endif
+#define XS_VL ((int)(XS_VB / sizeof(REAL))) /* lanes per vector */
+#define XS_NV (SS_CW / XS_VL)               /* vectors per block */
+typedef REAL FN(xs_vec) __attribute__((vector_size(XS_VB)));
+
+/* XS_VL values as a vector value, and back. Always inlined, as every function taking or returning vector
+ * values here: no call passes one, so gcc's warnings and notes that doing so changes the ABI do not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_ld)(const REAL *p)
+{
+    FN(xs_vec) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline SS_ALWAYS_INLINE void FN(xs_st)(REAL *p, FN(xs_vec) v) { memcpy(p, &v, sizeof v); }
+
+/*
+ * The decay exp(dt * A) of the forward's steps and the backward's recomputation, for arguments <= 0
+ * (the cases ss_expf_nonpos serves), where _scan_kernel.c sets XS_EXP_TABLE (8: float32 on AVX2 with FMA
+ * and without AVX-512; 0 elsewhere, which keeps ss_expf_nonpos, or exp for float64). x = (n + i / 8) ln2
+ * + r with n + i / 8 rounded, 2^(i/8) from a table held in one register (one permute per vector),
+ * |r| <= ln2 / 16, and exp(r) - 1 = r (1 + r (c2 + r c3)) by a degree-3 near-minimax polynomial
+ * (Lawson's iteration): 10 operations on the FMA ports against ss_expf_nonpos's 16, the rest on the
+ * shuffle and integer ports. Max error 1.3 ulp against double exp (tests/test_selective_scan.py).
+ * AVX-512 keeps the polynomial: there the permute competes with the second FMA unit for its port, and
+ * the table was 4% slower on the training step. Arguments below XS_EXP_LO (results below 2.7e-38) and
+ * NaN give exp(XS_EXP_LO): a decay that small leaves nothing of the state, and a NaN argument comes
+ * only from a NaN or infinite dt, which makes the state non-finite through dt * u anyway.
+ */
+#define XS_EXP_LO -86.5f
+#if XS_EXP_TABLE == 8
+static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_expn)(FN(xs_vec) xv)
+{
+    const __m256 tab = _mm256_setr_ps(0x1p+0f, 0x1.172b84p+0f, 0x1.306fep+0f, 0x1.4bfdaep+0f, 0x1.6a09e6p+0f,
+                                      0x1.8ace54p+0f, 0x1.ae89fap+0f, 0x1.d5818ep+0f); /* 2^(i/8) */
+    const __m256 x = _mm256_max_ps((__m256)xv, _mm256_set1_ps(XS_EXP_LO)); /* NaN: the second operand */
+    /* k = 8 n + i = round(8 x / ln2), also kb's low mantissa bits (1.5 * 2^23 added: spacing 1) */
+    const __m256 kb = _mm256_fmadd_ps(x, _mm256_set1_ps(11.5415602f), _mm256_set1_ps(12582912.0f));
+    const __m256 k = _mm256_sub_ps(kb, _mm256_set1_ps(12582912.0f));
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.086669921875f), x); /* ln2 / 8 split: exact high part */
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.65243052e-05f), r);
+    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(0.166651025f), r, _mm256_set1_ps(0.500078201f));
+    q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0f));
+    const __m256i kbits = _mm256_castps_si256(kb);
+    const __m256 t = _mm256_permutevar8x32_ps(tab, kbits); /* the low 3 bits (i) pick the entry */
+    const __m256 v = _mm256_fmadd_ps(t, _mm256_mul_ps(r, q), t);
+    /* n into the exponent bits: v = 2^(i/8) exp(r) lies in [0.95, 2) and n >= -125 above XS_EXP_LO */
+    const __m256i e = _mm256_and_si256(_mm256_slli_epi32(kbits, 20), _mm256_set1_epi32((int)0xff800000u));
+    return (FN(xs_vec))_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(v), e));
+}
+#endif
+
+#if XS_EXP_TABLE
+/* xs_expn over an array, for the accuracy tests (ss_pointwise_f32) */
+#define XS_EXPN_ARRAY xs_expn_array_f32 /* only the float32 instantiation has a table */
+static void FN(xs_expn_array)(const REAL *x, REAL *out, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + XS_VL <= n; i += XS_VL) FN(xs_st)(out + i, FN(xs_expn)(FN(xs_ld)(x + i)));
+    REAL tail[XS_VL] = {0};
+    memcpy(tail, x + i, (size_t)(n - i) * sizeof(REAL));
+    FN(xs_st)(tail, FN(xs_expn)(FN(xs_ld)(tail)));
+    memcpy(out + i, tail, (size_t)(n - i) * sizeof(REAL));
+}
+
+/* ss_fwd_steps with the table exp (arguments <= 0): tb steps of the recurrence for one block's XS_NV
+ * vectors, one vector's lanes through all N states at a time */
+static inline SS_ALWAYS_INLINE void FN(xs_fwd_steps)(REAL (*restrict dtb)[SS_CW], REAL (*restrict ub)[SS_CW],
+                                                     REAL (*restrict yb)[SS_CW], int tb, const REAL *Bt0,
+                                                     const REAL *Ct0, int64_t bstep, const REAL *restrict At,
+                                                     REAL *restrict h, int64_t N)
+{
+    typedef FN(xs_vec) V;
+    for (int j = 0; j < tb; ++j) {
+        const REAL *Bt = Bt0 + j * bstep, *Ct = Ct0 + j * bstep;
+        for (int v = 0; v < XS_NV; ++v) {
+            const int o = v * XS_VL;
+            const V dt = FN(xs_ld)(dtb[j] + o), dtu = dt * FN(xs_ld)(ub[j] + o);
+            V y = {0};
+            for (int64_t n = 0; n < N; ++n) {
+                REAL *restrict hn = h + n * SS_CW + o;
+                const V hv = FN(xs_expn)(dt * FN(xs_ld)(At + n * SS_CW + o)) * FN(xs_ld)(hn) + dtu * Bt[n];
+                FN(xs_st)(hn, hv);
+                y += hv * Ct[n];
+            }
+            FN(xs_st)(yb[j] + o, y);
+        }
+    }
+}
+#endif
+
 /* One block of tb <= SS_TB steps of one direction: ub, dtb staged in (time, channel) layout (dtb =
  * delta + bias, softplus applied here), B and C rows of step j at B0 + j * bstep (bstep = +-N), run by the
  * plain forward's recurrence (ss_fwd_steps). Writes y (with the skip term) to yb; the state h (N x SS_CW)
@@ -46,7 +153,12 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
         for (int j = 0; j < tb; ++j)
             for (int c = 0; c < SS_CW; ++c) /* vec: xfwd-softplus */
                 dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
-    FN(ss_fwd_steps)(dtb, ub, yb, tb, B0, C0, bstep, At, h, N, nonpos);
+#if XS_EXP_TABLE
+    if (nonpos)
+        FN(xs_fwd_steps)(dtb, ub, yb, tb, B0, C0, bstep, At, h, N);
+    else
+#endif
+        FN(ss_fwd_steps)(dtb, ub, yb, tb, B0, C0, bstep, At, h, N, nonpos);
     for (int j = 0; j < tb; ++j)
         for (int c = 0; c < SS_CW; ++c) yb[j][c] += Dv[c] * ub[j][c];
 }
@@ -88,38 +200,6 @@ int64_t FN(xs_fwd_work_per_thread)(int64_t N, int64_t H, int64_t G)
     const int64_t cw = G * SS_CW, sw = FN(xs_sw)(G);
     return 2 * N * cw + 3 * FN(xs_tb)(G) * cw + 3 * sw * H * cw + 2 * sw * H * N;
 }
-
-#if !(defined(__GNUC__) || defined(__clang__))
-#error "the fused four-direction scan is written with the GCC / clang vector extensions"
-#endif
-/* Vector values of the target's own width (XS_VB bytes: 64 with AVX-512, 32 with AVX, else 16), a block of
- * SS_CW channels being XS_NV of them, so that the copies below and the fused backward's walk are vector
- * code on every target. (A vector type of a whole block, 64 bytes, was lowered to two registers on AVX2
- * for plain copies, but values of it kept in variables went through the stack in pieces: the fused
- * backward ran 2x slower in the AVX2-limited build than in the native one.) */
-#if defined(__AVX512F__)
-#define XS_VB 64
-#elif defined(__AVX__)
-#define XS_VB 32
-#else
-#define XS_VB 16
-#endif
-#define XS_VL ((int)(XS_VB / sizeof(REAL))) /* lanes per vector */
-#define XS_NV (SS_CW / XS_VL)               /* vectors per block */
-typedef REAL FN(xs_vec) __attribute__((vector_size(XS_VB)));
-
-/* XS_VL values as a vector value, and back. Always inlined, as every function taking or returning vector
- * values here: no call passes one, so gcc's warnings and notes that doing so changes the ABI do not apply. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_ld)(const REAL *p)
-{
-    FN(xs_vec) v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline SS_ALWAYS_INLINE void FN(xs_st)(REAL *p, FN(xs_vec) v) { memcpy(p, &v, sizeof v); }
 
 /* n <= SS_CW values from src (stride s) to dst, plus add[c] when add is not NULL; zeros up to SS_CW.
  * The common case (a whole block of a channels-last map) is vector loads. */

@@ -136,6 +136,29 @@ static inline SS_ALWAYS_INLINE void FN(xs_bwd_recompute)(const REAL *restrict dt
     }
 }
 
+#if XS_EXP_TABLE
+/* xs_bwd_recompute with the table exp (arguments <= 0), one vector's lanes through all N states at a time */
+static inline SS_ALWAYS_INLINE void FN(xs_bwd_recompute_t)(const REAL *restrict dtb, const REAL *restrict ub,
+                                                           const REAL *restrict bs, const REAL *restrict At,
+                                                           const REAL *restrict h0, REAL *restrict hs,
+                                                           REAL *restrict das, int tb, int64_t N)
+{
+    typedef FN(xs_vec) V;
+    for (int j = 0; j < tb; ++j)
+        for (int v = 0; v < XS_NV; ++v) {
+            const int o = v * XS_VL;
+            const V dt = FN(xs_ld)(dtb + j * SS_CW + o), dtu = dt * FN(xs_ld)(ub + j * SS_CW + o);
+            for (int64_t n = 0; n < N; ++n) {
+                const REAL *restrict hp = (j ? hs + ((j - 1) * N + n) * SS_CW : h0 + n * SS_CW) + o;
+                const int64_t i = (j * N + n) * SS_CW + o;
+                const V dA = FN(xs_expn)(dt * FN(xs_ld)(At + n * SS_CW + o));
+                FN(xs_st)(das + i, dA);
+                FN(xs_st)(hs + i, dA * FN(xs_ld)(hp) + dtu * bs[j * N + n]);
+            }
+        }
+}
+#endif
+
 /* One state index n of the reverse walk's step j (xs_bwd_reverse), for the XS_VL lanes from lane o: the
  * carry and gA updated in place, the gC and gB terms into the deferred sums accj, the step's sums over n
  * into *P and *Q */
@@ -283,7 +306,11 @@ void FN(xs_bwd)(const REAL *x, const REAL *delta, const REAL *dts, const REAL *W
                     const int64_t nb = nc - cg < SS_CW ? nc - cg : SS_CW;
                     const REAL *h0 = ckpt + FN(xs_ckpt_tile)(b, k, ci, c0 / SS_CW + g, K, L, dim, N);
                     if (nonpos)
+#if XS_EXP_TABLE
+                        FN(xs_bwd_recompute_t)(dtb + o, ub + o, bs, At + on, h0, hs, das, tb, N);
+#else
                         FN(xs_bwd_recompute)(dtb + o, ub + o, bs, At + on, h0, hs, das, tb, N, 1);
+#endif
                     else
                         FN(xs_bwd_recompute)(dtb + o, ub + o, bs, At + on, h0, hs, das, tb, N, 0);
 #define XS_REVERSE(first)                                                                                  \

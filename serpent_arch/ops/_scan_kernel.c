@@ -20,6 +20,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
 
 /* forward: channels processed side by side (SIMD lanes; 16 floats = one AVX-512 register) and
  * time steps staged per block */
@@ -269,6 +272,16 @@ static inline void ss_rowsums16_f64(const double *rows, double *out)
 #define EXP ss_expf
 #define EXPN ss_expf_nonpos
 #define SS_DEFERRED SS_DEFERRED_SUMS
+/* the fused scan's decay exp by table (xs_expn in _cross_scan_body.c): entries per table, 0 for none */
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define XS_EXP_TABLE 8
+#else
+#define XS_EXP_TABLE 0
+#endif
+#ifdef XS_NO_EXP_TABLE /* the polynomial everywhere: for comparisons (benchmarks, tests) */
+#undef XS_EXP_TABLE
+#define XS_EXP_TABLE 0
+#endif
 #include "_scan_kernel_body.c"
 #include "_cross_scan_body.c"
 #include "_cross_scan_bwd_body.c"
@@ -277,6 +290,7 @@ static inline void ss_rowsums16_f64(const double *rows, double *out)
 #undef EXP
 #undef EXPN
 #undef SS_DEFERRED
+#undef XS_EXP_TABLE
 
 /* tests/test_vectorization.py compiles with -DSS_NO_F64: the float64 loops call libm and are not
  * meant to vectorize, and they share line numbers with the float32 ones in gcc's report */
@@ -286,6 +300,7 @@ static inline void ss_rowsums16_f64(const double *rows, double *out)
 #define EXP exp
 #define EXPN exp
 #define SS_DEFERRED 0
+#define XS_EXP_TABLE 0
 #include "_scan_kernel_body.c"
 #include "_cross_scan_body.c"
 #include "_cross_scan_bwd_body.c"
@@ -294,6 +309,7 @@ static inline void ss_rowsums16_f64(const double *rows, double *out)
 #undef EXP
 #undef EXPN
 #undef SS_DEFERRED
+#undef XS_EXP_TABLE
 #endif
 
 /* The float32 exp / softplus / sigmoid of the hot loops over an array, so that tests check their
@@ -305,6 +321,12 @@ void ss_pointwise_f32(int which, const float *restrict x, float *restrict out, i
         for (int64_t i = 0; i < n; ++i) out[i] = ss_expf(x[i]);
     else if (which == 3)
         for (int64_t i = 0; i < n; ++i) out[i] = ss_expf_nonpos(x[i]);
+    else if (which == 4) /* the fused scan's decay exp: the table where the build has one */
+#ifdef XS_EXPN_ARRAY
+        XS_EXPN_ARRAY(x, out, n);
+#else
+        for (int64_t i = 0; i < n; ++i) out[i] = ss_expf_nonpos(x[i]);
+#endif
     else if (which == 1)
         for (int64_t i = 0; i < n; ++i) out[i] = ss_softplus_f32(x[i]);
     else
