@@ -240,35 +240,45 @@ def test_kernel_decay_exp_equals_exp_for_nonpositive_arguments(march):
 @pytest.mark.parametrize("march", BUILDS)
 def test_kernel_fused_decay_exp_accuracy(march):
     """The fused scan's decay exp (xs_expn: a table of 2^(i/8) on AVX2 without AVX-512, else the polynomial
-    exp_nonpos): <= 1.3 ulp against double exp for every argument in [-86.5, 0] (results down
-    to 2.7e-38), exactly 1 at 0 and -0; below -86.5, -inf and NaN it gives a tiny finite decay (the
-    table's floor exp(-86.5), or 0), never a NaN, an infinity or a value above 2.8e-38."""
+    exp_nonpos): <= 1.3 ulp against double exp for every argument in [-86.5, 0] (results down to 2.7e-38),
+    exactly 1 at 0 and -0; below -86.5 and at -inf a tiny finite decay (the table's floor exp(-86.5), or 0),
+    never an infinity or a value above 2.8e-38; NaN gives NaN (table) or 0."""
     require_backend("cpu_kernel")
     x = torch.cat([torch.linspace(-86.5, 0, 400_001), -torch.logspace(-30, 1.9, 20_001)])
-    low = torch.tensor([-86.6, -100.0, -1e30, -math.inf, math.nan])
     with _cpu_kernel.variant(march):
         y = _cpu_kernel.pointwise("exp_decay", x).double()
         ends = _cpu_kernel.pointwise("exp_decay", torch.tensor([0.0, -0.0]))
-        tiny = _cpu_kernel.pointwise("exp_decay", low)
+        tiny = _cpu_kernel.pointwise("exp_decay", torch.tensor([-86.6, -100.0, -1e30, -math.inf]))
+        nan = _cpu_kernel.pointwise("exp_decay", torch.tensor([math.nan])).item()
     ref = torch.exp(x.double())
     ulp = 2.0 ** (torch.floor(torch.log2(ref)) - 23)
     assert ((y - ref).abs() / ulp).max().item() <= 1.3
     assert (ends == 1).all()
     assert torch.isfinite(tiny).all() and (tiny >= 0).all() and (tiny <= 2.8e-38).all()
+    assert math.isnan(nan) or nan == 0
+
+
+FUSED_POINTWISE = ("softplus_fused", "sigmoid_fused")
 
 
 @pytest.mark.parametrize("march", BUILDS)
 def test_kernel_softplus_sigmoid_match_torch(march):
-    """softplus (threshold 20) and sigmoid of the kernel against torch, NaN and infinities included."""
+    """softplus (threshold 20) and sigmoid of the kernel against torch, NaN and infinities included: the
+    plain scan's, and the fused scan's (xs_softplus: max(v, 0) + log1p(exp(-|v|)) with the table exp on
+    AVX2, else the plain ones)."""
     require_backend("cpu_kernel")
-    x = torch.cat([torch.linspace(-100, 100, 20_001), torch.tensor([math.nan, math.inf, -math.inf, 20.0])])
+    x = torch.cat([torch.linspace(-100, 100, 20_001), torch.tensor([math.nan, math.inf, -math.inf, 20.0]),
+                   torch.linspace(19.9, 20.1, 2001), torch.linspace(-0.01, 0.01, 2001)])  # fmt: skip
     with _cpu_kernel.variant(march):
-        sp, sg = _cpu_kernel.pointwise("softplus", x), _cpu_kernel.pointwise("sigmoid", x)
-    for name, got, want in (("softplus", sp, torch.nn.functional.softplus(x)), ("sigmoid", sg, torch.sigmoid(x))):
-        assert torch.equal(torch.isnan(got), torch.isnan(want)), name
-        assert torch.equal(torch.isinf(got), torch.isinf(want)), name
-        fin = torch.isfinite(want)
-        torch.testing.assert_close(got[fin], want[fin], rtol=4e-7, atol=1e-37, msg=name)
+        got = {name: _cpu_kernel.pointwise(name, x) for name in ("softplus", "sigmoid", *FUSED_POINTWISE)}
+    want = {"softplus": torch.nn.functional.softplus(x), "sigmoid": torch.sigmoid(x)}
+    for name in got:
+        got_, want_ = got[name], want[name.removesuffix("_fused")]
+        assert torch.equal(torch.isnan(got_), torch.isnan(want_)), name
+        assert torch.equal(torch.isinf(got_), torch.isinf(want_)), name
+        fin = torch.isfinite(want_)
+        torch.testing.assert_close(got_[fin], want_[fin], rtol=4e-7, atol=1e-37, msg=name)
+        assert (got_[x > 20] == x[x > 20]).all() if name.startswith("softplus") else (got_[x > 20] == 1).all(), name
 
 
 NONFINITE = {"u-nan": ("u", math.nan), "delta-nan": ("delta", math.nan), "delta+inf": ("delta", math.inf),

@@ -282,7 +282,7 @@ def reset() -> None:
         _state.clear()
 
 
-POINTWISE = ("exp", "softplus", "sigmoid", "exp_nonpos", "exp_decay")
+POINTWISE = ("exp", "softplus", "sigmoid", "exp_nonpos", "exp_decay", "softplus_fused", "sigmoid_fused")
 
 
 def pointwise(name: str, x: torch.Tensor) -> torch.Tensor:

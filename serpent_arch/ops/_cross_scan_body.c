@@ -73,9 +73,8 @@ static inline SS_ALWAYS_INLINE void FN(xs_st)(REAL *p, FN(xs_vec) v) { memcpy(p,
  * (Lawson's iteration): 10 operations on the FMA ports against ss_expf_nonpos's 16, the rest on the
  * shuffle and integer ports. Max error 1.3 ulp against double exp (tests/test_selective_scan.py).
  * AVX-512 keeps the polynomial: there the permute competes with the second FMA unit for its port, and
- * the table was 4% slower on the training step. Arguments below XS_EXP_LO (results below 2.7e-38) and
- * NaN give exp(XS_EXP_LO): a decay that small leaves nothing of the state, and a NaN argument comes
- * only from a NaN or infinite dt, which makes the state non-finite through dt * u anyway.
+ * the table was 4% slower on the training step. Arguments below XS_EXP_LO (results below 2.7e-38, -inf
+ * included) give exp(XS_EXP_LO): a decay that small leaves nothing of the state. NaN gives NaN.
  */
 #define XS_EXP_LO -86.5f
 #if XS_EXP_TABLE == 8
@@ -83,7 +82,7 @@ static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_expn)(FN(xs_vec) xv)
 {
     const __m256 tab = _mm256_setr_ps(0x1p+0f, 0x1.172b84p+0f, 0x1.306fep+0f, 0x1.4bfdaep+0f, 0x1.6a09e6p+0f,
                                       0x1.8ace54p+0f, 0x1.ae89fap+0f, 0x1.d5818ep+0f); /* 2^(i/8) */
-    const __m256 x = _mm256_max_ps((__m256)xv, _mm256_set1_ps(XS_EXP_LO)); /* NaN: the second operand */
+    const __m256 x = _mm256_max_ps(_mm256_set1_ps(XS_EXP_LO), (__m256)xv); /* NaN (the second operand) stays */
     /* k = 8 n + i = round(8 x / ln2), also kb's low mantissa bits (1.5 * 2^23 added: spacing 1) */
     const __m256 kb = _mm256_fmadd_ps(x, _mm256_set1_ps(11.5415602f), _mm256_set1_ps(12582912.0f));
     const __m256 k = _mm256_sub_ps(kb, _mm256_set1_ps(12582912.0f));
@@ -98,6 +97,38 @@ static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_expn)(FN(xs_vec) xv)
     const __m256i e = _mm256_and_si256(_mm256_slli_epi32(kbits, 20), _mm256_set1_epi32((int)0xff800000u));
     return (FN(xs_vec))_mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(v), e));
 }
+
+/* log1p(t) for t in [0, 1]: t q(t), q of degree 9 (near-minimax by Lawson's iteration; 1.8 ulp) */
+static inline SS_ALWAYS_INLINE __m256 FN(xs_log1p01)(__m256 t)
+{
+    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(-0.00324401143f), t, _mm256_set1_ps(0.0198513996f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-0.0569594167f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(0.106036425f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-0.153055847f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(0.196759358f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-0.249541327f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(0.333299637f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(-0.499999017f));
+    q = _mm256_fmadd_ps(q, t, _mm256_set1_ps(1.0f));
+    return _mm256_mul_ps(t, q);
+}
+
+/* torch's softplus (threshold 20) as max(v, 0) + log1p(e), e = exp(-|v|) by the table: no division, and
+ * above 20 the sum rounds to v itself; with sg, also its derivative sigmoid(v) = 1 / (1 + e) (v >= 0) or
+ * e / (1 + e), exactly 1 above 20 as torch's. NaN stays NaN, infinities give torch's values (-inf:
+ * 2.7e-38 instead of 0, and sigmoid 2.7e-38). */
+static inline SS_ALWAYS_INLINE FN(xs_vec) FN(xs_softplus)(FN(xs_vec) vv, FN(xs_vec) *sg)
+{
+    const __m256 v = (__m256)vv, sign = _mm256_set1_ps(-0.0f);
+    const __m256 e = (__m256)FN(xs_expn)((FN(xs_vec))_mm256_or_ps(v, sign)); /* exp(-|v|) */
+    if (sg) {
+        const __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        /* v < 0 (a NaN compares false and keeps r, which is NaN) */
+        const __m256 neg = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+        *sg = (FN(xs_vec))_mm256_blendv_ps(r, _mm256_mul_ps(e, r), neg);
+    }
+    return (FN(xs_vec))_mm256_add_ps(_mm256_max_ps(_mm256_setzero_ps(), v), FN(xs_log1p01)(e));
+}
 #endif
 
 #if XS_EXP_TABLE
@@ -111,6 +142,22 @@ static void FN(xs_expn_array)(const REAL *x, REAL *out, int64_t n)
     memcpy(tail, x + i, (size_t)(n - i) * sizeof(REAL));
     FN(xs_st)(tail, FN(xs_expn)(FN(xs_ld)(tail)));
     memcpy(out + i, tail, (size_t)(n - i) * sizeof(REAL));
+}
+
+/* xs_softplus over an array, and its sigmoid (which: 0 softplus, 1 sigmoid), for the tests */
+#define XS_SOFTPLUS_ARRAY xs_softplus_array_f32 /* only the float32 instantiation has it */
+static void FN(xs_softplus_array)(int which, const REAL *x, REAL *out, int64_t n)
+{
+    REAL buf[XS_VL];
+    for (int64_t i = 0; i < n; i += XS_VL) {
+        const int64_t m = n - i < XS_VL ? n - i : XS_VL;
+        memset(buf, 0, sizeof buf);
+        memcpy(buf, x + i, (size_t)m * sizeof(REAL));
+        FN(xs_vec) sg;
+        const FN(xs_vec) sp = FN(xs_softplus)(FN(xs_ld)(buf), &sg);
+        FN(xs_st)(buf, which ? sg : sp);
+        memcpy(out + i, buf, (size_t)m * sizeof(REAL));
+    }
 }
 
 /* ss_fwd_steps with the table exp (arguments <= 0): tb steps of the recurrence for one block's XS_NV
@@ -151,8 +198,13 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW]
 {
     if (softplus)
         for (int j = 0; j < tb; ++j)
+#if XS_EXP_TABLE
+            for (int v = 0; v < XS_NV; ++v)
+                FN(xs_st)(dtb[j] + v * XS_VL, FN(xs_softplus)(FN(xs_ld)(dtb[j] + v * XS_VL), NULL));
+#else
             for (int c = 0; c < SS_CW; ++c) /* vec: xfwd-softplus */
                 dtb[j][c] = FN(ss_softplus)(dtb[j][c]);
+#endif
 #if XS_EXP_TABLE
     if (nonpos)
         FN(xs_fwd_steps)(dtb, ub, yb, tb, B0, C0, bstep, At, h, N);

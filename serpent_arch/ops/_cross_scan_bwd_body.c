@@ -100,6 +100,13 @@ static inline SS_ALWAYS_INLINE void FN(xs_bwd_stage)(const struct FN(xs_bwd_args
                 for (int c = 0; c < SS_CW; ++c) sg[c] = 1;
                 continue;
             }
+#if XS_EXP_TABLE
+            for (int v = 0; v < XS_NV; ++v) {
+                FN(xs_vec) sgv;
+                FN(xs_st)(dt + v * XS_VL, FN(xs_softplus)(FN(xs_ld)(dt + v * XS_VL), &sgv));
+                FN(xs_st)(sg + v * XS_VL, sgv);
+            }
+#else
             for (int c = 0; c < SS_CW; ++c) { /* vec: xbwd-softplus */
                 const REAL v = dt[c];
                 dt[c] = FN(ss_softplus)(v);
@@ -107,6 +114,7 @@ static inline SS_ALWAYS_INLINE void FN(xs_bwd_stage)(const struct FN(xs_bwd_args
                 const REAL m = (REAL)(v > (REAL)20);
                 sg[c] = m + ((REAL)1 - m) * FN(ss_sigmoid)(v);
             }
+#endif
         }
 }
 

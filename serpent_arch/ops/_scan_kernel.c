@@ -327,6 +327,12 @@ void ss_pointwise_f32(int which, const float *restrict x, float *restrict out, i
 #else
         for (int64_t i = 0; i < n; ++i) out[i] = ss_expf_nonpos(x[i]);
 #endif
+    else if (which == 5 || which == 6) /* the fused scan's softplus and its sigmoid */
+#ifdef XS_SOFTPLUS_ARRAY
+        XS_SOFTPLUS_ARRAY(which - 5, x, out, n);
+#else
+        for (int64_t i = 0; i < n; ++i) out[i] = which == 5 ? ss_softplus_f32(x[i]) : ss_sigmoid_f32(x[i]);
+#endif
     else if (which == 1)
         for (int64_t i = 0; i < n; ++i) out[i] = ss_softplus_f32(x[i]);
     else
