@@ -188,8 +188,8 @@ static inline SS_ALWAYS_INLINE void FN(xs_fwd_steps)(REAL (*restrict dtb)[SS_CW]
 
 /* One block of tb <= SS_TB steps of one direction: ub, dtb staged in (time, channel) layout (dtb =
  * delta + bias, softplus applied here), B and C rows of step j at B0 + j * bstep (bstep = +-N), run by the
- * plain forward's recurrence (ss_fwd_steps). Writes y (with the skip term) to yb; the state h (N x SS_CW)
- * carries over to the next block. */
+ * plain forward's recurrence (ss_fwd_steps), or with the AVX2 table exp by xs_fwd_steps. Writes y (with the
+ * skip term) to yb; the state h (N x SS_CW) carries over to the next block. */
 static inline SS_ALWAYS_INLINE void FN(xs_fwd_block)(REAL (*restrict dtb)[SS_CW], REAL (*restrict ub)[SS_CW],
                                                      REAL (*restrict yb)[SS_CW], int tb, const REAL *B0,
                                                      const REAL *C0, int64_t bstep, const REAL *restrict At,
