@@ -321,17 +321,12 @@ void ss_pointwise_f32(int which, const float *restrict x, float *restrict out, i
         for (int64_t i = 0; i < n; ++i) out[i] = ss_expf(x[i]);
     else if (which == 3)
         for (int64_t i = 0; i < n; ++i) out[i] = ss_expf_nonpos(x[i]);
-    else if (which == 4) /* the fused scan's decay exp: the table where the build has one */
-#ifdef XS_EXPN_ARRAY
-        XS_EXPN_ARRAY(x, out, n);
+    else if (which >= 4) /* the fused scan's decay exp, softplus and sigmoid: the table where the build has one */
+#ifdef XS_POINTWISE
+        XS_POINTWISE(which - 4, x, out, n);
 #else
-        for (int64_t i = 0; i < n; ++i) out[i] = ss_expf_nonpos(x[i]);
-#endif
-    else if (which == 5 || which == 6) /* the fused scan's softplus and its sigmoid */
-#ifdef XS_SOFTPLUS_ARRAY
-        XS_SOFTPLUS_ARRAY(which - 5, x, out, n);
-#else
-        for (int64_t i = 0; i < n; ++i) out[i] = which == 5 ? ss_softplus_f32(x[i]) : ss_sigmoid_f32(x[i]);
+        for (int64_t i = 0; i < n; ++i)
+            out[i] = which == 4 ? ss_expf_nonpos(x[i]) : which == 5 ? ss_softplus_f32(x[i]) : ss_sigmoid_f32(x[i]);
 #endif
     else if (which == 1)
         for (int64_t i = 0; i < n; ++i) out[i] = ss_softplus_f32(x[i]);
